@@ -1,0 +1,42 @@
+// Shared by every kernel: launch checking, ceil_div, the indexing limit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+namespace pycnn {
+
+// Every launcher ends with PYCNN_CHECK_LAUNCH("name"): a failed launch becomes a
+// std::runtime_error naming the kernel, which pybind11 turns into RuntimeError.
+inline void check_launch(const char* kernel) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    throw std::runtime_error(std::string(kernel) + ": " + cudaGetErrorName(err) + ": " +
+                             cudaGetErrorString(err));
+  }
+}
+#define PYCNN_CHECK_LAUNCH(name) ::pycnn::check_launch(name)
+
+__host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
+__host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Kernels index with 32-bit ints. A launcher calls this for every tensor it
+// touches; larger tensors get a clear error instead of a silent overflow.
+inline void check_int32_size(int64_t numel, const char* what) {
+  if (numel > std::numeric_limits<int32_t>::max()) {
+    throw std::invalid_argument(std::string(what) + ": " + std::to_string(numel) +
+                                " elements exceed the 32-bit indexing limit of 2^31-1");
+  }
+}
+
+// A grid-stride loop's grid: enough blocks to fill the GPU, not one per element.
+inline int grid_for(int64_t n, int block, int max_blocks = 65535 * 8) {
+  int64_t blocks = (n + block - 1) / block;
+  return static_cast<int>(blocks < max_blocks ? blocks : max_blocks);
+}
+
+}  // namespace pycnn

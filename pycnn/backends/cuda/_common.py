@@ -1,0 +1,62 @@
+"""What every CUDA backend function does before a launch: check its arrays, and
+hand their device pointers and CuPy's current stream to a pycnn._C launcher.
+
+Nothing reaches a kernel unchecked: a wrong dtype, a non-contiguous array, an
+array on another GPU or a size past the 32-bit indexing limit raises a Python
+error naming the argument, before any launch.
+"""
+from __future__ import annotations
+
+try:
+    import cupy as cp
+except ImportError as exc:  # pragma: no cover - exercised only without CuPy
+    raise ImportError(
+        "the CUDA backend needs CuPy: pip install 'pycnn[cuda]' (cupy-cuda13x)") from exc
+
+try:
+    from pycnn import _C
+except ImportError as exc:  # pragma: no cover - exercised only without the extension
+    raise ImportError(
+        "the CUDA backend needs the compiled extension pycnn._C, which this install "
+        "lacks (it was built without a CUDA toolkit, or with PYCNN_CUDA=0)") from exc
+
+INT32_MAX = 2**31 - 1
+
+
+def check_array(a, name: str, *, dtype=cp.float32, ndim: int | None = None, shape=None):
+    """Raise TypeError/ValueError naming ``name`` unless ``a`` can go to a kernel."""
+    if not isinstance(a, cp.ndarray):
+        raise TypeError(f"{name}: expected a cupy.ndarray, got {type(a).__name__}")
+    if a.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {cp.dtype(dtype).name}, got {a.dtype.name} "
+                        "(pycnn's CUDA kernels are float32; use the cpu device for float64)")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim} dimensions, got shape {tuple(a.shape)}")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous array, got strides {a.strides} "
+                         "(call cupy.ascontiguousarray first)")
+    current = cp.cuda.Device().id
+    if a.device.id != current:
+        raise ValueError(f"{name}: array is on GPU {a.device.id}, but the current device "
+                         f"is GPU {current}")
+    if a.size > INT32_MAX:
+        raise ValueError(f"{name}: {a.size} elements exceed the 32-bit indexing limit "
+                         f"of pycnn's kernels (2**31 - 1)")
+    return a
+
+
+def ptr(a) -> int:
+    """Device pointer of a cupy array, as the int a launcher takes (0 for None)."""
+    return 0 if a is None else a.data.ptr
+
+
+def stream() -> int:
+    """Handle of CuPy's current stream, so our kernels order with CuPy's work."""
+    return cp.cuda.get_current_stream().ptr
+
+
+def empty(shape, dtype=cp.float32):
+    """An output buffer from CuPy's memory pool."""
+    return cp.empty(shape, dtype=dtype)

@@ -1,0 +1,610 @@
+"""Tensor and the autograd engine.
+
+A ``Tensor`` wraps an array: a ``numpy.ndarray`` on ``"cpu"``, a ``cupy.ndarray``
+on ``"cuda"``. Every differentiable op is a ``Function`` subclass with its
+``forward`` and ``backward`` side by side; ``Function.apply`` runs the forward
+on raw arrays and, when a gradient is wanted, records the node in the graph.
+``Tensor.backward`` walks the graph in reverse topological order with an
+explicit stack (no recursion, so a 500-layer chain or a deep ResNet is fine)
+and accumulates gradients into the leaves' ``.grad`` as PyTorch does.
+
+The arithmetic here (``+ - * / @``, sum, reshape, indexing) is glue that is
+the same on both devices, so it uses the array module of the data (NumPy or
+CuPy). The CNN ops live in ``pycnn.functional`` and run on the backend chosen
+by the tensor's device.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+
+import numpy as np
+
+from pycnn.backends import get_backend
+
+# --------------------------------------------------------------------------- #
+# Devices and array modules
+# --------------------------------------------------------------------------- #
+
+try:  # CuPy is optional: without it only the "cpu" device exists.
+    import cupy as _cp
+except ImportError:  # pragma: no cover - depends on the install
+    _cp = None
+
+
+def array_module(a):
+    """numpy or cupy, whichever owns ``a`` (Chainer's get_array_module idea)."""
+    if _cp is not None and isinstance(a, _cp.ndarray):
+        return _cp
+    return np
+
+
+def device_of(a) -> str:
+    return "cuda" if array_module(a) is not np else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_available() -> bool:
+    """True when CuPy sees a GPU and the kernel extension pycnn._C is built."""
+    if _cp is None:
+        return False
+    try:
+        if not _cp.cuda.is_available():
+            return False
+        import pycnn._C  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def _move(a, device: str):
+    if device == "cpu":
+        return a if isinstance(a, np.ndarray) else _cp.asnumpy(a)
+    if device == "cuda":
+        if not cuda_available():
+            raise RuntimeError("device 'cuda' is not available: it needs CuPy, a GPU and the "
+                               "compiled extension pycnn._C (see pycnn.cuda_available())")
+        return _cp.asarray(a)
+    raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+
+
+# --------------------------------------------------------------------------- #
+# Gradient mode
+# --------------------------------------------------------------------------- #
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
+    previous = is_grad_enabled()
+    _state.grad_enabled = enabled
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager (and decorator) in which no graph is recorded."""
+
+    def __enter__(self):
+        self._mode = _grad_mode(False)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- #
+# Function: one op, forward and backward side by side
+# --------------------------------------------------------------------------- #
+
+class Function:
+    """Base of every differentiable op.
+
+    Subclasses define ``forward(self, *arrays, **params) -> array`` and
+    ``backward(self, grad) -> tuple`` with one gradient (or None) per positional
+    argument of ``forward``. Positional arguments may be Tensors, arrays,
+    scalars or None; only Tensors get gradients. ``self.backend`` is the backend
+    of the inputs' device and ``self.needs_input_grad`` says which positional
+    arguments want a gradient.
+    """
+
+    name = "op"
+
+    @classmethod
+    def apply(cls, *args, **params):
+        fn = cls()
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        device, dtype = _common_device_dtype(cls.name, tensors)
+        fn.backend = get_backend(device)
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        out = fn.forward(*raw, **params)
+        fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        if is_grad_enabled() and any(fn.needs_input_grad):
+            fn.parents = args
+            return Tensor(out, requires_grad=True, _ctx=fn)
+        return Tensor(out)
+
+    def forward(self, *args, **params):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _common_device_dtype(op: str, tensors):
+    if not tensors:
+        raise TypeError(f"{op}: expected at least one Tensor argument")
+    device, dtype = tensors[0].device, tensors[0].dtype
+    for i, t in enumerate(tensors[1:], start=1):
+        if t.device != device:
+            raise ValueError(f"{op}: all tensors must be on one device; tensor argument 0 is on "
+                             f"{device!r}, tensor argument {i} is on {t.device!r}")
+        if t.dtype != dtype:
+            raise TypeError(f"{op}: all tensors must have one dtype; tensor argument 0 is "
+                            f"{dtype}, tensor argument {i} is {t.dtype} (convert one of them, "
+                            "nothing is promoted silently)")
+    return device, dtype
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+def _shape(a):
+    return () if a is None or np.isscalar(a) else a.shape
+
+
+class Add(Function):
+    name = "add"
+
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a + b
+
+    def backward(self, g):
+        return _unbroadcast(g, self.shapes[0]), _unbroadcast(g, self.shapes[1])
+
+
+class Sub(Function):
+    name = "sub"
+
+    def forward(self, a, b):
+        self.shapes = (_shape(a), _shape(b))
+        return a - b
+
+    def backward(self, g):
+        return _unbroadcast(g, self.shapes[0]), _unbroadcast(-g, self.shapes[1])
+
+
+class Mul(Function):
+    name = "mul"
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        ga = _unbroadcast(g * self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(g * self.a, _shape(self.b)) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    name = "div"
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga = _unbroadcast(g / self.b, _shape(self.a)) if self.needs_input_grad[0] else None
+        gb = (_unbroadcast(-g * self.a / (self.b * self.b), _shape(self.b))
+              if self.needs_input_grad[1] else None)
+        return ga, gb
+
+
+class Neg(Function):
+    name = "neg"
+
+    def forward(self, a):
+        return -a
+
+    def backward(self, g):
+        return (-g,)
+
+
+class Pow(Function):
+    name = "pow"
+
+    def forward(self, a, exponent):
+        self.a, self.exponent = a, exponent
+        return a ** exponent
+
+    def backward(self, g):
+        return g * self.exponent * self.a ** (self.exponent - 1), None
+
+
+class Exp(Function):
+    name = "exp"
+
+    def forward(self, a):
+        self.out = array_module(a).exp(a)
+        return self.out
+
+    def backward(self, g):
+        return (g * self.out,)
+
+
+class Log(Function):
+    name = "log"
+
+    def forward(self, a):
+        self.a = a
+        return array_module(a).log(a)
+
+    def backward(self, g):
+        return (g / self.a,)
+
+
+class MatMul(Function):
+    name = "matmul"
+
+    def forward(self, a, b):
+        if a.ndim != 2 or b.ndim != 2:
+            raise ValueError(f"matmul: expected two 2-D tensors, got shapes {a.shape} and {b.shape}")
+        if a.shape[1] != b.shape[0]:
+            raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape}")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        ga = g @ self.b.T if self.needs_input_grad[0] else None
+        gb = self.a.T @ g if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Sum(Function):
+    name = "sum"
+
+    def forward(self, a, axis=None, keepdims=False):
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        return array_module(a).asarray(a.sum(axis=axis, keepdims=keepdims))
+
+    def backward(self, g):
+        xp = array_module(g)
+        if self.axis is not None and not self.keepdims:
+            axes = (self.axis,) if isinstance(self.axis, int) else self.axis
+            g = xp.expand_dims(g, tuple(ax % len(self.shape) for ax in axes))
+        return (xp.broadcast_to(g, self.shape).copy(),)
+
+
+class Reshape(Function):
+    name = "reshape"
+
+    def forward(self, a, shape):
+        self.shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, g):
+        return g.reshape(self.shape), None
+
+
+class Transpose(Function):
+    name = "transpose"
+
+    def forward(self, a, axes):
+        self.axes = axes
+        return a.transpose(axes)
+
+    def backward(self, g):
+        inverse = tuple(np.argsort(self.axes)) if self.axes is not None else None
+        return g.transpose(inverse), None
+
+
+class GetItem(Function):
+    name = "getitem"
+
+    def forward(self, a, index):
+        self.shape, self.dtype, self.index = a.shape, a.dtype, index
+        return array_module(a).ascontiguousarray(a[index])
+
+    def backward(self, g):
+        xp = array_module(g)
+        full = xp.zeros(self.shape, dtype=g.dtype)
+        index = self.index if isinstance(self.index, tuple) else (self.index,)
+        if any(hasattr(i, "shape") or isinstance(i, list) for i in index):
+            xp.add.at(full, self.index, g)  # advanced indexing may repeat positions
+        else:
+            full[self.index] = g
+        return full, None
+
+
+class ToDevice(Function):
+    name = "to"
+
+    def forward(self, a, device):
+        self.source = device_of(a)
+        return _move(a, device)
+
+    def backward(self, g):
+        return _move(g, self.source), None
+
+
+# --------------------------------------------------------------------------- #
+# Tensor
+# --------------------------------------------------------------------------- #
+
+class Tensor:
+    """An array with an optional gradient. See ``pycnn.tensor`` to make one."""
+
+    __array_priority__ = 1000  # so ndarray + Tensor uses Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, _ctx: Function | None = None):
+        if isinstance(data, Tensor):
+            data = data.data
+        if not isinstance(data, np.ndarray) and array_module(data) is np:
+            data = np.asarray(data)
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating tensors can require gradients, "
+                            f"got dtype {data.dtype}")
+        self.data = data
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._ctx = _ctx
+
+    # ---- properties ------------------------------------------------------- #
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), separator=", ", threshold=20, edgeitems=2)
+        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        extra += ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({body}, dtype={self.dtype}{extra})"
+
+    # ---- conversions ------------------------------------------------------ #
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (shared on the cpu, copied from the gpu)."""
+        return self.data if isinstance(self.data, np.ndarray) else _cp.asnumpy(self.data)
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item: expected a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self) -> "Tensor":
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device: str) -> "Tensor":
+        if device == self.device:
+            return self
+        return ToDevice.apply(self, device)
+
+    def cpu(self) -> "Tensor":
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        return self.to("cuda")
+
+    def astype(self, dtype) -> "Tensor":
+        """A copy with another dtype, cut from the graph."""
+        return Tensor(self.data.astype(dtype))
+
+    # ---- autograd --------------------------------------------------------- #
+    def backward(self, grad=None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the gradient flowing into this tensor (an array or Tensor of
+        this tensor's shape); it may be left out only for a one-element tensor.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward: this tensor does not require grad and has no graph")
+        xp = array_module(self.data)
+        if grad is None:
+            if self.size != 1:
+                raise ValueError(f"backward: grad can be omitted only for a one-element "
+                                 f"output, got shape {self.shape}")
+            grad = xp.ones(self.data.shape, dtype=self.dtype)
+        else:
+            grad = grad.data if isinstance(grad, Tensor) else xp.asarray(grad)
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(f"backward: grad must have the output's shape {self.shape}, "
+                                 f"got {tuple(grad.shape)}")
+            grad = grad.astype(self.dtype, copy=False)
+
+        grads = {id(self): grad}
+        for node in reversed(self._topological_order()):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._ctx is None:  # a leaf: accumulate, as PyTorch does
+                node.grad = Tensor(g if node.grad is None else node.grad.data + g)
+                continue
+            fn = node._ctx
+            for parent, pg in zip(fn.parents, fn.backward(g)):
+                if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
+                    continue
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+
+    def _topological_order(self):
+        """Nodes that require grad, each after all its inputs (iterative DFS)."""
+        order, visited = [], set()
+        stack = [(self, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in visited:
+                continue
+            visited.add(id(node))
+            stack.append((node, True))
+            if node._ctx is not None:
+                for parent in node._ctx.parents:
+                    if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in visited:
+                        stack.append((parent, False))
+        return order
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ---- arithmetic ------------------------------------------------------- #
+    def _other(self, other):
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            return other  # a Python scalar keeps the tensor's dtype (NumPy's weak scalars)
+        arr = other if array_module(other) is not np else np.asarray(other)
+        return Tensor(arr.astype(self.dtype) if arr.dtype != self.dtype else arr)
+
+    def __add__(self, other):
+        return Add.apply(self, self._other(other))
+
+    def __radd__(self, other):
+        return Add.apply(self._other(other), self)
+
+    def __sub__(self, other):
+        return Sub.apply(self, self._other(other))
+
+    def __rsub__(self, other):
+        return Sub.apply(self._other(other), self)
+
+    def __mul__(self, other):
+        return Mul.apply(self, self._other(other))
+
+    def __rmul__(self, other):
+        return Mul.apply(self._other(other), self)
+
+    def __truediv__(self, other):
+        return Div.apply(self, self._other(other))
+
+    def __rtruediv__(self, other):
+        return Div.apply(self._other(other), self)
+
+    def __neg__(self):
+        return Neg.apply(self)
+
+    def __pow__(self, exponent):
+        if not isinstance(exponent, (int, float)):
+            raise TypeError(f"pow: expected a Python number as exponent, got {type(exponent).__name__}")
+        return Pow.apply(self, exponent)
+
+    def __matmul__(self, other):
+        return MatMul.apply(self, self._other(other))
+
+    def __rmatmul__(self, other):
+        return MatMul.apply(self._other(other), self)
+
+    def exp(self):
+        return Exp.apply(self)
+
+    def log(self):
+        return Log.apply(self)
+
+    def sum(self, axis=None, keepdims: bool = False):
+        return Sum.apply(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        if axis is None:
+            count = self.size
+        else:
+            axes = (axis,) if isinstance(axis, int) else axis
+            count = int(np.prod([self.shape[a] for a in axes]))
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return Reshape.apply(self, shape)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1):
+        nd = max(self.ndim, 1)
+        start, end = start_dim % nd, end_dim % nd
+        if start > end:
+            raise ValueError(f"flatten: start_dim ({start_dim}) comes after end_dim ({end_dim})")
+        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        return self.reshape(shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return Transpose.apply(self, axes or None)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.data
+        return GetItem.apply(self, index)
+
+    def argmax(self, axis=None):
+        """Indices of the maxima (no gradient)."""
+        return Tensor(self.data.argmax(axis=axis))
+
+
+def tensor(data, requires_grad: bool = False, device: str = "cpu", dtype=None) -> Tensor:
+    """Make a Tensor from a list, a scalar, a NumPy/CuPy array or a Tensor.
+
+    Python floats become float32 (the default); NumPy arrays keep their dtype
+    unless ``dtype`` says otherwise, as ``torch.tensor`` does. The data is copied.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    if array_module(data) is np:
+        if isinstance(data, np.ndarray):
+            arr = np.array(data, dtype=dtype, copy=True)
+        else:
+            arr = np.array(data, dtype=dtype)
+            if dtype is None and arr.dtype == np.float64:
+                arr = arr.astype(np.float32)
+    else:
+        arr = data.astype(dtype) if dtype is not None else data.copy()
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"data: expected numbers, got an array of dtype {arr.dtype}")
+    return Tensor(_move(arr, device), requires_grad=requires_grad)
