@@ -1,0 +1,436 @@
+"""The NumPy reference backend: the ground truth for every kernel, and the CPU path.
+
+Clarity comes first here, speed second: every function is a few lines of
+vectorised NumPy that can be checked by eye against its definition (and is
+checked by ``tests/test_reference.py`` against plain nested loops). It works in
+float32 and float64 and returns arrays of the input's dtype.
+
+Convolution as a matrix product (im2col)
+----------------------------------------
+After padding, the receptive field of output pixel (p, q) is the R x S grid of
+input pixels ``(p*stride_h + r*dil_h, q*stride_w + s*dil_w)``. ``as_strided``
+gives a *view* of all those windows, shaped ``(N, C, P, Q, R, S)``, without
+copying anything. Flattening that view into columns turns the convolution of
+one group into a single GEMM::
+
+    cols  (N*P*Q, C/g*R*S)   @   w^T  (C/g*R*S, K/g)   =   y  (N*P*Q, K/g)
+            M       K                   K       N              M      N
+
+which is the GEMM view of PERF.md: M = N*P*Q, N = K, K = C*R*S. The two
+backward passes are the same product turned around:
+
+* backward-data:   dcols (N*P*Q, C/g*R*S) = dy (N*P*Q, K/g) @ w (K/g, C/g*R*S),
+  then col2im adds every column entry back onto the input pixel it came
+  from (a loop over the R*S kernel taps, each adding one strided slice);
+* backward-filter: dw (K/g, C/g*R*S) = dy^T (K/g, N*P*Q) @ cols (N*P*Q, C/g*R*S).
+
+Groups are a batch dimension of the product (``np.matmul`` over a leading
+axis of length ``groups``); depthwise convolution is the case C/g = 1.
+
+The interface itself (arguments, shapes, the dropout hash) is documented in
+``pycnn/backends/__init__.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from pycnn.shapes import adaptive_bounds, conv2d_output_shape, pool2d_output_shape
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _pad(x, top, bottom, left, right, value=0.0):
+    """x (N, C, H, W) padded on its two spatial axes (no copy when nothing to pad)."""
+    if top == bottom == left == right == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _windows(xp, kernel, stride, dilation, out_hw):
+    """Read-only view (N, C, P, Q, R, S) of the windows of the padded input xp.
+
+    Element [n, c, p, q, r, s] is xp[n, c, p*stride_h + r*dil_h, q*stride_w + s*dil_w].
+    """
+    sn, sc, sh, sw = xp.strides
+    shape = xp.shape[:2] + tuple(out_hw) + tuple(kernel)
+    strides = (sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1])
+    return as_strided(xp, shape=shape, strides=strides, writeable=False)
+
+
+def _tap(r, s, stride, dilation, out_hw):
+    """Index of the strided slice of the padded input that kernel tap (r, s) reads:
+    rows r*dil_h, r*dil_h + stride_h, ... (P of them), and likewise for columns."""
+    h0, w0 = r * dilation[0], s * dilation[1]
+    return (Ellipsis,
+            slice(h0, h0 + (out_hw[0] - 1) * stride[0] + 1, stride[0]),
+            slice(w0, w0 + (out_hw[1] - 1) * stride[1] + 1, stride[1]))
+
+
+def _check_conv(x_shape, w_shape, groups):
+    if len(x_shape) != 4:
+        raise ValueError(f"x: expected a 4-d NCHW array, got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"w: expected a 4-d (K, C/groups, R, S) array, got shape {tuple(w_shape)}")
+    c, k = x_shape[1], w_shape[0]
+    if c % groups or k % groups:
+        raise ValueError(f"groups: expected a divisor of C={c} and K={k}, got {groups}")
+    if w_shape[1] != c // groups:
+        raise ValueError(f"w: expected {c // groups} input channels per group "
+                         f"(C={c} / groups={groups}), got shape {tuple(w_shape)}")
+
+
+def _im2col(x, w_shape, stride, padding, dilation, groups, out_hw):
+    """Columns (G, N*P*Q, C/g*R*S) of the padded input: one GEMM operand per group."""
+    n, c = x.shape[:2]
+    _, cg, r, s = w_shape
+    xp = _pad(x, *padding)
+    win = _windows(xp, (r, s), stride, dilation, out_hw)          # (N, C, P, Q, R, S)
+    win = win.reshape(n, groups, cg, *out_hw, r, s)               # (N, G, Cg, P, Q, R, S)
+    # the one copy of the forward pass: rows (n, p, q), columns (c, r, s)
+    return win.transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, n * out_hw[0] * out_hw[1], cg * r * s)
+
+
+def _dy_rows(dy, groups):
+    """dy (N, K, P, Q) as (G, N*P*Q, K/g): rows (n, p, q), columns k within its group."""
+    n, k, p, q = dy.shape
+    return dy.reshape(n, groups, k // groups, p, q).transpose(1, 0, 3, 4, 2).reshape(
+        groups, n * p * q, k // groups)
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+def conv2d_fwd(x, w, b, stride, padding, dilation, groups):
+    _check_conv(x.shape, w.shape, groups)
+    n, k, p, q = conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)
+    cols = _im2col(x, w.shape, stride, padding, dilation, groups, (p, q))    # (G, NPQ, CgRS)
+    w_mat = w.reshape(groups, k // groups, -1).transpose(0, 2, 1)            # (G, CgRS, Kg)
+    y = np.matmul(cols, w_mat)                                               # (G, NPQ, Kg)
+    y = y.reshape(groups, n, p, q, k // groups).transpose(1, 0, 4, 2, 3).reshape(n, k, p, q)
+    if b is not None:
+        y += b.reshape(1, k, 1, 1)
+    return y
+
+
+def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups):
+    _check_conv(x_shape, w.shape, groups)
+    n, c, h, wd = x_shape
+    k, cg, r, s = w.shape
+    p, q = dy.shape[2:]
+    top, bottom, left, right = padding
+    w_mat = w.reshape(groups, k // groups, cg * r * s)                      # (G, Kg, CgRS)
+    dcols = np.matmul(_dy_rows(dy, groups), w_mat)                           # (G, NPQ, CgRS)
+    # (N, G, Cg, P, Q, R, S): the gradient of every window element
+    dcols = dcols.reshape(groups, n, p, q, cg, r, s).transpose(1, 0, 4, 2, 3, 5, 6)
+    # col2im: each kernel tap adds its (P, Q) slab back where it was read from
+    dxp = np.zeros((n, groups, cg, h + top + bottom, wd + left + right), dtype=dcols.dtype)
+    for i in range(r):
+        for j in range(s):
+            dxp[_tap(i, j, stride, dilation, (p, q))] += dcols[..., i, j]
+    return dxp.reshape(n, c, h + top + bottom, wd + left + right)[:, :, top:top + h, left:left + wd].copy()
+
+
+def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups):
+    _check_conv(x.shape, w_shape, groups)
+    p, q = dy.shape[2:]
+    cols = _im2col(x, w_shape, stride, padding, dilation, groups, (p, q))    # (G, NPQ, CgRS)
+    dw = np.matmul(_dy_rows(dy, groups).transpose(0, 2, 1), cols)           # (G, Kg, CgRS)
+    return dw.reshape(w_shape)
+
+
+def conv2d_bwd_bias(dy):
+    return dy.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+def _pool_pad_extra(size, out, kernel, stride, pad, dilation):
+    """Padding needed past the right edge (beyond ``pad``) for the last window;
+    nonzero only with ceil_mode, whose last window may hang over the padded input."""
+    need = (out - 1) * stride + dilation * (kernel - 1) + 1
+    return max(0, need - (size + 2 * pad))
+
+
+def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
+    n, c, h, w = x.shape
+    _, _, p, q = pool2d_output_shape(x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    (kh, kw), (ph, pw) = kernel_size, padding
+    eh = _pool_pad_extra(h, p, kh, stride[0], ph, dilation[0])
+    ew = _pool_pad_extra(w, q, kw, stride[1], pw, dilation[1])
+    xp = _pad(x, ph, ph + eh, pw, pw + ew, value=-np.inf)       # padding never wins a max
+    win = _windows(xp, kernel_size, stride, dilation, (p, q)).reshape(n, c, p, q, kh * kw)
+    tap = np.argmax(win, axis=-1)                 # first maximum in row-major window order
+    y = np.take_along_axis(win, tap[..., None], axis=-1)[..., 0]
+    # the input pixel of that tap, as an offset h*W + w into its (n, c) plane
+    row = np.arange(p)[:, None] * stride[0] - ph + (tap // kw) * dilation[0]
+    col = np.arange(q)[None, :] * stride[1] - pw + (tap % kw) * dilation[1]
+    return y, (row * w + col).astype(np.int64)
+
+
+def max_pool2d_bwd(dy, indices, x_shape):
+    n, c, h, w = x_shape
+    plane = h * w
+    flat = indices.reshape(n * c, -1) + np.arange(n * c, dtype=np.int64)[:, None] * plane
+    # scatter-add: an input pixel that is the max of several windows gets all their dy
+    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * plane)
+    return dx.astype(dy.dtype, copy=False).reshape(x_shape)
+
+
+def _avg_divisor(size, out, kernel, stride, pad, count_include_pad):
+    """Per output position along one axis, the number of elements averaged (PyTorch's rule).
+
+    With count_include_pad the window counts padding but is clipped at the end of
+    the padded input (size + pad): ceil_mode's overhang is never counted.
+    Without, only real input elements count.
+    """
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + kernel, size + pad)
+    if count_include_pad:
+        return end - start
+    return np.minimum(end, size) - np.maximum(start, 0)
+
+
+def _avg_divisors(x_shape, out_hw, kernel_size, stride, padding, count_include_pad, dtype):
+    dh = _avg_divisor(x_shape[2], out_hw[0], kernel_size[0], stride[0], padding[0], count_include_pad)
+    dw = _avg_divisor(x_shape[3], out_hw[1], kernel_size[1], stride[1], padding[1], count_include_pad)
+    return np.maximum(np.outer(dh, dw), 1).astype(dtype)      # (P, Q); max() guards empty windows
+
+
+def avg_pool2d_fwd(x, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    n, c, h, w = x.shape
+    _, _, p, q = pool2d_output_shape(x.shape, kernel_size, stride, padding, (1, 1), ceil_mode)
+    (kh, kw), (ph, pw) = kernel_size, padding
+    eh = _pool_pad_extra(h, p, kh, stride[0], ph, 1)
+    ew = _pool_pad_extra(w, q, kw, stride[1], pw, 1)
+    xp = _pad(x, ph, ph + eh, pw, pw + ew)
+    total = np.zeros((n, c, p, q), dtype=x.dtype)
+    for i in range(kh):                       # sum of the windows, one kernel tap at a time
+        for j in range(kw):
+            total += xp[_tap(i, j, stride, (1, 1), (p, q))]
+    return total / _avg_divisors(x.shape, (p, q), kernel_size, stride, padding,
+                                 count_include_pad, x.dtype)
+
+
+def avg_pool2d_bwd(dy, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad):
+    n, c, h, w = x_shape
+    p, q = dy.shape[2:]
+    (kh, kw), (ph, pw) = kernel_size, padding
+    eh = _pool_pad_extra(h, p, kh, stride[0], ph, 1)
+    ew = _pool_pad_extra(w, q, kw, stride[1], pw, 1)
+    g = dy / _avg_divisors(x_shape, (p, q), kernel_size, stride, padding,
+                           count_include_pad, dy.dtype)
+    dxp = np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=g.dtype)
+    for i in range(kh):                       # every window element receives dy / divisor
+        for j in range(kw):
+            dxp[_tap(i, j, stride, (1, 1), (p, q))] += g
+    return dxp[:, :, ph:ph + h, pw:pw + w].copy()
+
+
+def _adaptive_matrix(in_size, out_size, dtype):
+    """A (out, in) with A[i, j] = 1/len(window i) for j in window i: one axis of the pool."""
+    a = np.zeros((out_size, in_size), dtype=dtype)
+    for i in range(out_size):                 # output cells, not pixels: out_size is small
+        start, end = adaptive_bounds(in_size, out_size, i)
+        a[i, start:end] = 1.0 / (end - start)
+    return a
+
+
+def adaptive_avg_pool2d_fwd(x, output_size):
+    # the pool is separable: y = A_h @ x @ A_w^T on every (n, c) plane
+    ah = _adaptive_matrix(x.shape[2], output_size[0], x.dtype)
+    aw = _adaptive_matrix(x.shape[3], output_size[1], x.dtype)
+    return np.einsum("ih,nchw,jw->ncij", ah, x, aw, optimize=True)
+
+
+def adaptive_avg_pool2d_bwd(dy, x_shape):
+    ah = _adaptive_matrix(x_shape[2], dy.shape[2], dy.dtype)
+    aw = _adaptive_matrix(x_shape[3], dy.shape[3], dy.dtype)
+    return np.einsum("ih,ncij,jw->nchw", ah, dy, aw, optimize=True)
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def relu_fwd(x):
+    return np.maximum(x, 0)
+
+
+def relu_bwd(dy, y):
+    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+def leaky_relu_fwd(x, negative_slope):
+    return np.where(x > 0, x, x * negative_slope)
+
+
+def leaky_relu_bwd(dy, x, negative_slope):
+    return np.where(x > 0, dy, dy * negative_slope)
+
+
+def sigmoid_fwd(x):
+    # exp of a non-positive number only, so no overflow for large |x|
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_bwd(dy, y):
+    return dy * y * (1 - y)
+
+
+def tanh_fwd(x):
+    return np.tanh(x)
+
+
+def tanh_bwd(dy, y):
+    return dy * (1 - y * y)
+
+
+def bias_relu_fwd(x, b):
+    shape = (1, -1) + (1,) * (x.ndim - 2)      # b broadcast along the channel axis
+    return np.maximum(x + b.reshape(shape), 0)
+
+
+# ----------------------------------------------------------------------------- softmax and loss
+
+
+def softmax_fwd(x, dim):
+    e = np.exp(x - x.max(axis=dim, keepdims=True))     # shifted: exp never overflows
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+def softmax_bwd(dy, y, dim):
+    # dx_i = y_i * (dy_i - sum_j dy_j y_j)
+    return y * (dy - (dy * y).sum(axis=dim, keepdims=True))
+
+
+def log_softmax_fwd(x, dim):
+    shifted = x - x.max(axis=dim, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+def log_softmax_bwd(dy, y, dim):
+    # dx_i = dy_i - softmax_i * sum_j dy_j, and softmax = exp(log_softmax)
+    return dy - np.exp(y) * dy.sum(axis=dim, keepdims=True)
+
+
+def _check_target(logits, target):
+    if logits.ndim != 2:
+        raise ValueError(f"logits: expected shape (N, classes), got {logits.shape}")
+    if target.shape != logits.shape[:1]:
+        raise ValueError(f"target: expected shape ({logits.shape[0]},), got {target.shape}")
+    if target.size and (target.min() < 0 or target.max() >= logits.shape[1]):
+        raise ValueError(f"target: expected class indices in [0, {logits.shape[1]}), "
+                         f"got values in [{target.min()}, {target.max()}]")
+
+
+def cross_entropy_fwd(logits, target):
+    _check_target(logits, target)
+    log_probs = log_softmax_fwd(logits, 1)
+    picked = log_probs[np.arange(len(target)), target]
+    return np.asarray(-picked.mean(), dtype=logits.dtype), log_probs
+
+
+def cross_entropy_bwd(dloss, log_probs, target):
+    _check_target(log_probs, target)
+    n = log_probs.shape[0]
+    grad = np.exp(log_probs)                             # softmax
+    grad[np.arange(n), target] -= 1                      # - onehot
+    return grad * (np.asarray(dloss, dtype=log_probs.dtype) / n)
+
+
+# ----------------------------------------------------------------------------- batch norm
+
+
+def _bn_axes(x):
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x: expected shape (N, C) or (N, C, H, W), got {x.shape}")
+    # statistics over every axis but the channel one; per-channel arrays broadcast as `shape`
+    return (0,) if x.ndim == 2 else (0, 2, 3), (1, -1) + (1,) * (x.ndim - 2)
+
+
+def batch_norm_fwd(x, weight, bias, running_mean, running_var, training, momentum, eps):
+    axes, shape = _bn_axes(x)
+    if training:
+        m = x.size // x.shape[1]                         # values per channel
+        if m < 2:
+            raise ValueError(f"x: batch norm in training needs more than 1 value per "
+                             f"channel, got input shape {x.shape}")
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)                           # biased: used to normalise
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        if running_var is not None:                      # unbiased: kept as the estimate
+            running_var[...] = (1 - momentum) * running_var + momentum * var * (m / (m - 1))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean, running_var: expected arrays in inference "
+                             "mode (training=False), got None")
+        mean, var = running_mean, running_var
+    mean = np.asarray(mean, dtype=x.dtype)
+    invstd = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
+    y = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    if weight is not None:
+        y = y * weight.reshape(shape)
+    if bias is not None:
+        y = y + bias.reshape(shape)
+    return y, mean.copy(), invstd
+
+
+def batch_norm_bwd(dy, x, weight, save_mean, save_invstd, training):
+    """(dx, dweight, dbias); dweight and dbias are computed even when weight is None."""
+    axes, shape = _bn_axes(x)
+    invstd = save_invstd.reshape(shape)
+    xhat = (x - save_mean.reshape(shape)) * invstd
+    dbias = dy.sum(axis=axes)
+    dweight = (dy * xhat).sum(axis=axes)
+    scale = invstd if weight is None else invstd * weight.reshape(shape)
+    if training:
+        # the batch mean and variance depend on x too: subtract their share
+        m = x.size // x.shape[1]
+        dx = scale * (dy - (dbias.reshape(shape) + xhat * dweight.reshape(shape)) / m)
+    else:
+        dx = scale * dy
+    return dx, dweight, dbias
+
+
+# ----------------------------------------------------------------------------- dropout
+
+
+def _hash32(h):
+    """lowbias32 on a uint32 array (wrapping arithmetic mod 2**32)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x7FEB352D)
+    h = h ^ (h >> np.uint32(15))
+    h = h * np.uint32(0x846CA68B)
+    return h ^ (h >> np.uint32(16))
+
+
+def dropout_mask(shape, p, seed):
+    """uint8 keep mask for an array of ``shape`` (the definition in backends/__init__)."""
+    key = _hash32(np.array([int(seed) & 0xFFFFFFFF], dtype=np.uint32) ^ np.uint32(0x9E3779B9))
+    count = int(np.prod(shape, dtype=np.int64))
+    index = np.arange(count, dtype=np.uint64).astype(np.uint32)   # uint32(i): wraps past 2**32
+    u = _hash32(index ^ key).astype(np.float64) / 2.0**32         # exact in float64
+    return (u >= p).astype(np.uint8).reshape(shape)
+
+
+def _check_p(p):
+    if not 0 <= p <= 1:
+        raise ValueError(f"p: expected a probability in [0, 1], got {p}")
+
+
+def dropout_fwd(x, p, seed):
+    _check_p(p)
+    mask = dropout_mask(x.shape, p, seed)
+    if p == 1:                                           # everything dropped, no 1/0
+        return np.zeros_like(x), mask
+    return x * mask / x.dtype.type(1 - p), mask
+
+
+def dropout_bwd(dy, mask, p):
+    _check_p(p)
+    if p == 1:
+        return np.zeros_like(dy)
+    return dy * mask / dy.dtype.type(1 - p)
