@@ -1,0 +1,15 @@
+"""pycnn.nn: Module, Parameter, layers and initialisation, shaped like torch.nn."""
+from pycnn.nn import init
+from pycnn.nn.module import Module, Parameter, RemovableHandle
+from pycnn.nn.layers import (
+    AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout, Flatten,
+    Identity, LeakyReLU, Linear, MaxPool2d, ModuleList, MSELoss, ReLU, Sequential, Sigmoid,
+    Tanh,
+)
+
+__all__ = [
+    "init", "Module", "Parameter", "RemovableHandle",
+    "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Conv2d", "CrossEntropyLoss", "Dropout",
+    "Flatten", "Identity", "LeakyReLU", "Linear", "MaxPool2d", "ModuleList", "MSELoss", "ReLU",
+    "Sequential", "Sigmoid", "Tanh",
+]
