@@ -1,0 +1,412 @@
+"""The ``pycnn`` command: train, eval, summary, bench.
+
+    pycnn train                       LeNet-5 on the 5,000 embedded MNIST digits
+    pycnn train --model resnet18 --data cifar10:~/data/cifar --epochs 30
+    pycnn eval --checkpoint runs/lenet5-.../model.npz
+    pycnn summary resnet50
+    pycnn bench ...                   (see pycnn bench --help)
+
+Every run writes model.npz (the state dict plus a ``__meta__`` JSON entry that
+says how to rebuild the model), metrics.json and curves.png to its directory.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import inspect
+import json
+import os
+import platform
+import sys
+import tempfile
+
+import numpy as np
+
+# Defaults of `pycnn train`, chosen by measurement (see bench/train_cpu.py and the README):
+# LeNet-5, Adam at 1e-3, batch 64, 8 epochs on the embedded digits.
+DEFAULTS = {"model": "lenet5", "data": "embedded-mnist", "epochs": 8, "batch_size": 64,
+            "optimizer": "adam", "seed": 0}
+DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
+META_KEY = "__meta__"
+EXIT_INTERRUPTED = 130
+
+# Input shape (C, H, W) for `pycnn summary` per model; anything else gets 3x32x32.
+SUMMARY_SHAPES = {"lenet5": (1, 28, 28), "keras_mnist": (1, 28, 28), "vgg_small": (3, 32, 32),
+                  "resnet18": (3, 32, 32), "resnet50": (3, 224, 224)}
+
+
+class CLIError(Exception):
+    """A user error: printed as 'pycnn: error: ...' with exit code 2."""
+
+
+def _version():
+    try:
+        import pycnn
+        return pycnn.__version__
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------- helpers
+
+def resolve_device(name):
+    import pycnn
+    if name == "auto":
+        return "cuda" if pycnn.cuda_available() else "cpu"
+    if name == "cuda" and not pycnn.cuda_available():
+        raise CLIError("--device cuda: no usable CUDA GPU (needs an NVIDIA GPU, CuPy and the "
+                       "compiled pycnn._C extension); use --device cpu or auto")
+    return name
+
+
+def _models():
+    from pycnn import models
+    return models
+
+
+def model_kwargs(name, sample_shape, num_classes):
+    """Constructor arguments of model ``name`` fitted to the data, for those it accepts."""
+    models = _models()
+    if name not in models.MODELS:
+        raise CLIError(f"--model: expected one of {', '.join(sorted(models.MODELS))}, got {name!r}")
+    try:
+        params = inspect.signature(models.MODELS[name]).parameters
+    except (TypeError, ValueError):
+        params = {}
+    c, h, w = sample_shape
+    wanted = {"num_classes": int(num_classes), "in_channels": int(c),
+              "input_size": int(h) if h == w else [int(h), int(w)]}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {k: v for k, v in wanted.items() if k in params or accepts_any}
+
+
+def build_model(name, kwargs):
+    return _models().get_model(name, **kwargs)
+
+
+def make_optimizer(name, params, lr):
+    from pycnn import optim
+    if name == "sgd":
+        return optim.SGD(params, lr=lr, momentum=0.9)
+    if name == "adam":
+        return optim.Adam(params, lr=lr)
+    if name == "rmsprop":
+        return optim.RMSprop(params, lr=lr)
+    if name == "adagrad":
+        return optim.Adagrad(params, lr=lr)
+    raise CLIError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def seed_everything(seed):
+    import pycnn
+    pycnn.manual_seed(seed)
+    try:   # nn keeps its own initialisation generator
+        from pycnn.nn import init
+        init.manual_seed(seed)
+    except (ImportError, AttributeError):
+        pass
+
+
+def load_data(spec, limit=None, seed=0):
+    from pycnn.data import get_dataset
+    try:
+        train, test = get_dataset(spec, seed=seed)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise CLIError(f"--data {spec}: {e}") from e
+    if limit is not None:
+        train, test = train.take(limit), test.take(limit)
+    return train, test
+
+
+def _atomic_write(path, write):
+    """Write through ``write(fileobj)`` into a temporary file next to ``path``, then rename it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, model, meta):
+    """The state dict as NumPy arrays plus ``__meta__`` (a JSON string), written atomically."""
+    state = {k: np.asarray(v) for k, v in model.state_dict().items()}
+    if META_KEY in state:
+        raise ValueError(f"state_dict: a key is named {META_KEY!r}, which checkpoints reserve")
+    state[META_KEY] = np.array(json.dumps(meta))
+    _atomic_write(path, lambda f: np.savez(f, **state))
+
+
+def load_checkpoint(path):
+    """(state dict, meta) from a checkpoint written by :func:`save_checkpoint`."""
+    if not os.path.isfile(path):
+        raise CLIError(f"--checkpoint: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files if k != META_KEY}
+            if META_KEY not in z.files:
+                raise CLIError(f"--checkpoint {path}: no {META_KEY} entry; expected a model.npz "
+                               "written by `pycnn train`")
+            meta = json.loads(str(z[META_KEY]))
+    except (OSError, ValueError) as e:
+        raise CLIError(f"--checkpoint {path}: not a readable .npz file ({e})") from e
+    return state, meta
+
+
+def write_json(path, obj):
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def plot_curves(path, history, title=""):
+    """Loss and accuracy per epoch, two panels, rendered with the Agg canvas (no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in history]
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], "s-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
+    ax_acc.plot(epochs, [100 * r["train_acc"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [100 * r["test_acc"] for r in history], "s-", label="test")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if epochs:
+            ax.set_xticks(epochs if len(epochs) <= 20 else epochs[::max(1, len(epochs) // 10)])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def _environment(device):
+    return {"pycnn": _version(), "numpy": np.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": device}
+
+
+# --------------------------------------------------------------------------- train
+
+def cmd_train(args):
+    from pycnn.data import DataLoader, cifar10_augment
+    from pycnn.train import TrainingInterrupted, fit
+
+    device = resolve_device(args.device)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    train_set, test_set = load_data(args.data, args.limit, args.seed)
+    seed_everything(args.seed)
+    kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
+    model = build_model(args.model, kwargs).to(device)
+    optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
+
+    transform = cifar10_augment() if args.data.startswith("cifar10:") else None
+    train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
+                              transform=transform)
+    test_loader = DataLoader(test_set, max(args.batch_size, 256))
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join("runs", f"{args.model}-{stamp}")
+    os.makedirs(out, exist_ok=True)
+    paths = {k: os.path.join(out, f) for k, f in
+             (("model", "model.npz"), ("metrics", "metrics.json"), ("curves", "curves.png"))}
+
+    run_args = {"model": args.model, "data": args.data, "epochs": args.epochs,
+                "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
+                "seed": args.seed, "limit": args.limit, "device": device}
+    meta = {"model": args.model, "kwargs": kwargs, "data": args.data, "limit": args.limit,
+            "seed": args.seed, "pycnn": _version()}
+    metrics = {"model": args.model, "data": args.data, "device": device, "args": run_args,
+               "versions": _environment(device), "train_samples": len(train_set),
+               "test_samples": len(test_set), "parameters": _count_params(model),
+               "epochs": [], "final_test_acc": None, "interrupted": False}
+
+    print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
+          f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
+          f"lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
+
+    saved = {"epochs": 0}
+
+    def on_epoch_end(record, history):
+        metrics["epochs"] = list(history)
+        metrics["final_test_acc"] = record["test_acc"]
+        save_checkpoint(paths["model"], model, meta)
+        saved["epochs"] = len(history)
+        write_json(paths["metrics"], metrics)
+
+    interrupted = False
+    try:
+        history = fit(model, optimizer, train_loader, test_loader, args.epochs, device,
+                      progress=not args.no_progress, on_epoch_end=on_epoch_end,
+                      log=lambda line: print(line, flush=True))
+    except TrainingInterrupted as stop:
+        interrupted = True
+        history = stop.history
+        metrics["epochs"] = list(history)
+        metrics["interrupted"] = True
+        # model.npz holds the last finished epoch, matching metrics.json; save now if that
+        # save was cut short, or if no epoch finished (then the weights as they are).
+        if saved["epochs"] != len(history) or not history:
+            save_checkpoint(paths["model"], model, meta)
+        print(f"\ninterrupted after {len(history)} finished epoch(s)", file=sys.stderr)
+    write_json(paths["metrics"], metrics)
+    if history:
+        plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
+    if metrics["final_test_acc"] is not None:
+        print(f"test accuracy {100 * metrics['final_test_acc']:.2f}% on {len(test_set)} "
+              f"{args.data} test samples")
+    print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))}")
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def _count_params(model):
+    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
+
+
+# --------------------------------------------------------------------------- eval
+
+def cmd_eval(args):
+    from pycnn.data import DataLoader
+    from pycnn.train import evaluate
+
+    state, meta = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    spec = args.data or meta.get("data", "embedded-mnist")
+    limit = args.limit if args.limit is not None else (meta.get("limit") if not args.data else None)
+    _, test_set = load_data(spec, limit, meta.get("seed", 0))
+    model = build_model(meta["model"], meta.get("kwargs", {}))
+    model.load_state_dict(state)
+    model.to(device)
+    loss, acc = evaluate(model, DataLoader(test_set, args.batch_size), device)
+    print(f"{meta['model']} from {args.checkpoint} on {spec} ({len(test_set)} test samples, "
+          f"{device}): test loss {loss:.4f}, test accuracy {100 * acc:.2f}%")
+    return 0
+
+
+# --------------------------------------------------------------------------- summary
+
+def cmd_summary(args):
+    import pycnn
+    models = _models()
+    if args.model not in models.MODELS:
+        raise CLIError(f"model: expected one of {', '.join(sorted(models.MODELS))}, "
+                       f"got {args.model!r}")
+    shape = tuple(args.input_shape) if args.input_shape else SUMMARY_SHAPES.get(args.model, (3, 32, 32))
+    if any(s < 1 for s in shape):
+        raise CLIError(f"--input-shape: expected three positive sizes C H W, got {shape}")
+    kwargs = model_kwargs(args.model, shape, 10)
+    model = build_model(args.model, kwargs)
+    summarize = getattr(pycnn, "summary", None)
+    if summarize is None:
+        from pycnn.summary import summary as summarize
+    text = summarize(model, shape)
+    if isinstance(text, str):
+        print(text)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pycnn", description="A CNN engine on hand-written CUDA kernels: train, evaluate, "
+        "inspect and benchmark.")
+    parser.add_argument("--version", action="version", version=f"pycnn {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    device_help = "auto (cuda if available, else cpu), cpu or cuda"
+    t = sub.add_parser("train", help="train a model (default: LeNet-5 on embedded MNIST digits)",
+                       description="Train a model and write model.npz, metrics.json and curves.png.")
+    t.add_argument("--model", default=DEFAULTS["model"], help="a name from pycnn.models.MODELS "
+                   f"(default {DEFAULTS['model']})")
+    t.add_argument("--data", default=DEFAULTS["data"],
+                   help="embedded-mnist (default), mnist:DIR, fashion:DIR or cifar10:DIR")
+    t.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
+    t.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"])
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: " +
+                   ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
+    t.add_argument("--out", default=None, help="run directory (default runs/<model>-<timestamp>)")
+    t.add_argument("--limit", type=_positive_int, default=None,
+                   help="use only the first N samples of train and of test")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint written by `pycnn train`")
+    e.add_argument("--checkpoint", required=True, help="path to model.npz")
+    e.add_argument("--data", default=None, help="default: the data the model was trained on")
+    e.add_argument("--limit", type=_positive_int, default=None,
+                   help="first N test samples (default: as in training)")
+    e.add_argument("--batch-size", type=_positive_int, default=256)
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("summary", help="print a model's layers, output shapes and parameter counts")
+    s.add_argument("model", help="a name from pycnn.models.MODELS")
+    s.add_argument("--input-shape", type=_positive_int, nargs=3, metavar=("C", "H", "W"),
+                   help="default: 1 28 28 for MNIST models, 3 32 32 for vgg/resnet18, "
+                   "3 224 224 for resnet50")
+    s.set_defaults(func=cmd_summary)
+
+    sub.add_parser("bench", help="benchmark kernels against the reference and cuDNN "
+                   "(see `pycnn bench --help`)", add_help=False)
+    return parser
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        # Everything after `bench` belongs to the benchmark's own parser.
+        from pycnn.bench import main as bench_main
+        result = bench_main(argv[1:])
+        return 0 if result is None else result
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CLIError as e:
+        print(f"pycnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
