@@ -161,6 +161,20 @@ def test_max_pool2d_ties_take_the_first_in_row_major_order():
     assert idx[0, 0, 0, 0] == (first // 2) * 7 + first % 2
 
 
+def test_ceil_mode_drops_a_window_that_starts_in_the_right_padding():
+    # H = W = 5, kernel 2, stride 2, padding 1: ceil((5 + 2 - 2) / 2) + 1 = 4, but the
+    # 4th window would start at 3*2 - 1 = 5, inside the right padding: 3 outputs.
+    x = rand(np.random.default_rng(0), 1, 2, 5, 5)
+    y, idx = ref.max_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), (1, 1), True)
+    assert y.shape == (1, 2, 3, 3)
+    y_loop, idx_loop = loops.max_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), (1, 1), True)
+    close(y, y_loop)
+    np.testing.assert_array_equal(idx, idx_loop)
+    for cip in (False, True):
+        a = ref.avg_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), True, cip)
+        close(a, loops.avg_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), True, cip))
+
+
 # kernel, stride, padding
 AVG_CASES = [
     ((2, 2), (2, 2), (0, 0)),
