@@ -139,6 +139,10 @@ __global__ void conv2d_bwd_filter_kernel1(const float* __restrict__ x,
   }
 }
 
+// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// CPU threads to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
+
 void conv2d_fwd1(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream) {
   check_conv2d_params(p, "conv2d_fwd1");
@@ -168,5 +172,7 @@ void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2d
   conv2d_bwd_filter_kernel1<<<grid, block, 0, stream>>>(x, dy, dw, p);
   PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

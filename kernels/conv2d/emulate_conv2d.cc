@@ -1,0 +1,240 @@
+// Runs the conv2d kernels on the CPU, one std::thread per CUDA thread, and
+// compares them with the convolution written as plain loops. It checks what CI
+// cannot run: the index math, the tile guards and the __syncthreads placement
+// of every version, on odd shapes (strides, dilation, uneven padding, groups,
+// sizes that are not tile multiples). It says nothing about speed, and it runs
+// the kernel bodies only (launchers, grid choice and tuning are not run).
+//
+// Build and run (not part of the extension; CMake globs only *.cu and *.cpp):
+//   g++ -std=c++17 -O1 -pthread -I$(dirname $(dirname $(readlink -f $(which nvcc))))/include \
+//       -Ikernels kernels/conv2d/emulate_conv2d.cc -o /tmp/emulate_conv2d && /tmp/emulate_conv2d
+// It prints one line per case and exits 1 on the first mismatch.
+#include <cuda_runtime.h>  // dim3, uint3 for the host compiler
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+// ---- CUDA as plain C++: blocks run one after another, threads of a block run
+// as std::threads; __shared__ becomes static (one block at a time).
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+
+namespace emu {
+thread_local uint3 thread_idx, block_idx;
+uint3 block_dim, grid_dim;
+
+class Barrier {  // std::barrier is C++20
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const long gen = gen_;
+    if (++count_ == n_) {
+      count_ = 0;
+      ++gen_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return gen_ != gen; });
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_, count_ = 0;
+  long gen_ = 0;
+};
+
+Barrier* block_barrier = nullptr;
+std::vector<Barrier*> warp_barriers;
+float warp_exchange[1024];
+std::mutex atomic_mu;
+
+void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+  grid_dim = uint3{grid.x, grid.y, grid.z};
+  block_dim = uint3{block.x, block.y, block.z};
+  const int threads = block.x * block.y * block.z;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx) {
+        Barrier bar(threads);
+        block_barrier = &bar;
+        std::vector<Barrier*> warps;
+        for (int w0 = 0; w0 < threads; w0 += 32) warps.push_back(new Barrier(std::min(32, threads - w0)));
+        warp_barriers = warps;
+        std::vector<std::thread> pool;
+        for (int t = 0; t < threads; ++t)
+          pool.emplace_back([&, t] {
+            thread_idx = uint3{(unsigned)(t % block.x), (unsigned)(t / block.x % block.y),
+                               (unsigned)(t / (block.x * block.y))};
+            block_idx = uint3{bx, by, bz};
+            kernel();
+          });
+        for (auto& th : pool) th.join();
+        for (auto* b : warps) delete b;
+      }
+}
+
+inline int linear_tid() {
+  return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);
+}
+}  // namespace emu
+
+#define threadIdx emu::thread_idx
+#define blockIdx emu::block_idx
+#define blockDim emu::block_dim
+#define gridDim emu::grid_dim
+inline void __syncthreads() { emu::block_barrier->wait(); }
+inline float atomicAdd(float* addr, float v) {
+  std::lock_guard<std::mutex> lock(emu::atomic_mu);
+  const float old = *addr;
+  *addr = old + v;
+  return old;
+}
+// Every lane of a full warp calls it together (as the kernels do).
+inline float __shfl_down_sync(unsigned, float v, int delta) {
+  const int t = emu::linear_tid(), lane = t % 32, base = t - lane;
+  emu::Barrier* bar = emu::warp_barriers[t / 32];
+  emu::warp_exchange[t] = v;
+  bar->wait();
+  const float out = lane + delta < 32 ? emu::warp_exchange[base + lane + delta] : v;
+  bar->wait();
+  return out;
+}
+
+#define PYCNN_KERNEL_EMULATION
+#include "conv2d/01_direct.cu"
+#include "conv2d/02_implicit_gemm.cu"
+
+using pycnn::Conv2dParams;
+
+// ---- the oracle: the convolution as one loop nest, scattered form (every
+// (output, tap) pair adds its product), shared by the three passes.
+struct Ref {
+  std::vector<double> y, dx, dw;
+};
+static Ref reference(const Conv2dParams& p, const std::vector<float>& x, const std::vector<float>& w,
+                     const std::vector<float>& b, const std::vector<float>& dy) {
+  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
+  Ref out{std::vector<double>((size_t)p.N * p.K * p.P * p.Q, 0.0),
+          std::vector<double>((size_t)p.N * p.C * p.H * p.W, 0.0),
+          std::vector<double>((size_t)p.K * Cg * p.R * p.S, 0.0)};
+  for (int n = 0; n < p.N; ++n)
+    for (int k = 0; k < p.K; ++k)
+      for (int op = 0; op < p.P; ++op)
+        for (int oq = 0; oq < p.Q; ++oq) {
+          const size_t yi = (((size_t)n * p.K + k) * p.P + op) * p.Q + oq;
+          out.y[yi] += b.empty() ? 0.0 : b[k];
+          for (int cg = 0; cg < Cg; ++cg)
+            for (int r = 0; r < p.R; ++r)
+              for (int s = 0; s < p.S; ++s) {
+                const int h = op * p.stride_h - p.pad_top + r * p.dilation_h;
+                const int iw = oq * p.stride_w - p.pad_left + s * p.dilation_w;
+                if (h < 0 || h >= p.H || iw < 0 || iw >= p.W) continue;
+                const int c = (k / Kg) * Cg + cg;
+                const size_t xi = (((size_t)n * p.C + c) * p.H + h) * p.W + iw;
+                const size_t wi = (((size_t)k * Cg + cg) * p.R + r) * p.S + s;
+                out.y[yi] += (double)x[xi] * w[wi];
+                out.dx[xi] += (double)dy[yi] * w[wi];
+                out.dw[wi] += (double)dy[yi] * x[xi];
+              }
+        }
+  return out;
+}
+
+static int failures = 0;
+static void compare(const char* what, const Conv2dParams& p, const std::vector<float>& got,
+                    const std::vector<double>& want, bool relu = false) {
+  double max_err = 0, max_ref = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double ref = relu ? std::max(want[i], 0.0) : want[i];
+    max_err = std::max(max_err, std::fabs(got[i] - ref));
+    max_ref = std::max(max_ref, std::fabs(ref));
+  }
+  const bool ok = max_err <= 1e-4 * std::max(1.0, max_ref) && std::isfinite(max_err);
+  std::printf("%-26s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e %s\n",
+              what, p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
+              p.dilation_h, p.dilation_w, p.pad_top, p.pad_left, p.groups, max_err,
+              ok ? "ok" : "MISMATCH");
+  if (!ok) ++failures;
+}
+
+static int out_size(int in, int k, int st, int pad_total, int dil) {
+  return (in + pad_total - dil * (k - 1) - 1) / st + 1;
+}
+
+static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int dh,
+                     int dw_, int pt, int pb, int pl, int pr, int groups, bool slow_too) {
+  Conv2dParams p{N, C, H, W, K, R, S, out_size(H, R, sh, pt + pb, dh), out_size(W, S, sw, pl + pr, dw_),
+                 sh, sw, dh, dw_, pt, pl, groups};
+  std::mt19937 rng(1234 + N * 7 + C * 13 + K * 31 + H);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto rand_vec = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto& e : v) e = u(rng);
+    return v;
+  };
+  const int Cg = C / groups;
+  auto x = rand_vec((size_t)N * C * H * W), w = rand_vec((size_t)K * Cg * R * S);
+  auto b = rand_vec(K), dy = rand_vec((size_t)N * K * p.P * p.Q);
+  const Ref ref = reference(p, x, w, b, dy);
+  std::vector<float> y(ref.y.size(), NAN), dx(ref.dx.size(), NAN), dwv(ref.dw.size(), NAN);
+  const float* xp = x.data(); const float* wp = w.data(); const float* bp = b.data();
+  const float* dyp = dy.data();
+
+  if (slow_too) {
+    emu::launch(dim3(3), dim3(64), [&] { pycnn::conv2d_fwd_kernel1<false>(xp, wp, bp, y.data(), p); });
+    compare("fwd1", p, y, ref.y);
+    emu::launch(dim3(3), dim3(64), [&] { pycnn::conv2d_bwd_data_kernel1(dyp, wp, dx.data(), p); });
+    compare("bwd_data1", p, dx, ref.dx);
+    emu::launch(dim3(2), dim3(64), [&] { pycnn::conv2d_bwd_filter_kernel1(xp, dyp, dwv.data(), p); });
+    compare("bwd_filter1", p, dwv, ref.dw);
+  }
+
+  const int M = N * p.P * p.Q, Kg = K / groups;
+  {  // forward 2, both tunings, with ReLU
+    using T = pycnn::Fwd2Small;
+    std::fill(y.begin(), y.end(), NAN);
+    emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
+                [&] { pycnn::conv2d_fwd_kernel2<T, true>(xp, wp, bp, y.data(), p); });
+    compare("fwd2 64x64 relu", p, y, ref.y, true);
+  }
+  {
+    using T = pycnn::Fwd2Large;
+    std::fill(y.begin(), y.end(), NAN);
+    emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
+                [&] { pycnn::conv2d_fwd_kernel2<T, false>(xp, wp, bp, y.data(), p); });
+    compare("fwd2 128x128", p, y, ref.y);
+  }
+}
+
+int main() {
+  //        N  C   H   W   K  R  S  sh sw dh dw pt pb pl pr groups slow
+  run_case(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true);      // plain 3x3, odd sizes
+  run_case(2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 2, 1, 0, 2, 1, 2, true);      // stride, dilation, uneven pad, groups
+  run_case(1, 6, 6, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 6, true);      // depthwise, stride 2
+  run_case(3, 20, 11, 10, 130, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false); // 1x1, K past a 128 tile
+  run_case(2, 9, 12, 13, 70, 5, 3, 3, 2, 2, 1, 3, 4, 0, 2, 1, false);  // 5x3, big strides, Kdim 135
+  run_case(1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 4, true);      // pad past the window
+  std::printf(failures ? "%d FAILED\n" : "all ok\n", failures);
+  return failures ? 1 : 0;
+}
