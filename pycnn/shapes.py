@@ -19,6 +19,7 @@ def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     """An int or a pair of ints as ``(h, w)``, each at least ``minimum``."""
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    given = value
     if isinstance(value, int):
         value = (value, value)
     try:
@@ -29,7 +30,7 @@ def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
         if v < minimum:
-            raise ValueError(f"{name}: expected values >= {minimum}, got {value!r}")
+            raise ValueError(f"{name}: expected values >= {minimum}, got {given!r}")
     return int(h), int(w)
 
 
