@@ -1,0 +1,348 @@
+"""Optimizers and learning-rate schedulers, with PyTorch's update rules.
+
+Every optimizer updates ``p.data`` in place with the array module of the array
+(NumPy on the CPU, CuPy on the GPU), so one implementation serves both devices.
+Parameters whose ``grad`` is None are skipped. One parameter group: the
+hyperparameters are attributes (``opt.lr``), which is what the schedulers change.
+
+Notation below (per parameter): ``g`` is the gradient, ``p`` the parameter,
+``t`` the step count starting at 1, ``wd`` the weight decay (L2, added to g).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pycnn.tensor import Tensor, array_module, device_of
+from pycnn.tensor import _move as _move_array
+
+
+def _check_number(value, name: str, *, minimum: float = 0.0, maximum: float | None = None,
+                  open_max: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or math.isnan(value):
+        raise TypeError(f"{name}: expected a number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
+    if maximum is not None and (value >= maximum if open_max else value > maximum):
+        bound = f"< {maximum}" if open_max else f"<= {maximum}"
+        raise ValueError(f"{name}: expected a value {bound}, got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds ``params`` (a list of Tensors) and per-parameter ``state``.
+
+    Subclasses list their hyperparameter names in ``_hyper`` and implement
+    ``_update(p, g, state, xp)`` for one parameter.
+    """
+
+    _hyper: tuple[str, ...] = ("lr",)
+
+    def __init__(self, params, lr):
+        if isinstance(params, Tensor):
+            raise TypeError("params: expected an iterable of Tensors (e.g. model.parameters()), "
+                            "got a single Tensor")
+        params = list(params)
+        if not params:
+            raise ValueError("params: the optimizer got an empty parameter list")
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"params: element {i} is a {type(p).__name__}, expected a Tensor")
+            if not p.requires_grad:
+                raise ValueError(f"params: element {i} (shape {p.shape}) does not require grad")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError("params: some parameters appear more than once")
+        self.params = params
+        self.lr = _check_number(lr, "lr")
+        self.state: list[dict] = [{} for _ in params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.data[...] = 0
+
+    def step(self) -> None:
+        for p, state in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            g = p.grad.data if isinstance(p.grad, Tensor) else p.grad
+            if tuple(g.shape) != tuple(p.data.shape):
+                raise ValueError(f"grad: expected shape {p.shape} like its parameter, got {tuple(g.shape)}")
+            self._update(p.data, g, state, array_module(p.data))
+
+    def _update(self, p, g, state, xp) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # ---- saving ----------------------------------------------------------- #
+    def state_dict(self) -> dict:
+        """``{"state": {index: {name: array or int}}, "param_groups": [{hyper..., "params": [...]}]}``,
+        PyTorch's layout with one group; arrays are CPU NumPy copies."""
+        state = {}
+        for i, s in enumerate(self.state):
+            if s:
+                state[i] = {k: (np.array(_move_array(v, "cpu"), copy=True) if hasattr(v, "shape") else v)
+                            for k, v in s.items()}
+        group = {name: getattr(self, name) for name in self._hyper}
+        group["params"] = list(range(len(self.params)))
+        return {"state": state, "param_groups": [group]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        try:
+            (group,) = state_dict["param_groups"]
+            saved = state_dict["state"]
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("state_dict: expected {'state': ..., 'param_groups': [one group]} "
+                             "as Optimizer.state_dict() returns") from None
+        if len(group["params"]) != len(self.params):
+            raise ValueError(f"state_dict: holds {len(group['params'])} parameters, "
+                             f"this optimizer has {len(self.params)}")
+        new_state = [{} for _ in self.params]
+        for i, s in saved.items():
+            i = int(i)
+            device = device_of(self.params[i].data)
+            for k, v in s.items():
+                if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
+                    if tuple(v.shape) != self.params[i].shape:
+                        raise ValueError(f"state_dict: state {k!r} of parameter {i} has shape "
+                                         f"{tuple(v.shape)}, the parameter has {self.params[i].shape}")
+                    v = _move_array(np.array(v, dtype=self.params[i].dtype), device)
+                new_state[i][k] = v
+        for name in self._hyper:
+            if name in group:
+                setattr(self, name, group[name])
+        self.state = new_state
+
+    def __repr__(self):
+        hyper = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._hyper)
+        return f"{type(self).__name__}({hyper}, params={len(self.params)})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (PyTorch's formulation).
+
+        g = g + wd * p
+        if momentum:  buf = g (first step)  else  buf = momentum * buf + (1 - dampening) * g
+                      g = g + momentum * buf  (nesterov)  or  g = buf
+        p = p - lr * g
+    """
+
+    _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum = _check_number(momentum, "momentum")
+        self.dampening = _check_number(dampening, "dampening")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(f"nesterov: needs momentum > 0 and dampening == 0, got "
+                             f"momentum={momentum}, dampening={dampening}")
+
+    def _update(self, p, g, state, xp):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1.0 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (PyTorch's, without amsgrad).
+
+        g = g + wd * p
+        m = b1 * m + (1 - b1) * g ;  v = b2 * v + (1 - b2) * g^2
+        p = p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    """
+
+    _hyper = ("lr", "betas", "eps", "weight_decay")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas: expected a pair of numbers, got {betas!r}") from None
+        self.betas = (_check_number(b1, "betas[0]", maximum=1.0, open_max=True),
+                      _check_number(b2, "betas[1]", maximum=1.0, open_max=True))
+        self.eps = _check_number(eps, "eps")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+
+    def _update(self, p, g, state, xp):
+        b1, b2 = self.betas
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p)
+            state["exp_avg_sq"] = xp.zeros_like(p)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= b1
+        m += (1.0 - b1) * g
+        v *= b2
+        v += (1.0 - b2) * (g * g)
+        bias1 = 1.0 - b1 ** t
+        bias2 = 1.0 - b2 ** t
+        denom = xp.sqrt(v) / math.sqrt(bias2) + self.eps
+        p -= (self.lr / bias1) * (m / denom)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (PyTorch's: eps added outside the square root).
+
+        g = g + wd * p
+        v = alpha * v + (1 - alpha) * g^2
+        centered:  a = alpha * a + (1 - alpha) * g ;  d = sqrt(v - a^2) + eps   else  d = sqrt(v) + eps
+        momentum:  buf = momentum * buf + g / d ;  p = p - lr * buf             else  p = p - lr * g / d
+    """
+
+    _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+
+    def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False):
+        super().__init__(params, lr)
+        self.alpha = _check_number(alpha, "alpha", maximum=1.0)
+        self.eps = _check_number(eps, "eps")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.momentum = _check_number(momentum, "momentum")
+        self.centered = bool(centered)
+
+    def _update(self, p, g, state, xp):
+        a = self.alpha
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if not state:
+            state["step"] = 0
+            state["square_avg"] = xp.zeros_like(p)
+            if self.momentum > 0:
+                state["momentum_buffer"] = xp.zeros_like(p)
+            if self.centered:
+                state["grad_avg"] = xp.zeros_like(p)
+        state["step"] += 1
+        v = state["square_avg"]
+        v *= a
+        v += (1.0 - a) * (g * g)
+        if self.centered:
+            ga = state["grad_avg"]
+            ga *= a
+            ga += (1.0 - a) * g
+            denom = xp.sqrt(v - ga * ga) + self.eps
+        else:
+            denom = xp.sqrt(v) + self.eps
+        if self.momentum > 0:
+            buf = state["momentum_buffer"]
+            buf *= self.momentum
+            buf += g / denom
+            p -= self.lr * buf
+        else:
+            p -= self.lr * (g / denom)
+
+
+class Adagrad(Optimizer):
+    """Adagrad (PyTorch's).
+
+        g = g + wd * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s = s + g^2        (s starts at initial_accumulator_value)
+        p = p - clr * g / (sqrt(s) + eps)
+    """
+
+    _hyper = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
+    def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(params, lr)
+        self.lr_decay = _check_number(lr_decay, "lr_decay")
+        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.initial_accumulator_value = _check_number(initial_accumulator_value,
+                                                       "initial_accumulator_value")
+        self.eps = _check_number(eps, "eps")
+
+    def _update(self, p, g, state, xp):
+        if not state:
+            state["step"] = 0
+            state["sum"] = xp.full_like(p, self.initial_accumulator_value)
+        state["step"] += 1
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        clr = self.lr / (1.0 + (state["step"] - 1) * self.lr_decay)
+        s = state["sum"]
+        s += g * g
+        p -= clr * (g / (xp.sqrt(s) + self.eps))
+
+
+# --------------------------------------------------------------------------- #
+# Learning-rate schedulers
+# --------------------------------------------------------------------------- #
+
+class LRScheduler:
+    """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch,
+    after the optimizer's steps. ``get_last_lr()`` returns ``[lr]`` like PyTorch."""
+
+    def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer: expected a pycnn.optim.Optimizer, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_epoch = 0
+        self._last_lr = [optimizer.lr]
+
+    def _lr_at(self, epoch: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self) -> None:
+        self.last_epoch += 1
+        self.optimizer.lr = self._lr_at(self.last_epoch)
+        self._last_lr = [self.optimizer.lr]
+
+    def get_last_lr(self) -> list[float]:
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.__dict__.update(state_dict)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (epoch // step_size)."""
+
+    def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, (int, np.integer)) or step_size < 1:
+            raise ValueError(f"step_size: expected a positive int, got {step_size!r}")
+        self.step_size = int(step_size)
+        self.gamma = _check_number(gamma, "gamma")
+        super().__init__(optimizer)
+
+    def _lr_at(self, epoch):
+        return self.base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRScheduler):
+    """lr = base_lr * gamma ** epoch."""
+
+    def __init__(self, optimizer, gamma: float):
+        self.gamma = _check_number(gamma, "gamma")
+        super().__init__(optimizer)
+
+    def _lr_at(self, epoch):
+        return self.base_lr * self.gamma ** epoch
+
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "LRScheduler", "StepLR",
+           "ExponentialLR"]
