@@ -124,6 +124,7 @@ inline float __shfl_down_sync(unsigned, float v, int delta) {
 #define PYCNN_KERNEL_EMULATION
 #include "conv2d/01_direct.cu"
 #include "conv2d/02_implicit_gemm.cu"
+#include "conv2d/03_implicit_gemm_bwd_data.cu"
 
 using pycnn::Conv2dParams;
 
@@ -225,6 +226,21 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
                 [&] { pycnn::conv2d_fwd_kernel2<T, false>(xp, wp, bp, y.data(), p); });
     compare("fwd2 128x128", p, y, ref.y);
   }
+  const int MX = N * H * W;
+  {  // backward-data 3, both tunings
+    using T = pycnn::BwdData3Small;
+    std::fill(dx.begin(), dx.end(), NAN);
+    emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
+                [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
+    compare("bwd_data3 64x64", p, dx, ref.dx);
+  }
+  {
+    using T = pycnn::BwdData3Large;
+    std::fill(dx.begin(), dx.end(), NAN);
+    emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
+                [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
+    compare("bwd_data3 128x128", p, dx, ref.dx);
+  }
 }
 
 int main() {
@@ -235,6 +251,8 @@ int main() {
   run_case(3, 20, 11, 10, 130, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, false); // 1x1, K past a 128 tile
   run_case(2, 9, 12, 13, 70, 5, 3, 3, 2, 2, 1, 3, 4, 0, 2, 1, false);  // 5x3, big strides, Kdim 135
   run_case(1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 4, true);      // pad past the window
+  run_case(2, 140, 6, 5, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, false);  // C past a 128 tile, stride 2
+  run_case(1, 12, 13, 11, 9, 2, 4, 3, 2, 2, 3, 0, 2, 3, 1, 3, false);  // even filters, stride 3, dilation 3
   std::printf(failures ? "%d FAILED\n" : "all ok\n", failures);
   return failures ? 1 : 0;
 }
