@@ -1,0 +1,5 @@
+import sys
+
+from pycnn.bench import main
+
+sys.exit(main())

@@ -1,0 +1,290 @@
+"""Run a shape set: check each pycnn output against the baseline, then time both.
+
+GPU path: pycnn's CUDA backend against PyTorch on the same device and the same
+buffers (DLPack, zero copy), FP32 against FP32 (TF32 off). Everything runs on one
+CuPy stream, which PyTorch also uses (ExternalStream), so CUDA events bracket
+exactly the work of one call. cuDNN is measured twice: with its default
+heuristic on this thread, and autotuned (cudnn.benchmark) on a second thread.
+PyTorch keeps its cuDNN plan cache per thread and consults it in both modes, so
+one thread per mode keeps a heuristic plan from being reused as the "autotuned"
+one and the other way round.
+
+CPU path: the NumPy reference alone, timed with time.perf_counter.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+
+from pycnn.bench.metrics import CONV_OPS, OPS, op_metrics
+from pycnn.bench.ops import build, first
+from pycnn.bench.roofline import attainable_tflops
+
+RATIO = "baseline time / pycnn time: > 1 means pycnn is faster"
+
+
+def find_gpu():
+    """(cupy, pycnn CUDA backend, None), or (None, None, why not)."""
+    try:
+        import cupy as cp
+    except ImportError:
+        return None, None, "CuPy is not installed"
+    try:
+        if not cp.cuda.is_available():
+            return None, None, "CuPy sees no CUDA device"
+    except Exception as exc:     # a driver or runtime problem: report it, run on the CPU
+        return None, None, f"CUDA is unusable ({exc})"
+    try:
+        importlib.import_module("pycnn._C")
+        be = importlib.import_module("pycnn.backends.cuda")
+    except ImportError as exc:
+        return None, None, f"the CUDA backend is not available ({exc})"
+    return cp, be, None
+
+
+def find_torch():
+    """(torch, None), or (None, why there is no baseline)."""
+    try:
+        import torch
+    except ImportError:
+        return None, "PyTorch is not installed"
+    if not torch.cuda.is_available():
+        return None, "PyTorch sees no CUDA device"
+    if not torch.backends.cudnn.is_available():
+        return None, "PyTorch was built without cuDNN"
+    return torch, None
+
+
+def force_fp32(torch) -> dict:
+    """Turn TF32 off for cuDNN convolutions and cuBLAS; return the settings as recorded.
+
+    Newer PyTorch has per-backend ``fp32_precision`` attributes and raises if they
+    are mixed with the legacy ``allow_tf32`` flags, so only one API is used.
+    """
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    torch.backends.cudnn.benchmark = False
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = "ieee"
+        rnn = getattr(torch.backends.cudnn, "rnn", None)
+        if rnn is not None and hasattr(rnn, "fp32_precision"):
+            rnn.fp32_precision = "ieee"     # cuDNN-wide status stays consistent
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        return {"api": "fp32_precision", "cudnn.conv.fp32_precision": conv.fp32_precision,
+                "cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision}
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    return {"api": "allow_tf32", "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+            "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+class Gpu:
+    """CuPy, the CUDA backend, optionally PyTorch, one stream they all use."""
+
+    def __init__(self, cp, be, torch, timer):
+        self.cp, self.be, self.torch, self.timer = cp, be, torch, timer
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.torch_stream = torch.cuda.ExternalStream(self.stream.ptr) if torch else None
+        self.tuner = ThreadPoolExecutor(max_workers=1) if torch else None
+
+    @contextmanager
+    def on_stream(self):
+        """Make our stream current for CuPy and PyTorch (both keep it per thread)."""
+        with self.stream:
+            with self.torch.cuda.stream(self.torch_stream) if self.torch else nullcontext():
+                yield
+
+    def autotuned(self, problem):
+        """Time the baseline with cudnn.benchmark on the tuner thread, past the tuning."""
+        def work():
+            with self.on_stream():
+                self.torch.backends.cudnn.benchmark = True
+                try:
+                    fn = problem.theirs(self.torch)
+                    fn()        # the first call runs cuDNN's algorithm search
+                    return self.timer.measure(fn)
+                finally:
+                    self.torch.backends.cudnn.benchmark = False
+        return self.tuner.submit(work).result()
+
+    def free(self):
+        self.stream.synchronize()
+        self.cp.get_default_memory_pool().free_all_blocks()
+        if self.torch:
+            self.torch.cuda.empty_cache()
+
+
+def conv_versions(be, op: str):
+    """[(label, version)] of the CUDA conv module's kernel versions for this pass.
+
+    ``VERSIONS`` may be keyed by pass (``{"conv2d_fwd": {...}}``) or flat (one set
+    of versions, for every pass whose function takes ``version=``).
+    """
+    try:
+        conv = importlib.import_module(be.__name__ + ".conv")
+    except ImportError:
+        return None, []
+    versions = getattr(conv, "VERSIONS", None) or {}
+    name = {"conv_fwd": "conv2d_fwd", "conv_bwd_data": "conv2d_bwd_data",
+            "conv_bwd_filter": "conv2d_bwd_filter"}[op]
+    fn = getattr(conv, name, None)
+    if fn is None or "version" not in inspect.signature(fn).parameters:
+        return conv, []
+    if name in versions:
+        keys = list(versions[name])
+    else:
+        passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter"}
+        keys = [k for k in versions if k not in passes]
+    return conv, [(f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn {k}", k) for k in keys]
+
+
+def rel_err(xp, ours, ref) -> float:
+    """max |ours - ref| / max |ref|: relative to the output's scale, so that
+    entries near zero do not blow it up."""
+    ours = xp.asarray(ours, dtype=xp.float64)
+    ref = xp.asarray(ref, dtype=xp.float64)
+    if ours.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(ours.shape)} differs from the baseline's "
+                         f"{tuple(ref.shape)}")
+    scale = max(float(xp.abs(ref).max()), 1e-30)
+    return float(xp.abs(ours - ref).max()) / scale
+
+
+def figures(stats, flops, nbytes, roof) -> dict:
+    """Throughput and roofline fraction of one timing."""
+    seconds = stats["median_ms"] * 1e-3
+    tflops = flops / seconds / 1e12
+    out = {"time": stats, "tflops": tflops, "gbps": nbytes / seconds / 1e9}
+    if roof["peak_fp32_tflops"] is not None:
+        out["roof_fraction"] = tflops / attainable_tflops(
+            flops / nbytes, roof["peak_fp32_tflops"], roof["copy_bandwidth_gbps"])
+    else:
+        out["roof_fraction"] = None
+    return out
+
+
+def run_set(doc, batch, ops, be, xp, timer, roof, tol, gpu: Gpu | None = None, log=print):
+    """Every (case, op, implementation) of one set, as a list of result rows."""
+    rows = []
+    torch = gpu.torch if gpu else None
+    for case in doc["cases"]:
+        n = case.get("N", batch)
+        for op in OPS[case["op"]]:
+            if op not in ops:
+                continue
+            with gpu.on_stream() if gpu else nullcontext():
+                new = _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch)
+            for row in new:
+                log(_one_line(row))
+            rows += new
+        if gpu:
+            gpu.free()
+    return rows
+
+
+def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
+    flops, nbytes = op_metrics(op, case, n)
+    base = {"case": case["name"], "op": op, "N": n, "count": case["count"],
+            "flops": flops, "bytes": nbytes, "ai": flops / nbytes,
+            "baseline": None, "baseline_autotuned": None, "baseline_error": None,
+            "ratio_default": None, "ratio_autotuned": None}
+    problem = build(op, case, n, be, xp)
+    ref = None
+    if torch is not None:
+        try:
+            fn = problem.theirs(torch)
+            ref = xp.from_dlpack(fn())
+            base["baseline"] = figures(timer.measure(fn), flops, nbytes, roof)
+            if op in CONV_OPS:
+                base["baseline_autotuned"] = figures(gpu.autotuned(problem), flops, nbytes, roof)
+        except Exception as exc:     # keep going: pycnn's figures are still worth having
+            base["baseline_error"] = f"{type(exc).__name__}: {exc}"
+
+    impls = [("pycnn", None, be)]
+    if gpu and op in CONV_OPS:
+        conv, versions = conv_versions(be, op)
+        impls += [(label, v, conv) for label, v in versions]
+    rows = []
+    for label, version, target in impls:
+        kw = {} if version is None else {"version": version}
+        row = dict(base, impl=label, version=version, error=None, max_rel_err=None, ok=None)
+        try:
+            out = first(problem.ours(target, **kw))
+            if ref is not None:
+                row["max_rel_err"] = rel_err(xp, out, ref)
+                row["ok"] = row["max_rel_err"] <= tol
+            row.update(figures(timer.measure(lambda: problem.ours(target, **kw)), flops, nbytes, roof))
+        except Exception as exc:
+            row.update(error=f"{type(exc).__name__}: {exc}", ok=False)
+            rows.append(row)
+            continue
+        for mode in ("default", "autotuned"):
+            other = base["baseline" if mode == "default" else "baseline_autotuned"]
+            if other is not None:
+                row[f"ratio_{mode}"] = other["time"]["median_ms"] / row["time"]["median_ms"]
+        rows.append(row)
+    return rows
+
+
+def _one_line(row) -> str:
+    if row["error"]:
+        return f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} ERROR {row['error']}"
+    text = (f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} "
+            f"{row['time']['median_ms']:9.4f} ms {row["tflops"]:9.3g} TFLOP/s {row["gbps"]:9.3g} GB/s")
+    if row["ratio_default"] is not None:
+        text += f"  x{row['ratio_default']:.2f} vs default"
+    if row["ok"] is False:
+        text += f"  FAILED (err {row['max_rel_err']:.1e})"
+    return text
+
+
+def git_commit(root):
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return head, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+
+
+def nvidia_smi(index: int):
+    """Clocks, power limit and temperature as nvidia-smi reports them, or None."""
+    fields = ("driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+              "power.limit", "temperature.gpu", "persistence_mode")
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader",
+                              "-i", str(index)], capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    values = [v.strip() for v in out.stdout.strip().split(",")]
+    return dict(zip(fields, values)) if len(values) == len(fields) else None
+
+
+def environment(root, cp=None, torch=None) -> dict:
+    """Versions, device, commit and time: what a reader needs to trust a figure."""
+    import datetime
+    import platform
+
+    import numpy as np
+
+    commit, dirty = git_commit(root)
+    env = {"python": platform.python_version(), "numpy": np.__version__, "cpu": platform.processor(),
+           "git_commit": commit, "git_dirty": dirty, "gpu": None,
+           "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if cp is not None:
+        rt = cp.cuda.runtime
+        dev = cp.cuda.Device().id
+        props = rt.getDeviceProperties(dev)
+        version = lambda v: f"{v // 1000}.{v % 1000 // 10}"     # 12040 -> "12.4"
+        env.update(gpu=props["name"].decode(), gpu_index=dev, sm_count=props.get("multiProcessorCount"),
+                   l2_bytes=props.get("l2CacheSize"), cupy=cp.__version__,
+                   cuda_driver=version(rt.driverGetVersion()), cuda_runtime=version(rt.runtimeGetVersion()),
+                   nvidia_smi=nvidia_smi(dev))
+    if torch is not None:
+        env.update(torch=torch.__version__, torch_cuda=torch.version.cuda,
+                   cudnn=torch.backends.cudnn.version())
+    return env

@@ -1,0 +1,103 @@
+"""Results as files: JSON (every figure and the setup), a Markdown table, a roofline PNG."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from pycnn.bench.roofline import plot
+
+
+def geomean(values):
+    values = [v for v in values if v is not None and v > 0]
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def summarize(rows) -> list[dict]:
+    """Per (op, implementation): geometric means of the time ratios over the cases
+    that ran and passed the check (a wrong result does not count as fast)."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        groups.setdefault((row["op"], row["impl"]), []).append(row)
+    summary = []
+    for (op, impl), group in groups.items():
+        good = [r for r in group if not r["error"] and r["ok"] is not False]
+        summary.append({
+            "op": op, "impl": impl, "cases": len(group), "failed": len(group) - len(good),
+            "geomean_ratio_default": geomean([r["ratio_default"] for r in good]),
+            "geomean_ratio_autotuned": geomean([r["ratio_autotuned"] for r in good]),
+        })
+    return summary
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower().replace("nvidia", "")).strip("-") or "unknown"
+
+
+def write_all(result: dict, out_dir) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"bench-{result['set']}-{slug(result['env'].get('gpu') or 'cpu')}-b{result['batch']}"
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
+    paths[0].write_text(json.dumps(result, indent=1) + "\n")
+    paths[1].write_text(markdown(result))
+    roof = result["roofline"]
+    points = {"pycnn": [(r["ai"], r["tflops"]) for r in result["results"]
+                        if r["impl"] == "pycnn" and not r["error"]]}
+    for key, label in (("baseline", "baseline (cuDNN default heuristic)"),
+                       ("baseline_autotuned", "cuDNN autotuned")):
+        pts = {(r["case"], r["op"]): (r["ai"], r[key]["tflops"]) for r in result["results"] if r[key]}
+        if pts:
+            points[label] = list(pts.values())
+    plot(paths[2], points, roof["peak_fp32_tflops"], roof["copy_bandwidth_gbps"],
+         f"pycnn bench: {result['set']}, {result['env'].get('gpu') or 'CPU (NumPy reference)'}, "
+         f"batch {result['batch']}, {result['precision']}")
+    return paths
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(result: dict) -> str:
+    env, roof = result["env"], result["roofline"]
+    lines = [
+        f"# pycnn bench: {result['set']}",
+        "",
+        f"- device: {env.get('gpu') or 'CPU'} ({result['backend']}); batch {result['batch']} "
+        f"(cases that fix N say so); precision: {result['precision']}",
+        f"- baseline: {result['baseline_library'] or 'none (no GPU baseline available)'}",
+        f"- ratio: {result['ratio']}",
+        f"- timing: {result['timing']['method']}, median of the repetitions; spread p10-p90",
+        f"- roofline: FP32 peak {_fmt(roof['peak_fp32_tflops'], 'g')} TFLOP/s, measured copy "
+        f"bandwidth {roof['copy_bandwidth_gbps']:.0f} GB/s; check tolerance {result['tolerance']:g} "
+        f"(max |pycnn - baseline| / max |baseline|)",
+        f"- commit {env.get('git_commit') or '?'}{' (dirty)' if env.get('git_dirty') else ''}, "
+        f"{env['timestamp']}",
+        "",
+        "| op | impl | geomean default / pycnn | geomean autotuned / pycnn | cases | failed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in result["summary"]:
+        lines.append(f"| {s['op']} | {s['impl']} | {_fmt(s['geomean_ratio_default'], '.2f')} | "
+                     f"{_fmt(s['geomean_ratio_autotuned'], '.2f')} | {s['cases']} | {s['failed']} |")
+    lines += ["", "| case | op | impl | N | ms (p10-p90) | TFLOP/s | GB/s | % roof | max rel err "
+              "| default ms | x default | autotuned ms | x autotuned |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["results"]:
+        if r["error"]:
+            lines.append(f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | error: "
+                         f"{r['error'][:80]} |||||||||")
+            continue
+        t = r["time"]
+        base = r["baseline"]["time"]["median_ms"] if r["baseline"] else None
+        tuned = r["baseline_autotuned"]["time"]["median_ms"] if r["baseline_autotuned"] else None
+        frac = None if r["roof_fraction"] is None else 100 * r["roof_fraction"]
+        err = _fmt(r["max_rel_err"], ".1e") + (" FAIL" if r["ok"] is False else "")
+        lines.append(
+            f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | {t['median_ms']:.4f} "
+            f"({t['p10_ms']:.4f}-{t['p90_ms']:.4f}) | {r['tflops']:.3f} | {r['gbps']:.1f} | "
+            f"{_fmt(frac, '.1f')} | {err} | {_fmt(base, '.4f')} | {_fmt(r['ratio_default'], '.2f')} | "
+            f"{_fmt(tuned, '.4f')} | {_fmt(r['ratio_autotuned'], '.2f')} |")
+    return "\n".join(lines) + "\n"

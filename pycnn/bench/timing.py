@@ -1,0 +1,100 @@
+"""Timers: CUDA events on the GPU, time.perf_counter on the CPU; same statistics.
+
+Each measurement warms up, estimates one call, then repeats until both at least
+``min_reps`` repetitions and ``min_time`` seconds of measured work are reached
+(or exactly ``reps`` when given). On the GPU, L2 is flushed before every
+repetition by writing a buffer much larger than L2, outside the timed region, so
+that no repetition finds its inputs in cache from the previous one.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+
+def summarize(times_ms) -> dict:
+    t = np.asarray(times_ms, dtype=np.float64)
+    return {"median_ms": float(np.median(t)), "min_ms": float(t.min()),
+            "p10_ms": float(np.percentile(t, 10)), "p90_ms": float(np.percentile(t, 90)),
+            "reps": int(t.size)}
+
+
+class _Timer:
+    def __init__(self, reps=None, min_reps=20, min_time=0.2, max_reps=2000, warmup=3):
+        self.reps, self.min_reps, self.min_time = reps, min_reps, min_time
+        self.max_reps, self.warmup = max_reps, warmup
+
+    def measure(self, fn) -> dict:
+        for _ in range(self.warmup):
+            fn()
+        reps = self.reps
+        if reps is None:
+            estimate_ms = max(float(np.median(self._run(fn, 3))), 1e-6)
+            wanted = math.ceil(self.min_time * 1e3 / estimate_ms)
+            reps = min(max(wanted, self.min_reps), self.max_reps)
+        return summarize(self._run(fn, reps))
+
+    def setup(self) -> dict:
+        return {"method": self.method, "warmup": self.warmup, "reps": self.reps,
+                "min_reps": self.min_reps, "min_time_s": self.min_time, "max_reps": self.max_reps}
+
+
+class CpuTimer(_Timer):
+    method = "time.perf_counter"
+
+    def _run(self, fn, reps):
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+
+class GpuTimer(_Timer):
+    """CUDA events recorded on CuPy's current stream (PyTorch work must run on it too)."""
+    method = "cuda events"
+
+    def __init__(self, cp, flush_bytes=256 << 20, **kw):
+        super().__init__(**kw)
+        self.cp = cp
+        self.flush_bytes = flush_bytes
+        self._flush_buf = cp.empty(flush_bytes, dtype=cp.uint8)
+        self._flips = 0
+
+    def flush_l2(self):
+        self._flips ^= 1
+        stream = self.cp.cuda.get_current_stream()
+        self.cp.cuda.runtime.memsetAsync(self._flush_buf.data.ptr, self._flips,
+                                         self.flush_bytes, stream.ptr)
+
+    def _run(self, fn, reps):
+        cuda = self.cp.cuda
+        stream = cuda.get_current_stream()
+        pairs = []
+        for _ in range(reps):
+            self.flush_l2()
+            start, end = cuda.Event(), cuda.Event()
+            start.record(stream)
+            fn()
+            end.record(stream)
+            pairs.append((start, end))
+        pairs[-1][1].synchronize()
+        return [cuda.get_elapsed_time(s, e) for s, e in pairs]
+
+    def setup(self) -> dict:
+        return {**super().setup(), "l2_flush_bytes": self.flush_bytes}
+
+
+def copy_bandwidth(xp, timer, nbytes) -> float:
+    """Device (or host) copy bandwidth in GB/s, counting bytes read + written."""
+    n = nbytes // 4
+    src, dst = xp.ones(n, dtype=xp.float32), xp.empty(n, dtype=xp.float32)
+    if xp.__name__ == "numpy":
+        stats = timer.measure(lambda: np.copyto(dst, src))
+    else:
+        stream = xp.cuda.get_current_stream()
+        stats = timer.measure(lambda: dst.data.copy_from_device_async(src.data, n * 4, stream))
+    return 2 * n * 4 / (stats["median_ms"] * 1e-3) / 1e9
