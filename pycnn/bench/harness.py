@@ -232,7 +232,7 @@ def _one_line(row) -> str:
     if row["error"]:
         return f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} ERROR {row['error']}"
     text = (f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} "
-            f"{row['time']['median_ms']:9.4f} ms {row["tflops"]:9.3g} TFLOP/s {row["gbps"]:9.3g} GB/s")
+            f"{row['time']['median_ms']:9.4f} ms {row['tflops']:9.3g} TFLOP/s {row['gbps']:9.3g} GB/s")
     if row["ratio_default"] is not None:
         text += f"  x{row['ratio_default']:.2f} vs default"
     if row["ok"] is False:
