@@ -1,0 +1,34 @@
+// Launchers of batch normalisation (kernels/batch_norm/01_batch_norm.cu).
+// x is (N, C, inner): inner = H*W for NCHW, 1 for (N, C). Statistics per channel
+// over the M = N*inner values of that channel. weight, bias, running_mean and
+// running_var may be null (weight 1, bias 0, no running update).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace pycnn {
+
+// Training: batch mean and biased variance normalise x; save_mean / save_invstd
+// receive them; running_mean/var are updated in place with momentum
+// (running_var with the unbiased variance, M / (M - 1); needs M >= 2).
+void batch_norm_fwd_train1(const float* x, const float* weight, const float* bias,
+                           float* running_mean, float* running_var, float* y, float* save_mean,
+                           float* save_invstd, int64_t n, int64_t c, int64_t inner,
+                           double momentum, double eps, cudaStream_t stream);
+
+// Inference: the running statistics normalise x (both required); save_mean /
+// save_invstd receive the statistics used.
+void batch_norm_fwd_infer1(const float* x, const float* weight, const float* bias,
+                           const float* running_mean, const float* running_var, float* y,
+                           float* save_mean, float* save_invstd, int64_t n, int64_t c,
+                           int64_t inner, double eps, cudaStream_t stream);
+
+// dx, dweight (sum dy * xhat), dbias (sum dy). training: the statistics depend
+// on x (full formula); otherwise they are constants (dx = dy * weight * invstd).
+void batch_norm_bwd1(const float* dy, const float* x, const float* weight, const float* save_mean,
+                     const float* save_invstd, float* dx, float* dweight, float* dbias, int64_t n,
+                     int64_t c, int64_t inner, bool training, cudaStream_t stream);
+
+}  // namespace pycnn

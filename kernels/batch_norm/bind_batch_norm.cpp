@@ -1,0 +1,56 @@
+// Python bindings of the batch-norm launchers: pointers (0 for None) and the stream are ints.
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "batch_norm/batch_norm.h"
+
+namespace py = pybind11;
+
+namespace {
+const float* cf(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
+float* f(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
+cudaStream_t st(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+}  // namespace
+
+void bind_batch_norm(py::module_& m) {
+  using py::arg;
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+
+  m.def("batch_norm_fwd_train1",
+        [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t running_mean,
+           std::uintptr_t running_var, std::uintptr_t y, std::uintptr_t save_mean,
+           std::uintptr_t save_invstd, int64_t n, int64_t c, int64_t inner, double momentum,
+           double eps, std::uintptr_t stream) {
+          pycnn::batch_norm_fwd_train1(cf(x), cf(weight), cf(bias), f(running_mean), f(running_var),
+                                       f(y), f(save_mean), f(save_invstd), n, c, inner, momentum,
+                                       eps, st(stream));
+        },
+        arg("x"), arg("weight"), arg("bias"), arg("running_mean"), arg("running_var"), arg("y"),
+        arg("save_mean"), arg("save_invstd"), arg("n"), arg("c"), arg("inner"), arg("momentum"),
+        arg("eps"), arg("stream"), nogil,
+        "batch norm, training: batch statistics, running statistics updated in place");
+  m.def("batch_norm_fwd_infer1",
+        [](std::uintptr_t x, std::uintptr_t weight, std::uintptr_t bias, std::uintptr_t running_mean,
+           std::uintptr_t running_var, std::uintptr_t y, std::uintptr_t save_mean,
+           std::uintptr_t save_invstd, int64_t n, int64_t c, int64_t inner, double eps,
+           std::uintptr_t stream) {
+          pycnn::batch_norm_fwd_infer1(cf(x), cf(weight), cf(bias), cf(running_mean),
+                                       cf(running_var), f(y), f(save_mean), f(save_invstd), n, c,
+                                       inner, eps, st(stream));
+        },
+        arg("x"), arg("weight"), arg("bias"), arg("running_mean"), arg("running_var"), arg("y"),
+        arg("save_mean"), arg("save_invstd"), arg("n"), arg("c"), arg("inner"), arg("eps"),
+        arg("stream"), nogil, "batch norm, inference: running statistics");
+  m.def("batch_norm_bwd1",
+        [](std::uintptr_t dy, std::uintptr_t x, std::uintptr_t weight, std::uintptr_t save_mean,
+           std::uintptr_t save_invstd, std::uintptr_t dx, std::uintptr_t dweight,
+           std::uintptr_t dbias, int64_t n, int64_t c, int64_t inner, bool training,
+           std::uintptr_t stream) {
+          pycnn::batch_norm_bwd1(cf(dy), cf(x), cf(weight), cf(save_mean), cf(save_invstd), f(dx),
+                                 f(dweight), f(dbias), n, c, inner, training, st(stream));
+        },
+        arg("dy"), arg("x"), arg("weight"), arg("save_mean"), arg("save_invstd"), arg("dx"),
+        arg("dweight"), arg("dbias"), arg("n"), arg("c"), arg("inner"), arg("training"),
+        arg("stream"), nogil, "batch norm backward: dx, dweight, dbias");
+}
