@@ -125,6 +125,7 @@ inline float __shfl_down_sync(unsigned, float v, int delta) {
 #include "conv2d/01_direct.cu"
 #include "conv2d/02_implicit_gemm.cu"
 #include "conv2d/03_implicit_gemm_bwd_data.cu"
+#include "conv2d/04_implicit_gemm_bwd_filter.cu"
 
 using pycnn::Conv2dParams;
 
@@ -240,6 +241,44 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
     compare("bwd_data3 128x128", p, dx, ref.dx);
+  }
+  // backward-filter 4: both tunings, one split (plain store), several splits with
+  // atomics, several through the workspace and the fixed-order reduction; the
+  // split count leaves trailing splits with an empty range (chunks are whole BK steps).
+  const int NPQ = N * p.P * p.Q;
+  for (int splits : {1, 3, 15}) {
+    for (int mode = 0; mode < 2; ++mode) {
+      const bool deterministic = mode == 1;
+      if (splits == 1 && deterministic) continue;
+      auto run = [&](auto tile, const char* name) {
+        using T = decltype(tile);
+        const int chunk = pycnn::ceil_div(pycnn::ceil_div(NPQ, splits), T::BK) * T::BK;
+        const dim3 grid(pycnn::ceil_div(Cg * R * S, T::BM), pycnn::ceil_div(Kg, T::BN), splits * groups);
+        const int total = (int)ref.dw.size();
+        if (splits > 1 && !deterministic) {
+          std::fill(dwv.begin(), dwv.end(), 0.f);
+          emu::launch(grid, dim3(T::THREADS), [&] {
+            pycnn::conv2d_bwd_filter_kernel4<T, true>(xp, dyp, dwv.data(), p, chunk, 0);
+          });
+        } else {
+          std::fill(dwv.begin(), dwv.end(), NAN);
+          std::vector<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
+          float* out = splits > 1 ? ws.data() : dwv.data();
+          emu::launch(grid, dim3(T::THREADS), [&] {
+            pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, splits > 1 ? total : 0);
+          });
+          if (splits > 1)
+            emu::launch(dim3(2), dim3(64), [&] {
+              pycnn::conv2d_bwd_filter_reduce_kernel4(ws.data(), dwv.data(), total, splits);
+            });
+        }
+        char label[64];
+        std::snprintf(label, sizeof label, "%s s%d %s", name, splits, splits == 1 ? "store" : deterministic ? "det" : "atomic");
+        compare(label, p, dwv, ref.dw);
+      };
+      run(pycnn::BwdFilter4Small{}, "bwd_filter4 64");
+      run(pycnn::BwdFilter4Large{}, "bwd_filter4 128");
+    }
   }
 }
 
