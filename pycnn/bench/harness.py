@@ -119,8 +119,9 @@ class Gpu:
 def conv_versions(be, op: str):
     """[(label, version)] of the CUDA conv module's kernel versions for this pass.
 
-    ``VERSIONS`` may be keyed by pass (``{"conv2d_fwd": {...}}``) or flat (one set
-    of versions, for every pass whose function takes ``version=``).
+    ``VERSIONS`` may be keyed by pass (``{"conv2d_fwd": {1: ..., 2: ...}}``, or
+    ``"fwd"``) or flat (one set of versions, for every pass whose function takes
+    ``version=``; a version a pass lacks then shows as an error row).
     """
     try:
         conv = importlib.import_module(be.__name__ + ".conv")
@@ -132,12 +133,13 @@ def conv_versions(be, op: str):
     fn = getattr(conv, name, None)
     if fn is None or "version" not in inspect.signature(fn).parameters:
         return conv, []
-    if name in versions:
-        keys = list(versions[name])
+    short = name.replace("conv2d_", "")                  # "fwd", "bwd_data", "bwd_filter"
+    passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "fwd", "bwd_data", "bwd_filter"}
+    if name in versions or short in versions:
+        keys = list(versions.get(name, versions.get(short)))
     else:
-        passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter"}
         keys = [k for k in versions if k not in passes]
-    return conv, [(f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn {k}", k) for k in keys]
+    return conv, [(f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn v{k}", k) for k in keys]
 
 
 def rel_err(xp, ours, ref) -> float:

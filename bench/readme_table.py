@@ -1,0 +1,94 @@
+"""Generate the README's performance table from the committed GPU results.
+
+    python bench/readme_table.py            # print the table
+    python bench/readme_table.py --write    # replace the text between the markers in README.md
+
+Reads bench/results/bench-*.json (written by ``pycnn bench``), keeps the GPU runs
+that had a baseline, and lists per set and op the geometric mean over the cases
+of cuDNN time / pycnn time for both cuDNN modes (> 1: pycnn is faster). Only the
+text between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is
+ever rewritten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+try:
+    from pycnn.bench.report import summarize
+except ImportError:             # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(HERE.parent))
+    from pycnn.bench.report import summarize
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+
+
+def load_results(directory) -> list[dict]:
+    """GPU results with a baseline, in file-name order."""
+    found = []
+    for path in sorted(Path(directory).glob("bench-*.json")):
+        result = json.loads(path.read_text())
+        if result.get("device") == "cuda" and result.get("baseline_library"):
+            found.append(result)
+    return found
+
+
+def _fmt(value):
+    return "-" if value is None else f"{value:.2f}"
+
+
+def table(results) -> str:
+    if not results:
+        return "No GPU results are committed yet (run `pycnn bench` on a GPU and commit bench/results/)."
+    lines = ["| set | GPU | batch | precision | op | cuDNN default / pycnn | cuDNN autotuned / pycnn | cases |",
+             "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        for s in summarize(result["results"]):
+            if s["impl"] != "pycnn":        # the promoted default; versions are in the per-run tables
+                continue
+            cases = str(s["cases"] - s["failed"])
+            if s["failed"]:
+                cases += f" ({s['failed']} failed)"
+            lines.append(f"| {result['set']} | {result['env']['gpu']} | {result['batch']} | "
+                         f"{result['precision']} | {s['op']} | {_fmt(s['geomean_ratio_default'])} | "
+                         f"{_fmt(s['geomean_ratio_autotuned'])} | {cases} |")
+    commits = sorted({r["env"].get("git_commit") or "?" for r in results})
+    lines += ["", "Geometric means over each set's cases of baseline time / pycnn time (> 1: pycnn is "
+              "faster); pools and activations are compared with PyTorch's own CUDA kernels. "
+              f"Measured at commit {', '.join(c[:10] for c in commits)}; every figure is in bench/results/."]
+    return "\n".join(lines)
+
+
+def replace_between_markers(text: str, body: str) -> str:
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README: expected the markers {START} and {END} (in this order), "
+                         "found them missing")
+    return text[:start + len(START)] + "\n" + body + "\n" + text[end:]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--write", action="store_true", help="update README.md between the markers")
+    p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument("--readme", default=str(HERE.parent / "README.md"))
+    args = p.parse_args(argv)
+    body = table(load_results(args.results))
+    if not args.write:
+        print(body)
+        return 0
+    readme = Path(args.readme)
+    try:
+        new = replace_between_markers(readme.read_text(), body)
+    except (OSError, ValueError) as exc:
+        print(f"readme_table: {exc}", file=sys.stderr)
+        return 1
+    readme.write_text(new)
+    print(f"readme_table: updated {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

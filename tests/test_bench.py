@@ -1,0 +1,199 @@
+"""The benchmark harness on the CPU: shape sets, FLOP/byte formulas, the smoke run
+of `pycnn bench`, and the README table generator. The GPU path (CUDA events, the
+cuDNN baseline) is exercised only on a GPU machine."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from pycnn.bench import main, report, sets
+from pycnn.bench.metrics import ALL_OPS, OPS, conv_shapes, op_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# PERF.md's ResNet-50 v1.5 list, typed again here as the oracle:
+# count x (C, H, K, R, stride); padding (R-1)/2.
+RESNET50 = [(1, 3, 224, 64, 7, 2), (1, 64, 56, 64, 1, 1), (3, 64, 56, 64, 3, 1), (4, 64, 56, 256, 1, 1),
+            (2, 256, 56, 64, 1, 1), (1, 256, 56, 128, 1, 1), (1, 128, 56, 128, 3, 2), (1, 256, 56, 512, 1, 2),
+            (4, 128, 28, 512, 1, 1), (3, 512, 28, 128, 1, 1), (3, 128, 28, 128, 3, 1), (1, 512, 28, 256, 1, 1),
+            (1, 256, 28, 256, 3, 2), (1, 512, 28, 1024, 1, 2), (6, 256, 14, 1024, 1, 1), (5, 1024, 14, 256, 1, 1),
+            (5, 256, 14, 256, 3, 1), (1, 1024, 14, 512, 1, 1), (1, 512, 14, 512, 3, 2), (1, 1024, 14, 2048, 1, 2),
+            (3, 512, 7, 2048, 1, 1), (2, 2048, 7, 512, 1, 1), (2, 512, 7, 512, 3, 1)]
+
+
+def test_every_set_loads_with_valid_cases():
+    for name in sets.SETS:
+        doc = sets.load_set(name)
+        assert doc["cases"], name
+        for case in doc["cases"]:
+            n = case.get("N", sets.batch_for(doc, 2))
+            for op in OPS[case["op"]]:
+                flops, nbytes = op_metrics(op, case, n)
+                assert flops > 0 and nbytes > 0, (name, case["name"], op)
+
+
+def test_resnet50_counts_shapes_and_flops():
+    cases = sets.load_set("resnet50")["cases"]
+    assert len(cases) == 23
+    assert sum(c["count"] for c in cases) == 53
+    got = [(c["count"], c["C"], c["H"], c["K"], c["R"], c["stride"][0]) for c in cases]
+    assert sorted(got) == sorted(RESNET50)
+    # Forward FLOPs per image, by hand from PERF.md's list: the output side is H/stride.
+    by_hand = sum(cnt * 2 * k * c * r * r * (h // s) ** 2 for cnt, c, h, k, r, s in RESNET50)
+    assert by_hand == 8_174_272_512
+    from_file = sum(c["count"] * op_metrics("conv_fwd", c, 1)[0] for c in cases)
+    assert from_file == by_hand
+    assert from_file == pytest.approx(8.17e9, rel=0.02)     # PERF.md's figure (FC excluded)
+
+
+def test_output_sizes_agree_with_the_networks():
+    # ResNet-50 and VGG-16 pad to keep H/stride: P = Q = H / stride.
+    for name in ("resnet50", "vgg16", "small"):
+        for c in sets.load_set(name)["cases"]:
+            _, _, (_, k, p, q) = conv_shapes(c, 1)
+            assert (k, p, q) == (c["K"], c["H"] // c["stride"][0], c["W"] // c["stride"][1]), c["name"]
+    # DeepBench's first speech layer (700 wide, 161 high, 5 high x 20 wide filter,
+    # stride 2) feeds its next listed layer, 341 wide and 79 high.
+    first = sets.load_set("deepbench")["cases"][0]
+    assert (first["R"], first["S"], first["W"], first["H"]) == (5, 20, 700, 161)
+    assert conv_shapes(first, 4)[2] == (4, 32, 79, 341)
+
+
+def test_other_sets_have_the_documented_cases():
+    vgg = sets.load_set("vgg16")["cases"]
+    assert (len(vgg), sum(c["count"] for c in vgg)) == (9, 13)
+    dw = sets.load_set("depthwise")["cases"]
+    assert sum(c["groups"] == c["C"] == c["K"] for c in dw) == 8
+    assert sorted(c["groups"] for c in dw if c["groups"] != c["C"]) == [32, 32]
+    small = sets.load_set("small")
+    assert sets.batch_for(small, 64) == 1 and len(small["cases"]) == 23
+    assert sets.batch_for(sets.load_set("deepbench"), None) == 16
+    assert sets.batch_for(sets.load_set("resnet50"), None) == 32
+    assert sets.batch_for(sets.load_set("resnet50"), 8) == 8
+
+
+def test_conv_flops_and_bytes_by_hand():
+    # N=2, C=4, 5x5, K=6, 3x3, stride 1, pad 1 -> P=Q=5.
+    case = {"op": "conv", "C": 4, "H": 5, "W": 5, "K": 6, "R": 3, "S": 3, "stride": (1, 1),
+            "padding4": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
+    flops = 2 * 2 * 6 * 4 * 9 * 25                      # 21600
+    x, w, y = 2 * 4 * 25, 6 * 4 * 9, 2 * 6 * 25           # 200, 216, 300 elements
+    for op in ("conv_fwd", "conv_bwd_data", "conv_bwd_filter"):
+        assert op_metrics(op, case, 2) == (21600, 4 * (x + w + y)) == (flops, 2864)
+    # groups=2 halves the work and the weight: w is 6 x 2 x 3 x 3.
+    grouped = dict(case, groups=2)
+    assert op_metrics("conv_fwd", grouped, 2) == (10800, 4 * (200 + 108 + 300))
+    # stride 2, no padding on 7x7 with 3x3: P = Q = floor((7 - 3) / 2) + 1 = 3.
+    strided = dict(case, H=7, W=7, stride=(2, 2), padding4=(0, 0, 0, 0))
+    assert op_metrics("conv_fwd", strided, 1)[0] == 2 * 1 * 6 * 4 * 9 * 9
+
+
+def test_pool_and_activation_bytes_by_hand():
+    pool = {"op": "max_pool", "C": 1, "H": 8, "W": 8, "kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}
+    # 8x8 -> 4x4; forward reads 64 floats, writes 16 floats and 16 int64 indices.
+    assert op_metrics("max_pool_fwd", pool, 1) == (16 * 9, 4 * (64 + 16) + 8 * 16)
+    assert op_metrics("max_pool_bwd", pool, 1) == (16, 4 * (16 + 64) + 8 * 16)
+    act = {"op": "act", "C": 2, "H": 3, "W": 3}
+    assert op_metrics("relu_fwd", act, 2) == (36, 4 * 72)
+    assert op_metrics("tanh_bwd", act, 2) == (36, 4 * 108)
+    assert op_metrics("bias_relu_fwd", dict(act, op="bias_relu"), 2) == (72, 4 * (72 + 2))
+    gap = {"op": "global_avg_pool", "C": 3, "H": 7, "W": 7}
+    assert op_metrics("gap_fwd", gap, 2) == (294, 4 * (294 + 6))
+
+
+def test_bad_input_names_the_argument(tmp_path):
+    with pytest.raises(ValueError, match="set: expected one of"):
+        sets.load_set("alexnet")
+    with pytest.raises(FileNotFoundError, match="--shapes-dir"):
+        sets.shapes_dir(tmp_path)
+    (tmp_path / "tiny.json").write_text(json.dumps(
+        {"name": "tiny", "description": "", "source": "", "cases": [{"op": "fft", "name": "x"}]}))
+    with pytest.raises(ValueError, match="op: expected one of"):
+        sets.load_set("tiny", tmp_path)
+    with pytest.raises(SystemExit):
+        main(["--ops", "conv_fwd,conv_sideways"])
+    with pytest.raises(SystemExit):
+        main(["--batch", "0"])
+
+
+def test_cpu_smoke_run_writes_json_markdown_and_png(tmp_path, capsys):
+    assert main(["--set", "tiny", "--device", "cpu", "--reps", "2", "--out", str(tmp_path)]) == 0
+    assert "no GPU baseline available" in capsys.readouterr().out
+    stem = tmp_path / "bench-tiny-cpu-b2"
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = stem.with_suffix(".md").read_text()
+    assert "| conv_fwd | pycnn |" in md and "> 1 means pycnn is faster" in md
+    assert result["device"] == "cpu" and result["backend"] == "pycnn.backends.numpy_ref"
+    assert result["batch"] == 2 and result["env"]["gpu"] is None and result["baseline_library"] is None
+    for key in ("python", "numpy", "git_commit", "timestamp"):
+        assert key in result["env"]
+    assert result["roofline"]["copy_bandwidth_gbps"] > 0
+    assert {r["op"] for r in result["results"]} == set(ALL_OPS)
+    for r in result["results"]:
+        assert r["error"] is None, r
+        assert r["time"]["reps"] == 2 and 0 < r["time"]["min_ms"] <= r["time"]["median_ms"]
+        assert r["baseline"] is None and r["ratio_default"] is None and r["max_rel_err"] is None
+        assert r["tflops"] == pytest.approx(r["flops"] / (r["time"]["median_ms"] * 1e-3) / 1e12)
+    assert {s["op"] for s in result["summary"]} == set(ALL_OPS)
+
+
+def test_cpu_run_honours_ops_and_batch(tmp_path):
+    main(["--set", "resnet50", "--device", "cpu", "--reps", "1", "--ops", "relu_fwd,conv_fwd",
+          "--batch", "3", "--out", str(tmp_path)])
+    # without a GPU any set falls back to tiny
+    result = json.loads((tmp_path / "bench-tiny-cpu-b3.json").read_text())
+    assert {r["op"] for r in result["results"]} == {"relu_fwd", "conv_fwd"}
+    assert {r["N"] for r in result["results"]} == {3}
+
+
+def _row(op, impl, default, autotuned, ok=True, error=None):
+    return {"op": op, "impl": impl, "ratio_default": default, "ratio_autotuned": autotuned,
+            "ok": ok, "error": error}
+
+
+def _readme_table():
+    spec = importlib.util.spec_from_file_location("readme_table", ROOT / "bench" / "readme_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_table_geometric_means(tmp_path):
+    rows = [_row("conv_fwd", "pycnn", 2.0, 1.0), _row("conv_fwd", "pycnn", 0.5, 0.25),
+            _row("conv_fwd", "pycnn", 8.0, 4.0),
+            _row("conv_fwd", "pycnn", 100.0, 100.0, ok=False),        # wrong result: not counted
+            _row("conv_fwd", "pycnn v01", 0.1, 0.1),                  # a version: not in the README
+            _row("relu_fwd", "pycnn", 1.5, None), _row("relu_fwd", "pycnn", 6.0, None)]
+    fake = {"device": "cuda", "baseline_library": "PyTorch", "set": "resnet50", "batch": 32,
+            "precision": "fp32 FFMA, TF32 off", "env": {"gpu": "NVIDIA H100 80GB HBM3", "git_commit": "abc"},
+            "results": rows}
+    (tmp_path / "bench-resnet50-h100-b32.json").write_text(json.dumps(fake))
+    (tmp_path / "bench-tiny-cpu-b2.json").write_text(json.dumps(dict(fake, device="cpu")))
+    rt = _readme_table()
+    results = rt.load_results(tmp_path)
+    assert len(results) == 1
+    text = rt.table(results)
+    # conv: cbrt(2 * 0.5 * 8) = 2 and cbrt(1 * 0.25 * 4) = 1; relu: sqrt(1.5 * 6) = 3
+    assert "| conv_fwd | 2.00 | 1.00 | 3 (1 failed) |" in text
+    assert "| relu_fwd | 3.00 | - | 2 |" in text
+    assert "pycnn v01" not in text and "NVIDIA H100 80GB HBM3" in text
+    summary = {(s["op"], s["impl"]): s for s in report.summarize(rows)}
+    assert math.isclose(summary["conv_fwd", "pycnn"]["geomean_ratio_default"], 2.0)
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# pycnn\nintro\n{rt.START}\nold table\n{rt.END}\ntail\n")
+    assert rt.main(["--write", "--results", str(tmp_path), "--readme", str(readme)]) == 0
+    new = readme.read_text()
+    assert new.startswith(f"# pycnn\nintro\n{rt.START}\n| set |") and new.endswith(f"{rt.END}\ntail\n")
+    assert "old table" not in new
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    assert rt.main(["--write", "--results", str(empty), "--readme", str(readme)]) == 0
+    assert "No GPU results are committed yet" in readme.read_text()
+    readme.write_text("no markers\n")
+    assert rt.main(["--write", "--results", str(empty), "--readme", str(readme)]) == 1
+    assert readme.read_text() == "no markers\n"
