@@ -126,6 +126,7 @@ inline float __shfl_down_sync(unsigned, float v, int delta) {
 #include "conv2d/02_implicit_gemm.cu"
 #include "conv2d/03_implicit_gemm_bwd_data.cu"
 #include "conv2d/04_implicit_gemm_bwd_filter.cu"
+#include "conv2d/05_bias_grad.cu"
 
 using pycnn::Conv2dParams;
 
@@ -213,6 +214,16 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   }
 
   const int M = N * p.P * p.Q, Kg = K / groups;
+  {  // backward-bias 5 (warp shuffles emulated lane by lane)
+    std::vector<double> db_ref(K, 0.0);
+    for (int n = 0; n < N; ++n)
+      for (int k = 0; k < K; ++k)
+        for (int i = 0; i < p.P * p.Q; ++i) db_ref[k] += dy[((size_t)n * K + k) * p.P * p.Q + i];
+    std::vector<float> db(K, NAN);
+    emu::launch(dim3(K), dim3(pycnn::kBiasThreads),
+                [&] { pycnn::conv2d_bwd_bias_kernel5(dyp, db.data(), N, K, p.P * p.Q); });
+    compare("bwd_bias5", p, db, db_ref);
+  }
   {  // forward 2, both tunings, with ReLU
     using T = pycnn::Fwd2Small;
     std::fill(y.begin(), y.end(), NAN);
