@@ -11,12 +11,12 @@
   stride of a bottleneck sits on its 3x3 conv), with the same ``state_dict``
   keys. Small inputs (``input_size <= 64``, e.g. CIFAR) get the CIFAR stem: a
   3x3 stride-1 conv and no max pool; larger inputs get the 7x7 stride-2 conv
-  and the 3x3 stride-2 max pool.
+  and the 3x3 stride-2 max pool. ``input_size`` is an int or an (H, W) pair.
 """
 from __future__ import annotations
 
 
-from pycnn import nn
+from pycnn import nn, shapes
 
 
 # ---------------------------------------------------------------------- small CNNs
@@ -72,8 +72,9 @@ class VGGSmall(nn.Module):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32):
         super().__init__()
-        if input_size % 8:
-            raise ValueError(f"input_size: expected a multiple of 8 (three 2x2 pools), got {input_size}")
+        h, w = shapes.pair(input_size, "input_size")
+        if h % 8 or w % 8:
+            raise ValueError(f"input_size: expected multiples of 8 (three 2x2 pools), got {input_size!r}")
         layers, c = [], in_channels
         for v in self.CONFIG:
             if v == "M":
@@ -82,10 +83,9 @@ class VGGSmall(nn.Module):
                 layers += [nn.Conv2d(c, v, 3, padding=1, bias=False), nn.BatchNorm2d(v), nn.ReLU()]
                 c = v
         self.features = nn.Sequential(*layers)
-        side = input_size // 8
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c * side * side, 256), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(c * (h // 8) * (w // 8), 256), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(256, num_classes),
         )
 
@@ -161,7 +161,7 @@ class ResNet(nn.Module):
         if len(layers) != 4:
             raise ValueError(f"layers: expected 4 stage depths, got {layers!r}")
         self.inplanes = 64
-        self.small_input = input_size <= 64
+        self.small_input = max(shapes.pair(input_size, "input_size")) <= 64
         if self.small_input:
             self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         else:
