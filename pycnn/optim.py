@@ -2,7 +2,8 @@
 
 Every optimizer updates ``p.data`` in place with the array module of the array
 (NumPy on the CPU, CuPy on the GPU), so one implementation serves both devices.
-Parameters whose ``grad`` is None are skipped. One parameter group: the
+Parameters whose ``grad`` is None are skipped (frozen parameters, with
+requires_grad False, are accepted and simply never move, as in PyTorch). One parameter group: the
 hyperparameters are attributes (``opt.lr``), which is what the schedulers change.
 
 Notation below (per parameter): ``g`` is the gradient, ``p`` the parameter,
@@ -50,8 +51,6 @@ class Optimizer:
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params: element {i} is a {type(p).__name__}, expected a Tensor")
-            if not p.requires_grad:
-                raise ValueError(f"params: element {i} (shape {p.shape}) does not require grad")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params: some parameters appear more than once")
         self.params = params
