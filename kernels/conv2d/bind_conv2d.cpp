@@ -1,0 +1,128 @@
+// Python bindings of the conv2d launchers: pointers and the stream are ints,
+// the convolution's shape is 16 ints in Conv2dParams order:
+//   N, C, H, W, K, R, S, P, Q, stride_h, stride_w, dilation_h, dilation_w,
+//   pad_top, pad_left, groups
+// (bottom/right padding shows only through P and Q, computed by the caller).
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "conv2d/conv2d.h"
+
+namespace py = pybind11;
+using pycnn::Conv2dParams;
+
+namespace {
+const float* cf(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
+float* f(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
+cudaStream_t st(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+Conv2dParams params(int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
+                    int sw, int dh, int dw, int pt, int pl, int groups) {
+  return Conv2dParams{N, C, H, W, K, R, S, P, Q, sh, sw, dh, dw, pt, pl, groups};
+}
+}  // namespace
+
+// The 16 shape arguments, named as in Conv2dParams.
+#define PYCNN_CONV2D_ARGS                                                                  \
+  py::arg("N"), py::arg("C"), py::arg("H"), py::arg("W"), py::arg("K"), py::arg("R"),     \
+      py::arg("S"), py::arg("P"), py::arg("Q"), py::arg("stride_h"), py::arg("stride_w"), \
+      py::arg("dilation_h"), py::arg("dilation_w"), py::arg("pad_top"),                   \
+      py::arg("pad_left"), py::arg("groups")
+#define PYCNN_CONV2D_PARAMS                                                             \
+  int N, int C, int H, int W, int K, int R, int S, int P, int Q, int stride_h, int stride_w, \
+      int dilation_h, int dilation_w, int pad_top, int pad_left, int groups
+#define PYCNN_CONV2D_MAKE                                                          \
+  params(N, C, H, W, K, R, S, P, Q, stride_h, stride_w, dilation_h, dilation_w, pad_top, \
+         pad_left, groups)
+
+void bind_conv2d(py::module_& m) {
+  using py::arg;
+  const auto nogil = py::call_guard<py::gil_scoped_release>();
+
+  // ---- forward
+  m.def("conv2d_fwd1",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
+          pycnn::conv2d_fwd1(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+        nogil,
+        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; direct, one thread "
+        "per output (kernels/conv2d/01_direct.cu).");
+  m.def("conv2d_fwd2",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
+          pycnn::conv2d_fwd2(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+        nogil,
+        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM with "
+        "bias/ReLU fused in the epilogue (kernels/conv2d/02_implicit_gemm.cu).");
+
+  // ---- backward-data
+  m.def("conv2d_bwd_data1",
+        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
+           std::uintptr_t stream) {
+          pycnn::conv2d_bwd_data1(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "dx = gradient of conv2d with respect to x (overwritten); direct "
+        "(kernels/conv2d/01_direct.cu).");
+  m.def("conv2d_bwd_data3",
+        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
+           std::uintptr_t stream) {
+          pycnn::conv2d_bwd_data3(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "dx = gradient of conv2d with respect to x (overwritten); implicit GEMM "
+        "(kernels/conv2d/03_implicit_gemm_bwd_data.cu).");
+
+  // ---- backward-filter
+  m.def("conv2d_bwd_filter1",
+        [](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, PYCNN_CONV2D_PARAMS,
+           std::uintptr_t stream) {
+          pycnn::conv2d_bwd_filter1(cf(x), cf(dy), f(dw), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("x"), arg("dy"), arg("dw"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "dw = gradient of conv2d with respect to w (overwritten); direct "
+        "(kernels/conv2d/01_direct.cu).");
+  m.def("conv2d_bwd_filter4_splits",
+        [](PYCNN_CONV2D_PARAMS, int num_sms) {
+          return pycnn::conv2d_bwd_filter4_splits(PYCNN_CONV2D_MAKE, num_sms);
+        },
+        PYCNN_CONV2D_ARGS, arg("num_sms"),
+        "Split-K count conv2d_bwd_filter4 uses to fill num_sms SMs (no GPU needed).");
+  m.def("conv2d_bwd_filter4_workspace_bytes",
+        [](PYCNN_CONV2D_PARAMS, int splits, bool deterministic) {
+          return pycnn::conv2d_bwd_filter4_workspace_bytes(PYCNN_CONV2D_MAKE, splits,
+                                                           deterministic);
+        },
+        PYCNN_CONV2D_ARGS, arg("splits"), arg("deterministic"),
+        "Bytes of workspace conv2d_bwd_filter4 needs (0 unless deterministic and "
+        "splits > 1; no GPU needed).");
+  m.def("conv2d_bwd_filter4",
+        [](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, std::uintptr_t workspace,
+           PYCNN_CONV2D_PARAMS, int splits, bool deterministic, std::uintptr_t stream) {
+          pycnn::conv2d_bwd_filter4(cf(x), cf(dy), f(dw), f(workspace), PYCNN_CONV2D_MAKE,
+                                    splits, deterministic, st(stream));
+        },
+        arg("x"), arg("dy"), arg("dw"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("splits"),
+        arg("deterministic"), arg("stream"), nogil,
+        "dw = gradient of conv2d with respect to w (overwritten); implicit GEMM split-K over "
+        "N*P*Q: atomics into dw, or (deterministic) per-split sums in workspace reduced in a "
+        "fixed order (kernels/conv2d/04_implicit_gemm_bwd_filter.cu).");
+
+  // ---- backward-bias
+  m.def("conv2d_bwd_bias5",
+        [](std::uintptr_t dy, std::uintptr_t db, int N, int K, int PQ, std::uintptr_t stream) {
+          pycnn::conv2d_bwd_bias5(cf(dy), f(db), N, K, PQ, st(stream));
+        },
+        arg("dy"), arg("db"), arg("N"), arg("K"), arg("PQ"), arg("stream"), nogil,
+        "db[k] = sum of dy[n, k, :, :] over n; deterministic "
+        "(kernels/conv2d/05_bias_grad.cu).");
+}
+
+#undef PYCNN_CONV2D_ARGS
+#undef PYCNN_CONV2D_PARAMS
+#undef PYCNN_CONV2D_MAKE
