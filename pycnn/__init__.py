@@ -11,10 +11,13 @@ from pycnn.tensor import Tensor, cuda_available, is_grad_enabled, no_grad, tenso
 from pycnn.random import manual_seed
 from pycnn.gradcheck import GradcheckError, gradcheck
 from pycnn import functional, shapes
+from pycnn import nn, optim, models, data
+from pycnn.summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "no_grad", "is_grad_enabled", "cuda_available", "manual_seed",
-    "gradcheck", "GradcheckError", "functional", "shapes", "__version__",
+    "gradcheck", "GradcheckError", "functional", "shapes", "nn", "optim", "models", "data",
+    "summary", "__version__",
 ]
