@@ -1,0 +1,216 @@
+"""Convolution on the GPU: forward, backward-data, backward-filter, backward-bias,
+and forward with bias + ReLU fused into the kernel's epilogue.
+
+Every kernel version stays callable (``VERSIONS``, and ``version=`` on each
+function) so that tests and the benchmark can run each one against the
+reference. The default (``version=None``) calls the promoted version by name,
+with one guarded fallback:
+
+    fwd         2 (implicit GEMM)   depthwise (C/groups = K/groups = 1) -> 1 (direct)
+    bwd_data    3 (implicit GEMM)   depthwise -> 1 (direct)
+    bwd_filter  4 (split-K implicit GEMM)
+    bwd_bias    5
+
+Depthwise goes to the direct kernels because an implicit-GEMM tile 64 columns
+wide would compute one useful column. (Chosen from the kernels' structure; not
+yet measured on a GPU.)
+
+Padding is ``(top, bottom, left, right)``; the kernels see the top and left
+padding and the output size, which carries the bottom and right padding.
+"""
+from __future__ import annotations
+
+import cupy as cp
+
+from pycnn.shapes import conv2d_output_shape
+
+from ._common import _C, check_array, empty, ptr, stream
+
+#: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
+VERSIONS = {
+    "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2},
+    "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3},
+    "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4},
+    "bwd_bias": {5: _C.conv2d_bwd_bias5},
+}
+
+#: The promoted (fastest) version of each pass.
+DEFAULT_VERSIONS = {"fwd": 2, "bwd_data": 3, "bwd_filter": 4, "bwd_bias": 5}
+
+#: Every pycnn._C function this module calls.
+LAUNCHERS = (
+    "conv2d_fwd1", "conv2d_fwd2",
+    "conv2d_bwd_data1", "conv2d_bwd_data3",
+    "conv2d_bwd_filter1", "conv2d_bwd_filter4",
+    "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
+    "conv2d_bwd_bias5",
+)
+
+
+def _version(pass_name: str, version, depthwise: bool) -> int:
+    """The version to run: the one asked for, or the promoted one (with its fallback)."""
+    if version is None:
+        if depthwise and pass_name in ("fwd", "bwd_data"):
+            return 1
+        return DEFAULT_VERSIONS[pass_name]
+    if isinstance(version, bool) or version not in VERSIONS[pass_name]:
+        raise ValueError(f"version: expected None or one of {sorted(VERSIONS[pass_name])} "
+                         f"for conv2d {pass_name}, got {version!r}")
+    return version
+
+
+def _shape4(shape, name: str) -> tuple[int, int, int, int]:
+    try:
+        out = tuple(int(v) for v in shape)
+    except TypeError:
+        raise TypeError(f"{name}: expected a tuple of 4 ints, got {shape!r}") from None
+    if len(out) != 4 or min(out) < 0:
+        raise ValueError(f"{name}: expected a tuple of 4 sizes >= 0, got {shape!r}")
+    return out
+
+
+def _check_groups(x_shape, w_shape, groups) -> None:
+    c, k, cg = x_shape[1], w_shape[0], w_shape[1]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups: expected an int >= 1, got {groups!r}")
+    if cg * groups != c:
+        raise ValueError(f"w: expected C/groups = {c}/{groups} input channels per group "
+                         f"(dimension 1 of w), got w of shape {tuple(w_shape)}")
+    if k % groups != 0:
+        raise ValueError(f"groups: expected a divisor of the output channels K={k}, "
+                         f"got groups={groups}")
+
+
+def _params(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tuple:
+    """The 16 ints of a launcher's Conv2dParams, in their order."""
+    n, c, h, wd = x_shape
+    k, _, r, s = w_shape
+    p, q = out_hw
+    return (n, c, h, wd, k, r, s, p, q, stride[0], stride[1], dilation[0], dilation[1],
+            padding[0], padding[2], groups)
+
+
+def _is_depthwise(w_shape, groups) -> bool:
+    return w_shape[1] == 1 and w_shape[0] == groups
+
+
+_NUM_SMS: dict[int, int] = {}
+
+
+def _num_sms() -> int:
+    dev = cp.cuda.Device()
+    if dev.id not in _NUM_SMS:
+        _NUM_SMS[dev.id] = int(dev.attributes["MultiProcessorCount"])
+    return _NUM_SMS[dev.id]
+
+
+# ------------------------------------------------------------------ forward
+
+
+def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
+    check_array(x, "x", ndim=4)
+    check_array(w, "w", ndim=4)
+    _check_groups(x.shape, w.shape, groups)
+    if b is not None:
+        check_array(b, "b", ndim=1, shape=(w.shape[0],))
+    n, k, p, q = conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)
+    y = empty((n, k, p, q))
+    if y.size == 0:
+        return y
+    if x.size == 0 or w.size == 0:  # no channels to sum over: y is the bias
+        y[...] = 0 if b is None else b.reshape(1, k, 1, 1)
+        return cp.maximum(y, 0, out=y) if relu else y
+    v = _version("fwd", version, _is_depthwise(w.shape, groups))
+    VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
+                       *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
+                       bool(relu), stream())
+    return y
+
+
+def conv2d_fwd(x, w, b, stride, padding, dilation, groups, *, version=None):
+    """y = conv2d(x, w) + b; ``b`` may be None."""
+    return _fwd(x, w, b, stride, padding, dilation, groups, False, version)
+
+
+def conv2d_bias_relu_fwd(x, w, b, stride, padding, dilation, groups, *, version=None):
+    """y = relu(conv2d(x, w) + b) in one kernel (bias and ReLU in its epilogue)."""
+    return _fwd(x, w, b, stride, padding, dilation, groups, True, version)
+
+
+# ------------------------------------------------------------------ backward
+
+
+def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, version=None):
+    """dx, the gradient of conv2d_fwd with respect to x."""
+    check_array(dy, "dy", ndim=4)
+    check_array(w, "w", ndim=4)
+    x_shape = _shape4(x_shape, "x_shape")
+    _check_groups(x_shape, w.shape, groups)
+    out = conv2d_output_shape(x_shape, w.shape, stride, padding, dilation)
+    if tuple(dy.shape) != out:
+        raise ValueError(f"dy: expected shape {out} (the output of x_shape={x_shape} and "
+                         f"w of shape {tuple(w.shape)}), got {tuple(dy.shape)}")
+    if dy.size == 0 or w.size == 0 or 0 in x_shape:
+        return cp.zeros(x_shape, dtype=cp.float32)
+    dx = empty(x_shape)
+    v = _version("bwd_data", version, _is_depthwise(w.shape, groups))
+    VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
+                            *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
+                                     groups),
+                            stream())
+    return dx
+
+
+def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, version=None,
+                      deterministic=False, splits=None):
+    """dw, the gradient of conv2d_fwd with respect to w.
+
+    Version 4 splits the N*P*Q reduction into ``splits`` parts (default: enough
+    to fill the GPU). ``deterministic=True`` reduces the parts in a fixed order
+    through a workspace (same bits on every run); otherwise they are added with
+    atomics. Version 1 is deterministic in any case.
+    """
+    check_array(x, "x", ndim=4)
+    check_array(dy, "dy", ndim=4)
+    w_shape = _shape4(w_shape, "w_shape")
+    _check_groups(x.shape, w_shape, groups)
+    out = conv2d_output_shape(x.shape, w_shape, stride, padding, dilation)
+    if tuple(dy.shape) != out:
+        raise ValueError(f"dy: expected shape {out} (the output of x of shape "
+                         f"{tuple(x.shape)} and w_shape={w_shape}), got {tuple(dy.shape)}")
+    if 0 in w_shape:
+        return empty(w_shape)
+    if x.size == 0 or dy.size == 0:
+        return cp.zeros(w_shape, dtype=cp.float32)
+    dw = empty(w_shape)
+    params = _params(x.shape, w_shape, out[2:], stride, padding, dilation, groups)
+    v = _version("bwd_filter", version, _is_depthwise(w_shape, groups))
+    if v == 1:
+        _C.conv2d_bwd_filter1(ptr(x), ptr(dy), ptr(dw), *params, stream())
+        return dw
+    if splits is None:
+        splits = _C.conv2d_bwd_filter4_splits(*params, _num_sms())
+    elif isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
+        raise ValueError(f"splits: expected None or an int >= 1, got {splits!r}")
+    nbytes = _C.conv2d_bwd_filter4_workspace_bytes(*params, splits, bool(deterministic))
+    # From CuPy's pool, on the current stream: when `workspace` is dropped on
+    # return, the pool hands its memory only to later work on this stream, which
+    # runs after the reduction has read it.
+    workspace = empty((nbytes // 4,)) if nbytes else None
+    _C.conv2d_bwd_filter4(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
+                          bool(deterministic), stream())
+    return dw
+
+
+def conv2d_bwd_bias(dy, *, version=None):
+    """db[k] = sum of dy[:, k, :, :] (deterministic)."""
+    check_array(dy, "dy", ndim=4)
+    n, k, p, q = dy.shape
+    if k == 0:
+        return empty((0,))
+    if dy.size == 0:
+        return cp.zeros((k,), dtype=cp.float32)
+    v = _version("bwd_bias", version, False)
+    db = empty((k,))
+    VERSIONS["bwd_bias"][v](ptr(dy), ptr(db), n, k, p * q, stream())
+    return db
