@@ -134,7 +134,7 @@ ACT_SHAPES = [(2, 3, 4, 5), (3, 5, 7), (1,), (4099,), (8, 16, 33, 31)]
 SOFTMAX = [((3, 5), 1), ((3, 5), 0), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), 2),
            ((4, 1000), 1), ((2, 10, 7, 7), 1), ((3, 1), 1), ((5, 70), 1)]
 CROSS_ENTROPY = [(8, 10), (1, 1), (33, 1000), (5, 3), (1500, 7)]
-BATCH_NORM = [(5, 3), (3, 2, 3, 2), (4, 16, 7, 7), (2, 3, 1, 1), (64, 10), (8, 3, 33, 17)]
+BATCH_NORM = [(5, 3), (3, 2, 3, 2), (4, 16, 7, 7), (3, 3, 1, 1), (64, 10), (8, 3, 33, 17)]
 DROPOUT = [((1000,), 0.5, 0), ((2, 3, 5, 7), 0.3, 12345), ((4099,), 0.0, 7),
            ((64, 33), 1.0, 3), ((3, 7), 0.9, -1), ((256,), 0.5, 2**40 + 7)]
 
@@ -158,7 +158,7 @@ def _conv_cases(rng):
                  (dy, wt, x_shape, stride, pad, dil, groups), TOL_CONV, versions=True),
             Case(f"conv2d_bwd_filter[{tag}]", "conv2d_bwd_filter",
                  (x, dy, wt.shape, stride, pad, dil, groups), TOL_CONV, versions=True),
-            Case(f"conv2d_bwd_bias[{tag}]", "conv2d_bwd_bias", (dy,), TOL_CONV),
+            Case(f"conv2d_bwd_bias[{tag}]", "conv2d_bwd_bias", (dy,), TOL_CONV, versions=True),
         ]
     return out
 
@@ -244,9 +244,12 @@ def _softmax_cases(rng):
             y = (e / e.sum(axis=dim, keepdims=True)).astype(np.float32).astype(np.float64)
             logy = np.log(np.maximum(y, 1e-30)).astype(np.float32).astype(np.float64)
             out += [Case(f"softmax_fwd[{tag}]", "softmax_fwd", (x, dim)),
-                    Case(f"softmax_bwd[{tag}]", "softmax_bwd", (dy, y, dim)),
                     Case(f"log_softmax_fwd[{tag}]", "log_softmax_fwd", (x, dim)),
                     Case(f"log_softmax_bwd[{tag}]", "log_softmax_bwd", (dy, logy, dim))]
+            if scale == 1.0:
+                # not on near-one-hot y: there dx = y*(dy - sum(dy*y)) is a cancellation whose
+                # exact value is far below float32 rounding of its terms (fails in NumPy float32 too)
+                out.append(Case(f"softmax_bwd[{tag}]", "softmax_bwd", (dy, y, dim)))
     from pycnn.backends import numpy_ref as ref
     for n, k in CROSS_ENTROPY:
         tag = f"N{n}-classes{k}"
@@ -390,8 +393,12 @@ def run_case(case: Case, backend, ref) -> list[dict]:
         import importlib
         conv = importlib.import_module(backend.__name__ + ".conv")
         fn = getattr(conv, case.op)
-        if "version" in inspect.signature(fn).parameters:
+        params = inspect.signature(fn).parameters
+        if "version" in params:
             runs += [(v, {"version": v}) for v in conv_versions(conv, case.op)]
+        if "deterministic" in params:       # bwd_filter: atomic and fixed-order split-K reductions
+            runs = [(f"{v if v is not None else 'default'}-{mode}", {**kw, "deterministic": det})
+                    for v, kw in runs for det, mode in ((False, "atomic"), (True, "deterministic"))]
     results = []
     for version, kwargs in runs:
         gpu_args = tuple(_to_gpu(a, case.misalign) for a in case.args)
