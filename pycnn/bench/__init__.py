@@ -10,6 +10,8 @@ table) and ``.png`` (the roofline) per set. Shape sets are data: bench/shapes/.
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 from pycnn.bench import sets as _sets
 from pycnn.bench.metrics import ALL_OPS
@@ -26,8 +28,9 @@ def _parser():
                    help=f"comma-separated ops (default all): {', '.join(ALL_OPS)}")
     p.add_argument("--batch", type=_positive, default=None,
                    help=f"batch N (default: the set's, else {_sets.DEFAULT_BATCH}; sets that fix N ignore it)")
-    p.add_argument("--out", default=str(_sets.REPO_ROOT / "bench" / "results"),
-                   help="output folder (default bench/results)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default bench/results on a GPU; without one, "
+                        "pycnn-bench in the temporary folder, since CPU runs are not committed)")
     p.add_argument("--reps", type=_positive, default=None,
                    help="exact repetitions per timing (default adaptive: >= 20 and >= 0.2 s)")
     p.add_argument("--tol", type=float, default=1e-3,
@@ -109,6 +112,10 @@ def main(argv=None) -> int:
                    "convolutions (default heuristic, and autotuned with cudnn.benchmark=True), "
                    "PyTorch's own CUDA kernels for pools and activations (cuDNN has none in "
                    "PyTorch's path); bias+ReLU is PyTorch's unfused add + relu")
+    out = args.out
+    if out is None:
+        out = (_sets.REPO_ROOT / "bench" / "results" if cp is not None
+               else Path(tempfile.gettempdir()) / "pycnn-bench")
     for name in names:
         doc = _sets.load_set(name, args.shapes_dir)
         batch = _sets.batch_for(doc, args.batch)
@@ -123,6 +130,6 @@ def main(argv=None) -> int:
             "ratio": harness.RATIO, "tolerance": args.tol, "timing": timer.setup(), "roofline": roof,
             "env": env, "results": rows, "summary": report.summarize(rows),
         }
-        for path in report.write_all(result, args.out):
+        for path in report.write_all(result, out):
             print(f"  wrote {path}")
     return 0

@@ -24,6 +24,11 @@ from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
 
 RATIO = "baseline time / pycnn time: > 1 means pycnn is faster"
+#: The backend functions the benchmark calls.
+NEEDED = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "max_pool2d_fwd", "max_pool2d_bwd",
+          "avg_pool2d_fwd", "avg_pool2d_bwd", "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
+          "relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
+          "tanh_fwd", "tanh_bwd", "bias_relu_fwd")
 
 
 def find_gpu():
@@ -42,6 +47,9 @@ def find_gpu():
         be = importlib.import_module("pycnn.backends.cuda")
     except ImportError as exc:
         return None, None, f"the CUDA backend is not available ({exc})"
+    missing = [name for name in NEEDED if not hasattr(be, name)]
+    if missing:
+        return None, None, f"pycnn.backends.cuda lacks {', '.join(missing)}"
     return cp, be, None
 
 
@@ -67,10 +75,11 @@ def force_fp32(torch) -> dict:
     conv = getattr(torch.backends.cudnn, "conv", None)
     torch.backends.cudnn.benchmark = False
     if conv is not None and hasattr(conv, "fp32_precision"):
-        conv.fp32_precision = "ieee"
-        rnn = getattr(torch.backends.cudnn, "rnn", None)
-        if rnn is not None and hasattr(rnn, "fp32_precision"):
-            rnn.fp32_precision = "ieee"     # cuDNN-wide status stays consistent
+        # cuDNN-wide, conv and RNN all "ieee": PyTorch raises on a cuDNN-wide
+        # query when conv and RNN disagree.
+        for scope in (torch.backends.cudnn, getattr(torch.backends.cudnn, "rnn", None), conv):
+            if scope is not None and hasattr(scope, "fp32_precision"):
+                scope.fp32_precision = "ieee"
         torch.backends.cuda.matmul.fp32_precision = "ieee"
         return {"api": "fp32_precision", "cudnn.conv.fp32_precision": conv.fp32_precision,
                 "cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision}
@@ -282,7 +291,8 @@ def environment(root, cp=None, torch=None) -> dict:
         dev = cp.cuda.Device().id
         props = rt.getDeviceProperties(dev)
         version = lambda v: f"{v // 1000}.{v % 1000 // 10}"     # 12040 -> "12.4"
-        env.update(gpu=props["name"].decode(), gpu_index=dev, sm_count=props.get("multiProcessorCount"),
+        name = props["name"]
+        env.update(gpu=name.decode() if isinstance(name, bytes) else str(name), gpu_index=dev, sm_count=props.get("multiProcessorCount"),
                    l2_bytes=props.get("l2CacheSize"), cupy=cp.__version__,
                    cuda_driver=version(rt.driverGetVersion()), cuda_runtime=version(rt.runtimeGetVersion()),
                    nvidia_smi=nvidia_smi(dev))

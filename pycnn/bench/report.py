@@ -45,8 +45,8 @@ def write_all(result: dict, out_dir) -> list[Path]:
     roof = result["roofline"]
     points = {"pycnn": [(r["ai"], r["tflops"]) for r in result["results"]
                         if r["impl"] == "pycnn" and not r["error"]]}
-    for key, label in (("baseline", "baseline (cuDNN default heuristic)"),
-                       ("baseline_autotuned", "cuDNN autotuned")):
+    for key, label in (("baseline", "PyTorch: cuDNN default heuristic"),
+                       ("baseline_autotuned", "PyTorch: cuDNN autotuned")):
         pts = {(r["case"], r["op"]): (r["ai"], r[key]["tflops"]) for r in result["results"] if r[key]}
         if pts:
             points[label] = list(pts.values())
