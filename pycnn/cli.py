@@ -22,10 +22,12 @@ import tempfile
 
 import numpy as np
 
-# Defaults of `pycnn train`, chosen by measurement (see bench/train_cpu.py and the README):
-# LeNet-5, Adam at 1e-3, batch 64, 8 epochs on the embedded digits.
+# Defaults of `pycnn train`, chosen by measurement on the embedded digits (seeds 0, 1, 2):
+# SGD with momentum 0.9 at lr 0.05, decayed x0.8 per epoch, batch 64, reaches 96.6-96.7% test
+# accuracy at epoch 6 and stays in 96.5-97.2% through epoch 12; 8 epochs keep a margin.
+# Adam at 1e-3 without decay wanders between 95.5% and 97% over the same epochs.
 DEFAULTS = {"model": "lenet5", "data": "embedded-mnist", "epochs": 8, "batch_size": 64,
-            "optimizer": "adam", "seed": 0}
+            "optimizer": "sgd", "lr_decay": 0.8, "seed": 0}
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 META_KEY = "__meta__"
@@ -96,6 +98,16 @@ def make_optimizer(name, params, lr):
     if name == "adagrad":
         return optim.Adagrad(params, lr=lr)
     raise CLIError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def make_scheduler(optimizer, lr_decay):
+    """ExponentialLR stepped once per epoch, or None when ``lr_decay`` is 1."""
+    if not 0 < lr_decay <= 1:
+        raise CLIError(f"--lr-decay: expected a factor in (0, 1], got {lr_decay}")
+    if lr_decay == 1:
+        return None
+    from pycnn import optim
+    return optim.ExponentialLR(optimizer, gamma=lr_decay)
 
 
 def seed_everything(seed):
@@ -209,6 +221,7 @@ def cmd_train(args):
     kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
     model = build_model(args.model, kwargs).to(device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
+    scheduler = make_scheduler(optimizer, args.lr_decay)
 
     transform = cifar10_augment() if args.data.startswith("cifar10:") else None
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
@@ -223,6 +236,7 @@ def cmd_train(args):
 
     run_args = {"model": args.model, "data": args.data, "epochs": args.epochs,
                 "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
+                "lr_decay": args.lr_decay,
                 "seed": args.seed, "limit": args.limit, "device": device}
     meta = {"model": args.model, "kwargs": kwargs, "data": args.data, "limit": args.limit,
             "seed": args.seed, "pycnn": _version()}
@@ -233,7 +247,8 @@ def cmd_train(args):
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
           f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
-          f"lr {lr:g}, batch {args.batch_size}, {args.epochs} epochs", flush=True)
+          f"lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
+          f"{args.epochs} epochs", flush=True)
 
     saved = {"epochs": 0}
 
@@ -247,6 +262,7 @@ def cmd_train(args):
     interrupted = False
     try:
         history = fit(model, optimizer, train_loader, test_loader, args.epochs, device,
+                      scheduler=scheduler,
                       progress=not args.no_progress, on_epoch_end=on_epoch_end,
                       log=lambda line: print(line, flush=True))
     except TrainingInterrupted as stop:
@@ -296,7 +312,6 @@ def cmd_eval(args):
 # --------------------------------------------------------------------------- summary
 
 def cmd_summary(args):
-    import pycnn
     models = _models()
     if args.model not in models.MODELS:
         raise CLIError(f"model: expected one of {', '.join(sorted(models.MODELS))}, "
@@ -306,12 +321,8 @@ def cmd_summary(args):
         raise CLIError(f"--input-shape: expected three positive sizes C H W, got {shape}")
     kwargs = model_kwargs(args.model, shape, 10)
     model = build_model(args.model, kwargs)
-    summarize = getattr(pycnn, "summary", None)
-    if summarize is None:
-        from pycnn.summary import summary as summarize
-    text = summarize(model, shape)
-    if isinstance(text, str):
-        print(text)
+    from pycnn.summary import summary
+    print(summary(model, shape, print_fn=None))
     return 0
 
 
@@ -327,16 +338,22 @@ def build_parser():
     device_help = "auto (cuda if available, else cpu), cpu or cuda"
     t = sub.add_parser("train", help="train a model (default: LeNet-5 on embedded MNIST digits)",
                        description="Train a model and write model.npz, metrics.json and curves.png.")
-    t.add_argument("--model", default=DEFAULTS["model"], help="a name from pycnn.models.MODELS "
-                   f"(default {DEFAULTS['model']})")
+    t.add_argument("--model", default=DEFAULTS["model"], help="lenet5, keras_mnist, vgg_small, "
+                   f"resnet18, resnet34, resnet50 (pycnn.models.MODELS; default {DEFAULTS['model']})")
     t.add_argument("--data", default=DEFAULTS["data"],
                    help="embedded-mnist (default), mnist:DIR, fashion:DIR or cifar10:DIR")
-    t.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"])
-    t.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"])
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"])
+    t.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
+                   help=f"default {DEFAULTS['epochs']}")
+    t.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
+                   help=f"default {DEFAULTS['batch_size']}")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS["optimizer"],
+                   help=f"default {DEFAULTS['optimizer']} (sgd uses momentum 0.9)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: " +
                    ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
+    t.add_argument("--lr-decay", type=_positive_float, default=DEFAULTS["lr_decay"],
+                   metavar="GAMMA", help="multiply the learning rate by GAMMA after each epoch "
+                   f"(default {DEFAULTS['lr_decay']:g}; 1 keeps it constant)")
     t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<timestamp>)")

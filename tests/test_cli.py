@@ -1,0 +1,174 @@
+"""The pycnn command line and the training loop, on small subsets of the embedded digits."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pycnn import cli
+
+pytest.importorskip("pycnn.models")
+pytest.importorskip("pycnn.optim")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = cli.main(["train", "--limit", "500", "--epochs", "1", "--out", str(out),
+                     "--no-progress", "--device", "cpu"])
+    return code, out
+
+
+def test_train_writes_run_files(trained_run, capsys):
+    code, out = trained_run
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["curves.png", "metrics.json", "model.npz"]
+
+    with np.load(out / "model.npz", allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+    assert meta["model"] == "lenet5" and meta["limit"] == 500
+    assert arrays and all(a.dtype.kind == "f" for a in arrays.values())
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "data", "device", "args", "versions", "epochs", "final_test_acc"):
+        assert key in metrics
+    assert metrics["device"] == "cpu" and metrics["data"] == "embedded-mnist"
+    assert len(metrics["epochs"]) == 1 and metrics["interrupted"] is False
+    assert {"python", "numpy", "pycnn"} <= set(metrics["versions"])
+    assert metrics["test_samples"] == 500 and metrics["train_samples"] == 500
+    assert metrics["final_test_acc"] == metrics["epochs"][-1]["test_acc"]
+
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_reproduces_accuracy(trained_run, capsys):
+    _, out = trained_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert cli.main(["eval", "--checkpoint", str(out / "model.npz"), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "500 test samples" in text
+    assert f"test accuracy {100 * metrics['final_test_acc']:.2f}%" in text
+
+
+def test_eval_missing_checkpoint(tmp_path, capsys):
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "nope.npz"), "--device", "cpu"]) == 2
+    assert "nope.npz" in capsys.readouterr().err
+
+
+def test_checkpoint_roundtrip_and_atomic(tmp_path):
+    from pycnn import models
+    model = models.get_model("lenet5")
+    path = str(tmp_path / "m.npz")
+    cli.save_checkpoint(path, model, {"model": "lenet5", "kwargs": {}})
+    assert os.listdir(tmp_path) == ["m.npz"]          # no temporary file left behind
+    state, meta = cli.load_checkpoint(path)
+    assert meta == {"model": "lenet5", "kwargs": {}}
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(state[k], np.asarray(v))
+
+
+def test_summary_prints_parameter_count(capsys):
+    from pycnn import models
+    assert cli.main(["summary", "lenet5"]) == 0
+    text = capsys.readouterr().out
+    model = models.get_model("lenet5")
+    count = sum(int(np.prod(p.shape)) for p in model.parameters())
+    assert f"{count:,}" in text or str(count) in text
+
+
+def test_summary_unknown_model(capsys):
+    assert cli.main(["summary", "alexnet"]) == 2
+    assert "alexnet" in capsys.readouterr().err
+
+
+def test_bad_data_spec(tmp_path, capsys):
+    code = cli.main(["train", "--data", "imagenet:/x", "--out", str(tmp_path), "--device", "cpu"])
+    assert code == 2
+    assert "embedded-mnist" in capsys.readouterr().err
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    code = cli.main(["train", "--data", f"mnist:{tmp_path / 'none'}", "--out", str(tmp_path),
+                     "--device", "cpu"])
+    assert code == 2
+    assert "none" in capsys.readouterr().err
+
+
+def test_cuda_without_gpu(tmp_path, capsys):
+    import pycnn
+    if pycnn.cuda_available():
+        pytest.skip("a GPU is present")
+    code = cli.main(["train", "--device", "cuda", "--out", str(tmp_path), "--limit", "10"])
+    assert code == 2
+    assert "cuda" in capsys.readouterr().err.lower()
+
+
+def test_version(capsys):
+    import pycnn
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert pycnn.__version__ in capsys.readouterr().out
+
+
+def test_bench_delegates(monkeypatch):
+    import sys
+    import types
+    seen = {}
+    fake = types.ModuleType("pycnn.bench")
+    fake.main = lambda argv: seen.setdefault("argv", argv) and 0
+    monkeypatch.setitem(sys.modules, "pycnn.bench", fake)
+    cli.main(["bench", "--op", "conv2d", "--help"])
+    assert seen["argv"] == ["--op", "conv2d", "--help"]
+
+
+def test_interrupt_saves_and_exits_130(tmp_path, monkeypatch):
+    import pycnn.train as train_mod
+    real = train_mod.train_epoch
+    calls = {"n": 0}
+
+    def stop_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_mod, "train_epoch", stop_in_second_epoch)
+    code = cli.main(["train", "--limit", "200", "--epochs", "3", "--out", str(tmp_path),
+                     "--no-progress", "--device", "cpu"])
+    assert code == 130
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and len(metrics["epochs"]) == 1
+    assert (tmp_path / "curves.png").exists()
+    state, meta = cli.load_checkpoint(str(tmp_path / "model.npz"))
+    assert meta["model"] == "lenet5" and state
+
+
+def test_short_training_beats_chance():
+    """1,000 training digits, 2 epochs: well above the 10% of guessing (an oracle outside the code:
+    a model that learned nothing scores about 10%)."""
+    import pycnn
+    from pycnn import models, optim
+    from pycnn.data import DataLoader, embedded_mnist
+    from pycnn.train import evaluate, fit
+    train, test = embedded_mnist(seed=0)
+    cli.seed_everything(0)
+    model = models.get_model("lenet5")
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    _, before = evaluate(model, DataLoader(test, 500))
+    history = fit(model, opt, DataLoader(train.take(1000), 32, shuffle=True, seed=0),
+                  DataLoader(test, 500), 2, "cpu", progress=False, log=None)
+    assert len(history) == 2
+    assert before < 0.3
+    assert history[-1]["test_acc"] > 0.6
+    assert pycnn.is_grad_enabled()          # evaluate() left grad mode as it found it
+
+
+@pytest.mark.slow
+def test_default_run_reaches_96_percent(tmp_path):
+    """`pycnn train` with its defaults (on the CPU here) reaches >= 96% on the 1,000 held-out digits."""
+    assert cli.main(["train", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_samples"] == 1000
+    assert metrics["final_test_acc"] >= 0.96
