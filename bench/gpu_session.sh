@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in as few device calls as possible.
+#
+#   bash bench/gpu_session.sh verify   # build, GPU tests, verification record + compute-sanitizer
+#   bash bench/gpu_session.sh bench    # build, cuDNN comparison: resnet50 (batch 32) and pool/activation
+#
+# Each stage fits one 10-minute call and writes at most 8 files to $OUT (the device
+# tool's limit): the verification record or the benchmark JSON/Markdown/PNG files,
+# plus one log. Commit what comes back under bench/results/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+stage="${1:?usage: gpu_session.sh verify|bench}"
+OUT="${OUT:-bench/results}"
+mkdir -p "$OUT"
+log="$OUT/session-$stage.log"
+exec > >(tee "$log") 2>&1
+
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step "GPU and build"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu --format=csv || true
+python -c "import cupy, sys; print('python', sys.version.split()[0], '| cupy', cupy.__version__)"
+PYCNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+  pip install --no-build-isolation --no-deps -e . > "$OUT/.build.log" 2>&1 \
+  || { tail -50 "$OUT/.build.log"; echo "build failed"; exit 1; }
+rm -f "$OUT/.build.log"
+python -c "import pycnn; assert pycnn.cuda_available(), 'CUDA backend unavailable'; print('pycnn CUDA backend ready')" || exit 1
+
+case "$stage" in
+verify)
+  step "GPU tests"
+  python -m pytest tests/test_gpu.py tests/test_extension.py -q -x -p no:cacheprovider 2>&1 | tail -25
+  step "compute-sanitizer memcheck"
+  compute-sanitizer --tool memcheck --print-limit 20 python -m pycnn.verify --quick --no-write \
+    > /tmp/memcheck.log 2>&1; tail -5 /tmp/memcheck.log
+  step "compute-sanitizer racecheck"
+  compute-sanitizer --tool racecheck --print-limit 20 python -m pycnn.verify --quick --no-write \
+    > /tmp/racecheck.log 2>&1; tail -5 /tmp/racecheck.log
+  step "verification record"
+  python -m pycnn.verify --out "$OUT" --sanitizer-log /tmp/memcheck.log /tmp/racecheck.log
+  ;;
+bench)
+  step "resnet50, batch 32"
+  python -m pycnn.bench --set resnet50 --batch 32 --out "$OUT"
+  step "pool and activation"
+  python -m pycnn.bench --set poolact --out "$OUT"
+  ;;
+*)
+  echo "unknown stage $stage (verify|bench)"; exit 2 ;;
+esac
+step "done"
