@@ -87,6 +87,24 @@ def build_model(name, kwargs):
     return _models().get_model(name, **kwargs)
 
 
+def check_fits(model, name, dataset, device):
+    """One sample through the model before training, so a shape mismatch is reported up front."""
+    import pycnn
+    x = pycnn.tensor(dataset.x[:1], device=device)
+    try:
+        with pycnn.no_grad():
+            model.eval()
+            out = model(x)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CLIError(f"--model {name} does not take {dataset.name} images of shape "
+                       f"{dataset.sample_shape}: {e}") from e
+    finally:
+        model.train()
+    if tuple(out.shape) != (1, dataset.num_classes):
+        raise CLIError(f"--model {name}: expected outputs of shape (1, {dataset.num_classes}) "
+                       f"for {dataset.name}, got {tuple(out.shape)}")
+
+
 def make_optimizer(name, params, lr):
     from pycnn import optim
     if name == "sgd":
@@ -220,6 +238,7 @@ def cmd_train(args):
     seed_everything(args.seed)
     kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
     model = build_model(args.model, kwargs).to(device)
+    check_fits(model, args.model, train_set, device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
     scheduler = make_scheduler(optimizer, args.lr_decay)
 

@@ -172,3 +172,17 @@ def test_default_run_reaches_96_percent(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["test_samples"] == 1000
     assert metrics["final_test_acc"] >= 0.96
+
+
+def test_model_data_mismatch_reported_up_front(tmp_path, capsys):
+    data_dir = tmp_path / "cifar"
+    data_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = np.concatenate([rng.integers(0, 10, (2, 1)), rng.integers(0, 256, (2, 3072))], 1)
+        (data_dir / name).write_bytes(records.astype(np.uint8).tobytes())
+    code = cli.main(["train", "--model", "lenet5", "--data", f"cifar10:{data_dir}",
+                     "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lenet5" in err and "(3, 32, 32)" in err
