@@ -139,7 +139,7 @@ __global__ void conv2d_bwd_filter_kernel1(const float* __restrict__ x,
   }
 }
 
-// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
 // CPU threads to check their index math without a GPU.)
 #ifndef PYCNN_KERNEL_EMULATION
 

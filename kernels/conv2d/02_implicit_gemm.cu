@@ -140,7 +140,7 @@ conv2d_fwd_kernel2(const float* __restrict__ x, const float* __restrict__ w,
 using Fwd2Large = IgemmTile<128, 128, 8, 8, 8>;
 using Fwd2Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
 // CPU threads to check their index math without a GPU.)
 #ifndef PYCNN_KERNEL_EMULATION
 

@@ -146,7 +146,7 @@ conv2d_bwd_data_kernel3(const float* __restrict__ dy, const float* __restrict__ 
 using BwdData3Large = IgemmTile<128, 128, 8, 8, 8>;
 using BwdData3Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
 // CPU threads to check their index math without a GPU.)
 #ifndef PYCNN_KERNEL_EMULATION
 

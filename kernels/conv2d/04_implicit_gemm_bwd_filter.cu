@@ -205,7 +205,7 @@ size_t conv2d_bwd_filter4_workspace_bytes(const Conv2dParams& p, int splits, boo
   return (size_t)splits * dw_elems * sizeof(float);
 }
 
-// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
 // CPU threads to check their index math without a GPU.)
 #ifndef PYCNN_KERNEL_EMULATION
 

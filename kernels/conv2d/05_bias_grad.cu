@@ -50,7 +50,7 @@ conv2d_bwd_bias_kernel5(const float* __restrict__ dy, float* __restrict__ db, in
   }
 }
 
-// Launchers. (Hidden from emulate_conv2d.cc, which runs the kernels above on
+// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
 // CPU threads to check their index math without a GPU.)
 #ifndef PYCNN_KERNEL_EMULATION
 

@@ -1,127 +1,22 @@
-// Runs the conv2d kernels on the CPU, one std::thread per CUDA thread, and
+// Runs the conv2d kernels on the CPU (emu.h: one fiber per CUDA thread) and
 // compares them with the convolution written as plain loops. It checks what CI
 // cannot run: the index math, the tile guards and the __syncthreads placement
 // of every version, on odd shapes (strides, dilation, uneven padding, groups,
 // sizes that are not tile multiples). It says nothing about speed, and it runs
 // the kernel bodies only (launchers, grid choice and tuning are not run).
 //
-// Build and run (not part of the extension; CMake globs only *.cu and *.cpp):
-//   g++ -std=c++17 -O1 -pthread -I$(dirname $(dirname $(readlink -f $(which nvcc))))/include \
-//       -Ikernels kernels/conv2d/emulate_conv2d.cc -o /tmp/emulate_conv2d && /tmp/emulate_conv2d
-// It prints one line per case and exits 1 on the first mismatch.
-#include <cuda_runtime.h>  // dim3, uint3 for the host compiler
-
+// Build and run (not part of the extension; CMake globs only *.cu and *.cpp;
+// tests/test_kernel_emulation.py does this):
+//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels \
+//       kernels/emulate/emulate_conv2d.cc -o /tmp/emulate_conv2d && /tmp/emulate_conv2d
+// It prints one line per check, "all ok" at the end, and exits 1 if any failed.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdio>
-#include <cstdlib>
-#include <functional>
-#include <mutex>
 #include <random>
-#include <thread>
 #include <vector>
 
-// ---- CUDA as plain C++: blocks run one after another, threads of a block run
-// as std::threads; __shared__ becomes static (one block at a time).
-#undef __global__
-#undef __device__
-#undef __host__
-#undef __forceinline__
-#undef __shared__
-#undef __launch_bounds__
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __shared__ static
-#define __launch_bounds__(...)
-
-namespace emu {
-thread_local uint3 thread_idx, block_idx;
-uint3 block_dim, grid_dim;
-
-class Barrier {  // std::barrier is C++20
- public:
-  explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    const long gen = gen_;
-    if (++count_ == n_) {
-      count_ = 0;
-      ++gen_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return gen_ != gen; });
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_, count_ = 0;
-  long gen_ = 0;
-};
-
-Barrier* block_barrier = nullptr;
-std::vector<Barrier*> warp_barriers;
-float warp_exchange[1024];
-std::mutex atomic_mu;
-
-void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
-  grid_dim = uint3{grid.x, grid.y, grid.z};
-  block_dim = uint3{block.x, block.y, block.z};
-  const int threads = block.x * block.y * block.z;
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx) {
-        Barrier bar(threads);
-        block_barrier = &bar;
-        std::vector<Barrier*> warps;
-        for (int w0 = 0; w0 < threads; w0 += 32) warps.push_back(new Barrier(std::min(32, threads - w0)));
-        warp_barriers = warps;
-        std::vector<std::thread> pool;
-        for (int t = 0; t < threads; ++t)
-          pool.emplace_back([&, t] {
-            thread_idx = uint3{(unsigned)(t % block.x), (unsigned)(t / block.x % block.y),
-                               (unsigned)(t / (block.x * block.y))};
-            block_idx = uint3{bx, by, bz};
-            kernel();
-          });
-        for (auto& th : pool) th.join();
-        for (auto* b : warps) delete b;
-      }
-}
-
-inline int linear_tid() {
-  return thread_idx.x + block_dim.x * (thread_idx.y + block_dim.y * thread_idx.z);
-}
-}  // namespace emu
-
-#define threadIdx emu::thread_idx
-#define blockIdx emu::block_idx
-#define blockDim emu::block_dim
-#define gridDim emu::grid_dim
-inline void __syncthreads() { emu::block_barrier->wait(); }
-inline float atomicAdd(float* addr, float v) {
-  std::lock_guard<std::mutex> lock(emu::atomic_mu);
-  const float old = *addr;
-  *addr = old + v;
-  return old;
-}
-// Every lane of a full warp calls it together (as the kernels do).
-inline float __shfl_down_sync(unsigned, float v, int delta) {
-  const int t = emu::linear_tid(), lane = t % 32, base = t - lane;
-  emu::Barrier* bar = emu::warp_barriers[t / 32];
-  emu::warp_exchange[t] = v;
-  bar->wait();
-  const float out = lane + delta < 32 ? emu::warp_exchange[base + lane + delta] : v;
-  bar->wait();
-  return out;
-}
-
-#define PYCNN_KERNEL_EMULATION
+#include "emulate/emu.h"  // CUDA as C++ (fibers, barriers, shuffles); defines PYCNN_KERNEL_EMULATION
 #include "conv2d/01_direct.cu"
 #include "conv2d/02_implicit_gemm.cu"
 #include "conv2d/03_implicit_gemm_bwd_data.cu"
@@ -164,8 +59,9 @@ static Ref reference(const Conv2dParams& p, const std::vector<float>& x, const s
   return out;
 }
 
-static int failures = 0;
-static void compare(const char* what, const Conv2dParams& p, const std::vector<float>& got,
+// Max error against the oracle, relative to the largest reference value; also
+// fails if the kernel wrote outside the output (guard zones).
+static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<float>& got,
                     const std::vector<double>& want, bool relu = false) {
   double max_err = 0, max_ref = 0;
   for (size_t i = 0; i < want.size(); ++i) {
@@ -173,12 +69,12 @@ static void compare(const char* what, const Conv2dParams& p, const std::vector<f
     max_err = std::max(max_err, std::fabs(got[i] - ref));
     max_ref = std::max(max_ref, std::fabs(ref));
   }
-  const bool ok = max_err <= 1e-4 * std::max(1.0, max_ref) && std::isfinite(max_err);
-  std::printf("%-26s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e %s\n",
+  const bool in_bounds = got.intact();
+  const bool ok = max_err <= 1e-4 * std::max(1.0, max_ref) && std::isfinite(max_err) && in_bounds;
+  emu::report(ok, "%-26s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e%s",
               what, p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
               p.dilation_h, p.dilation_w, p.pad_top, p.pad_left, p.groups, max_err,
-              ok ? "ok" : "MISMATCH");
-  if (!ok) ++failures;
+              in_bounds ? "" : " (wrote out of bounds)");
 }
 
 static int out_size(int in, int k, int st, int pad_total, int dil) {
@@ -200,9 +96,11 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   auto x = rand_vec((size_t)N * C * H * W), w = rand_vec((size_t)K * Cg * R * S);
   auto b = rand_vec(K), dy = rand_vec((size_t)N * K * p.P * p.Q);
   const Ref ref = reference(p, x, w, b, dy);
-  std::vector<float> y(ref.y.size(), NAN), dx(ref.dx.size(), NAN), dwv(ref.dw.size(), NAN);
-  const float* xp = x.data(); const float* wp = w.data(); const float* bp = b.data();
-  const float* dyp = dy.data();
+  emu::Guarded<float> y(ref.y.size(), NAN), dx(ref.dx.size(), NAN), dwv(ref.dw.size(), NAN);
+  // the kernels read guarded copies: a read past an input's end gives NaN
+  const emu::Guarded<float> xg(x), wg(w), bg(b), dyg(dy);
+  const float* xp = xg.data(); const float* wp = wg.data(); const float* bp = bg.data();
+  const float* dyp = dyg.data();
 
   if (slow_too) {
     emu::launch(dim3(3), dim3(64), [&] { pycnn::conv2d_fwd_kernel1<false>(xp, wp, bp, y.data(), p); });
@@ -219,21 +117,21 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     for (int n = 0; n < N; ++n)
       for (int k = 0; k < K; ++k)
         for (int i = 0; i < p.P * p.Q; ++i) db_ref[k] += dy[((size_t)n * K + k) * p.P * p.Q + i];
-    std::vector<float> db(K, NAN);
+    emu::Guarded<float> db(K, NAN);
     emu::launch(dim3(K), dim3(pycnn::kBiasThreads),
                 [&] { pycnn::conv2d_bwd_bias_kernel5(dyp, db.data(), N, K, p.P * p.Q); });
     compare("bwd_bias5", p, db, db_ref);
   }
   {  // forward 2, both tunings, with ReLU
     using T = pycnn::Fwd2Small;
-    std::fill(y.begin(), y.end(), NAN);
+    y.fill(NAN);
     emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_fwd_kernel2<T, true>(xp, wp, bp, y.data(), p); });
     compare("fwd2 64x64 relu", p, y, ref.y, true);
   }
   {
     using T = pycnn::Fwd2Large;
-    std::fill(y.begin(), y.end(), NAN);
+    y.fill(NAN);
     emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_fwd_kernel2<T, false>(xp, wp, bp, y.data(), p); });
     compare("fwd2 128x128", p, y, ref.y);
@@ -241,14 +139,14 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   const int MX = N * H * W;
   {  // backward-data 3, both tunings
     using T = pycnn::BwdData3Small;
-    std::fill(dx.begin(), dx.end(), NAN);
+    dx.fill(NAN);
     emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
     compare("bwd_data3 64x64", p, dx, ref.dx);
   }
   {
     using T = pycnn::BwdData3Large;
-    std::fill(dx.begin(), dx.end(), NAN);
+    dx.fill(NAN);
     emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
     compare("bwd_data3 128x128", p, dx, ref.dx);
@@ -267,13 +165,13 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
         const dim3 grid(pycnn::ceil_div(Cg * R * S, T::BM), pycnn::ceil_div(Kg, T::BN), splits * groups);
         const int total = (int)ref.dw.size();
         if (splits > 1 && !deterministic) {
-          std::fill(dwv.begin(), dwv.end(), 0.f);
+          dwv.fill(0.f);
           emu::launch(grid, dim3(T::THREADS), [&] {
             pycnn::conv2d_bwd_filter_kernel4<T, true>(xp, dyp, dwv.data(), p, chunk, 0);
           });
         } else {
-          std::fill(dwv.begin(), dwv.end(), NAN);
-          std::vector<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
+          dwv.fill(NAN);
+          emu::Guarded<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
           float* out = splits > 1 ? ws.data() : dwv.data();
           emu::launch(grid, dim3(T::THREADS), [&] {
             pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, splits > 1 ? total : 0);
@@ -303,6 +201,5 @@ int main() {
   run_case(1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 4, true);      // pad past the window
   run_case(2, 140, 6, 5, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, false);  // C past a 128 tile, stride 2
   run_case(1, 12, 13, 11, 9, 2, 4, 3, 2, 2, 3, 0, 2, 3, 1, 3, false);  // even filters, stride 3, dilation 3
-  std::printf(failures ? "%d FAILED\n" : "all ok\n", failures);
-  return failures ? 1 : 0;
+  return emu::finish();
 }

@@ -1,0 +1,401 @@
+// CUDA as plain C++, so that the real kernel bodies of pycnn (included from
+// their .cu files with PYCNN_KERNEL_EMULATION defined, which hides the
+// launchers) run on the CPU and can be compared with plain loops. Used by every
+// kernels/emulate/emulate_*.cc; a test (tests/test_kernel_emulation.py) builds
+// and runs them with g++, so CI checks the index math, bounds guards, barrier
+// placement and warp-shuffle logic of every kernel without a GPU.
+//
+// Model: blocks run one after another; the threads of a block are fibers
+// (ucontext) on one OS thread. A fiber runs until it reaches a __syncthreads or
+// a warp shuffle, then the next fiber runs; a barrier opens when every thread of
+// the block (or lane of the warp) has arrived. Why fibers and not one
+// std::thread per CUDA thread: creating 256 OS threads per block and waking them
+// through a condition variable cost ~50 s of system time for the conv checks on
+// two cores; a fiber switch is a few hundred nanoseconds.
+// The schedule is deliberately hostile to missing barriers: each thread runs as
+// far ahead as it can before the next one starts, so a read of shared memory
+// that another thread has not written yet (or has already overwritten for the
+// next tile) gives a wrong result, not a lucky right one. Even blocks run their
+// threads in order 0..n-1, odd blocks in reverse, so both directions are tried.
+// It is stricter than a GPU where CUDA leaves things undefined:
+//   - __syncthreads must be reached by every thread of the block at the same
+//     source line; a thread that returned early, or threads waiting at
+//     different __syncthreads, are reported as a deadlock / divergence (exit 1);
+//   - a full-mask shuffle needs all 32 lanes present, calling the same shuffle
+//     with the same offset.
+// Not modelled: speed, memory coalescing, the contents of shared memory at block
+// start (it keeps the previous block's values), races between blocks (blocks
+// never overlap), float rounding of fused operations (the host compiler decides).
+// Outputs should live in emu::Guarded buffers: poisoned guard zones on both
+// sides turn an out-of-bounds write into a reported failure and an
+// out-of-bounds read into a NaN that the comparison catches.
+#pragma once
+
+#include <cuda_runtime.h>  // dim3, uint3, float4, make_float4 for the host compiler
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <functional>
+#include <type_traits>
+#include <vector>
+
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __forceinline__
+#undef __shared__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static  // one block at a time, so one copy serves every block
+#define __launch_bounds__(...)
+
+namespace emu {
+
+inline uint3 thread_idx, block_idx, block_dim, grid_dim;
+
+[[noreturn]] inline void fail(const char* fmt, ...) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "EMULATION ERROR (block %u,%u,%u thread %u,%u,%u): ", block_idx.x,
+               block_idx.y, block_idx.z, thread_idx.x, thread_idx.y, thread_idx.z);
+  va_list args;
+  va_start(args, fmt);
+  std::vfprintf(stderr, fmt, args);
+  va_end(args);
+  std::fputc('\n', stderr);
+  std::exit(1);
+}
+
+// ---- fibers and barriers
+struct Fiber {
+  ucontext_t ctx;
+  enum State { kRunnable, kWaiting, kDone } state = kDone;
+  int wait_on = 0;     // sync point index: 0 the block, 1 + w warp w
+  long wait_gen = 0;   // generation of that sync point when this fiber arrived
+  unsigned shuffles = 0;  // selects the exchange buffer (double buffering)
+};
+struct SyncPoint {
+  int size = 0, arrived = 0;
+  long gen = 0;
+  long tag = 0;  // what the first arrival waits at: a source line, or a shuffle kind and offset
+};
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kGuardBytes = 4096;  // PROT_NONE below each stack: an overflow faults
+inline std::vector<Fiber> fibers;
+inline std::vector<char*> stacks;
+inline std::vector<SyncPoint> syncs;
+inline uint64_t exchange[2][1024];  // shuffle values by linear thread id, two generations
+inline ucontext_t scheduler;
+inline int current = 0;  // linear id of the running fiber
+inline const std::function<void()>* kernel_fn = nullptr;
+
+inline void fiber_main() {
+  (*kernel_fn)();
+  fibers[current].state = Fiber::kDone;
+}  // returns to uc_link: the scheduler
+
+inline void set_thread_idx(int t) {
+  current = t;
+  thread_idx = uint3{t % block_dim.x, t / block_dim.x % block_dim.y, t / (block_dim.x * block_dim.y)};
+}
+
+// The running fiber arrives at sync point `id`; the last to arrive opens it and
+// carries on, the others switch back to the scheduler until it opens.
+inline void arrive(int id, long tag, const char* what) {
+  SyncPoint& s = syncs[id];
+  if (s.arrived == 0) {
+    s.tag = tag;
+  } else if (s.tag != tag) {
+    fail("%s: threads of one %s wait at different places (tag %ld vs %ld): divergent barrier", what,
+         id == 0 ? "block" : "warp", tag, s.tag);
+  }
+  if (++s.arrived == s.size) {
+    s.arrived = 0;
+    ++s.gen;
+    return;
+  }
+  Fiber& f = fibers[current];
+  f.state = Fiber::kWaiting;
+  f.wait_on = id;
+  f.wait_gen = s.gen;
+  swapcontext(&f.ctx, &scheduler);
+}
+
+inline void run_block(int threads, bool reverse) {
+  for (int t = 0; t < threads; ++t) {
+    Fiber& f = fibers[t];
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = stacks[t];
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = &scheduler;
+    makecontext(&f.ctx, fiber_main, 0);
+    f.state = Fiber::kRunnable;
+    f.shuffles = 0;
+  }
+  for (auto& s : syncs) s.arrived = 0;
+  int alive = threads;
+  while (alive > 0) {
+    bool ran = false;
+    for (int k = 0; k < threads; ++k) {
+      const int t = reverse ? threads - 1 - k : k;
+      Fiber& f = fibers[t];
+      if (f.state == Fiber::kDone) continue;
+      if (f.state == Fiber::kWaiting) {
+        if (syncs[f.wait_on].gen == f.wait_gen) continue;
+        f.state = Fiber::kRunnable;
+      }
+      set_thread_idx(t);
+      swapcontext(&scheduler, &f.ctx);
+      ran = true;
+      if (f.state == Fiber::kDone) --alive;
+    }
+    if (!ran) {
+      for (int t = 0; t < threads; ++t) {
+        if (fibers[t].state != Fiber::kWaiting) continue;
+        set_thread_idx(t);
+        const SyncPoint& s = syncs[fibers[t].wait_on];
+        fail("deadlock: waits at %s (tag %ld) with %d of %d arrived; %d of %d threads have returned",
+             fibers[t].wait_on == 0 ? "__syncthreads" : "a warp shuffle", s.tag, s.arrived, s.size,
+             threads - alive, threads);
+      }
+    }
+  }
+}
+
+// Runs `kernel` (a lambda calling the __global__ function) over the grid.
+inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  if (threads < 1 || threads > 1024) fail("launch: block of %d threads (1..1024 allowed)", threads);
+  if (grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535)
+    fail("launch: invalid grid %u x %u x %u", grid.x, grid.y, grid.z);
+  while (static_cast<int>(stacks.size()) < threads) {
+    char* p = static_cast<char*>(mmap(nullptr, kStackBytes + kGuardBytes, PROT_READ | PROT_WRITE,
+                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    if (p == MAP_FAILED) fail("launch: cannot map a fiber stack");
+    mprotect(p, kGuardBytes, PROT_NONE);
+    stacks.push_back(p + kGuardBytes);
+  }
+  fibers.resize(threads);
+  const int warps = (threads + 31) / 32;
+  syncs.assign(1 + warps, SyncPoint{});
+  syncs[0].size = threads;
+  for (int w = 0; w < warps; ++w) syncs[1 + w].size = std::min(32, threads - 32 * w);
+  grid_dim = uint3{grid.x, grid.y, grid.z};
+  block_dim = uint3{block.x, block.y, block.z};
+  kernel_fn = &kernel;
+  long linear = 0;
+  for (unsigned bz = 0; bz < grid.z; ++bz)
+    for (unsigned by = 0; by < grid.y; ++by)
+      for (unsigned bx = 0; bx < grid.x; ++bx, ++linear) {
+        block_idx = uint3{bx, by, bz};
+        run_block(threads, linear % 2 == 1);
+      }
+  kernel_fn = nullptr;
+}
+
+// ---- warp shuffles: every lane writes its value, waits for the whole warp,
+// reads its source lane's. Two buffers by generation, so a lane that runs on to
+// its next shuffle cannot overwrite a value that a slower lane has yet to read.
+enum ShuffleKind { kShflIdx = 1, kShflUp, kShflDown, kShflXor };
+
+template <class T>
+T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "shuffle of a 4- or 8-byte value");
+  const int t = current, lane = t % 32, base = t - lane;
+  if (mask != 0xffffffffu) fail("shuffle with mask %#x: only full-warp shuffles are emulated", mask);
+  if (width != 32) fail("shuffle width %d: only 32 is emulated", width);
+  if (syncs[1 + t / 32].size != 32)
+    fail("full-mask shuffle in a warp of %d threads (block of %d)", syncs[1 + t / 32].size,
+         static_cast<int>(block_dim.x * block_dim.y * block_dim.z));
+  int src = lane;
+  switch (kind) {
+    case kShflIdx: src = ((arg % 32) + 32) % 32; break;
+    case kShflUp: src = lane - arg >= 0 ? lane - arg : lane; break;
+    case kShflDown: src = lane + arg < 32 ? lane + arg : lane; break;
+    case kShflXor: src = lane ^ (arg & 31); break;
+  }
+  const unsigned gen = fibers[t].shuffles++ & 1u;
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof v);
+  exchange[gen][t] = bits;
+  // the tag: kind and offset must agree across the warp (idx: any source lane)
+  arrive(1 + t / 32, 1000000L * kind + (kind == kShflIdx ? 0 : arg), "shuffle");
+  T out;
+  bits = exchange[gen][base + src];
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+inline void sync_threads(int line) { arrive(0, line, "__syncthreads"); }
+
+// ---- buffers with poisoned guard zones
+template <class T>
+struct Poison {
+  static T value() {
+    T v;
+    std::memset(&v, 0xA5, sizeof v);
+    return v;
+  }
+};
+template <>
+struct Poison<float> {  // a quiet NaN with a payload no kernel produces
+  static float value() {
+    const uint32_t bits = 0x7FC0DEADu;
+    float v;
+    std::memcpy(&v, &bits, 4);
+    return v;
+  }
+};
+
+template <class T>
+class Guarded {
+ public:
+  static constexpr size_t kGuard = 64;  // elements each side
+  explicit Guarded(size_t n, T fill = Poison<T>::value(), size_t misalign = 0)
+      : n_(n), off_(kGuard + misalign), buf_(n + 2 * kGuard + misalign + 4) {
+    for (auto& e : buf_) e = Poison<T>::value();
+    for (size_t i = 0; i < n; ++i) buf_[off_ + i] = fill;
+  }
+  Guarded(const std::vector<T>& v, size_t misalign = 0) : Guarded(v.size(), T{}, misalign) {
+    for (size_t i = 0; i < v.size(); ++i) buf_[off_ + i] = v[i];
+  }
+  T* data() { return buf_.data() + off_; }
+  const T* data() const { return buf_.data() + off_; }
+  T& operator[](size_t i) { return buf_[off_ + i]; }
+  const T& operator[](size_t i) const { return buf_[off_ + i]; }
+  size_t size() const { return n_; }
+  std::vector<T> vec() const { return std::vector<T>(data(), data() + n_); }
+  void fill(T v) {
+    for (size_t i = 0; i < n_; ++i) buf_[off_ + i] = v;
+  }
+  // True if nothing outside [0, n) was written.
+  bool intact() const {
+    const T p = Poison<T>::value();
+    for (size_t i = 0; i < buf_.size(); ++i) {
+      if (i >= off_ && i < off_ + n_) continue;
+      if (std::memcmp(&buf_[i], &p, sizeof(T)) != 0) return false;
+    }
+    return true;
+  }
+
+ private:
+  size_t n_, off_;
+  std::vector<T> buf_;
+};
+
+// ---- results
+inline int failures = 0;
+inline int checks = 0;
+
+// Prints one line for a check and counts failures.
+inline void report(bool ok, const char* fmt, ...) {
+  ++checks;
+  if (!ok) ++failures;
+  va_list args;
+  va_start(args, fmt);
+  std::vprintf(fmt, args);
+  va_end(args);
+  std::printf(" %s\n", ok ? "ok" : "MISMATCH");
+}
+
+// max |got - want| / max(1, |want|) over all elements; NaN in either side where
+// the other has none counts as infinite error. NaN == NaN is equal.
+template <class G, class W>
+double max_rel_err(const G& got, const W& want, size_t n) {
+  double err = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double g = got[i], w = want[i];
+    if (std::isnan(g) || std::isnan(w)) {
+      if (std::isnan(g) != std::isnan(w)) return INFINITY;
+      continue;
+    }
+    if (std::isinf(g) || std::isinf(w)) {
+      if (g != w) return INFINITY;
+      continue;
+    }
+    err = std::max(err, std::fabs(g - w) / std::max(1.0, std::fabs(w)));
+  }
+  return err;
+}
+
+inline int finish() {
+  if (failures)
+    std::printf("%d of %d checks FAILED\n", failures, checks);
+  else
+    std::printf("all ok (%d checks)\n", checks);
+  return failures ? 1 : 0;
+}
+
+}  // namespace emu
+
+#define threadIdx ::emu::thread_idx
+#define blockIdx ::emu::block_idx
+#define blockDim ::emu::block_dim
+#define gridDim ::emu::grid_dim
+#define __syncthreads() ::emu::sync_threads(__LINE__)
+
+template <class T>
+inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  return emu::shuffle(mask, v, emu::kShflIdx, src, width);
+}
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return emu::shuffle(mask, v, emu::kShflUp, static_cast<int>(delta), width);
+}
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return emu::shuffle(mask, v, emu::kShflDown, static_cast<int>(delta), width);
+}
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return emu::shuffle(mask, v, emu::kShflXor, lane_mask, width);
+}
+
+// Atomics: fibers of a block share one OS thread and blocks run in turn, so a
+// plain read-modify-write is atomic here.
+inline float atomicAdd(float* addr, float v) {
+  const float old = *addr;
+  *addr = old + v;
+  return old;
+}
+inline double atomicAdd(double* addr, double v) {
+  const double old = *addr;
+  *addr = old + v;
+  return old;
+}
+inline int atomicAdd(int* addr, int v) {
+  const int old = *addr;
+  *addr = old + v;
+  return old;
+}
+inline int atomicExch(int* addr, int v) {
+  const int old = *addr;
+  *addr = v;
+  return old;
+}
+template <class T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+
+// The integer/float min and max that CUDA device code has in the global namespace.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+
+#define PYCNN_KERNEL_EMULATION
