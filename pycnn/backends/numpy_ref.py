@@ -8,24 +8,25 @@ float32 and float64 and returns arrays of the input's dtype.
 Convolution as a matrix product (im2col)
 ----------------------------------------
 After padding, the receptive field of output pixel (p, q) is the R x S grid of
-input pixels ``(p*stride_h + r*dil_h, q*stride_w + s*dil_w)``. ``as_strided``
-gives a *view* of all those windows, shaped ``(N, C, P, Q, R, S)``, without
-copying anything. Flattening that view into columns turns the convolution of
-one group into a single GEMM::
+input pixels ``(p*stride_h + r*dil_h, q*stride_w + s*dil_w)``. For one kernel
+tap (r, s) those pixels, over all (p, q), form one strided slice of the padded
+input, so the columns ("im2col") are R*S slice copies, shaped
+``(N, C, R, S, P, Q)``. Per image and group, the convolution is then one GEMM::
 
-    cols  (N*P*Q, C/g*R*S)   @   w^T  (C/g*R*S, K/g)   =   y  (N*P*Q, K/g)
-            M       K                   K       N              M      N
+    w  (K/g, C/g*R*S)   @   cols  (C/g*R*S, P*Q)   =   y  (K/g, P*Q)
+          N      K                  K       M              N    M
 
 which is the GEMM view of PERF.md: M = N*P*Q, N = K, K = C*R*S. The two
 backward passes are the same product turned around:
 
-* backward-data:   dcols (N*P*Q, C/g*R*S) = dy (N*P*Q, K/g) @ w (K/g, C/g*R*S),
+* backward-data:   dcols (C/g*R*S, P*Q) = w^T (C/g*R*S, K/g) @ dy (K/g, P*Q),
   then col2im adds every column entry back onto the input pixel it came
-  from (a loop over the R*S kernel taps, each adding one strided slice);
-* backward-filter: dw (K/g, C/g*R*S) = dy^T (K/g, N*P*Q) @ cols (N*P*Q, C/g*R*S).
+  from (the same loop over the R*S kernel taps, each adding one strided slice);
+* backward-filter: dw (K/g, C/g*R*S) = sum over images of dy (K/g, P*Q) @ cols^T.
 
-Groups are a batch dimension of the product (``np.matmul`` over a leading
-axis of length ``groups``); depthwise convolution is the case C/g = 1.
+Images and groups are batch dimensions of ``np.matmul`` (arrays shaped
+``(N, G, ...)``), and the output comes out in NCHW order with no transpose;
+depthwise convolution is the case C/g = 1.
 
 The interface itself (arguments, shapes, the dropout hash) is documented in
 ``pycnn/backends/__init__.py``.
@@ -33,7 +34,6 @@ The interface itself (arguments, shapes, the dropout hash) is documented in
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from pycnn.shapes import adaptive_bounds, conv2d_output_shape, pool2d_output_shape
 
@@ -45,17 +45,6 @@ def _pad(x, top, bottom, left, right, value=0.0):
     if top == bottom == left == right == 0:
         return x
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
-
-
-def _windows(xp, kernel, stride, dilation, out_hw):
-    """Read-only view (N, C, P, Q, R, S) of the windows of the padded input xp.
-
-    Element [n, c, p, q, r, s] is xp[n, c, p*stride_h + r*dil_h, q*stride_w + s*dil_w].
-    """
-    sn, sc, sh, sw = xp.strides
-    shape = xp.shape[:2] + tuple(out_hw) + tuple(kernel)
-    strides = (sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1])
-    return as_strided(xp, shape=shape, strides=strides, writeable=False)
 
 
 def _tap(r, s, stride, dilation, out_hw):
@@ -81,21 +70,19 @@ def _check_conv(x_shape, w_shape, groups):
 
 
 def _im2col(x, w_shape, stride, padding, dilation, groups, out_hw):
-    """Columns (G, N*P*Q, C/g*R*S) of the padded input: one GEMM operand per group."""
+    """Columns (N, G, C/g*R*S, P*Q) of the padded input: one GEMM operand per image and group.
+
+    Built one kernel tap at a time: tap (r, s) of every window is one strided
+    slice of the padded input, copied whole into its rows of the columns.
+    """
     n, c = x.shape[:2]
     _, cg, r, s = w_shape
     xp = _pad(x, *padding)
-    win = _windows(xp, (r, s), stride, dilation, out_hw)          # (N, C, P, Q, R, S)
-    win = win.reshape(n, groups, cg, *out_hw, r, s)               # (N, G, Cg, P, Q, R, S)
-    # the one copy of the forward pass: rows (n, p, q), columns (c, r, s)
-    return win.transpose(1, 0, 3, 4, 2, 5, 6).reshape(groups, n * out_hw[0] * out_hw[1], cg * r * s)
-
-
-def _dy_rows(dy, groups):
-    """dy (N, K, P, Q) as (G, N*P*Q, K/g): rows (n, p, q), columns k within its group."""
-    n, k, p, q = dy.shape
-    return dy.reshape(n, groups, k // groups, p, q).transpose(1, 0, 3, 4, 2).reshape(
-        groups, n * p * q, k // groups)
+    cols = np.empty((n, c, r, s) + tuple(out_hw), dtype=x.dtype)            # (N, C, R, S, P, Q)
+    for i in range(r):
+        for j in range(s):
+            cols[:, :, i, j] = xp[_tap(i, j, stride, dilation, out_hw)]
+    return cols.reshape(n, groups, cg * r * s, out_hw[0] * out_hw[1])
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -104,10 +91,9 @@ def _dy_rows(dy, groups):
 def conv2d_fwd(x, w, b, stride, padding, dilation, groups):
     _check_conv(x.shape, w.shape, groups)
     n, k, p, q = conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)
-    cols = _im2col(x, w.shape, stride, padding, dilation, groups, (p, q))    # (G, NPQ, CgRS)
-    w_mat = w.reshape(groups, k // groups, -1).transpose(0, 2, 1)            # (G, CgRS, Kg)
-    y = np.matmul(cols, w_mat)                                               # (G, NPQ, Kg)
-    y = y.reshape(groups, n, p, q, k // groups).transpose(1, 0, 4, 2, 3).reshape(n, k, p, q)
+    cols = _im2col(x, w.shape, stride, padding, dilation, groups, (p, q))    # (N, G, CgRS, PQ)
+    w_mat = w.reshape(groups, k // groups, -1)                               # (G, Kg, CgRS)
+    y = np.matmul(w_mat, cols).reshape(n, k, p, q)                           # (N, G, Kg, PQ)
     if b is not None:
         y += b.reshape(1, k, 1, 1)
     return y
@@ -120,22 +106,23 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2:]
     top, bottom, left, right = padding
     w_mat = w.reshape(groups, k // groups, cg * r * s)                      # (G, Kg, CgRS)
-    dcols = np.matmul(_dy_rows(dy, groups), w_mat)                           # (G, NPQ, CgRS)
-    # (N, G, Cg, P, Q, R, S): the gradient of every window element
-    dcols = dcols.reshape(groups, n, p, q, cg, r, s).transpose(1, 0, 4, 2, 3, 5, 6)
+    dy_mat = dy.reshape(n, groups, k // groups, p * q)                       # (N, G, Kg, PQ)
+    dcols = np.matmul(w_mat.transpose(0, 2, 1), dy_mat)                      # (N, G, CgRS, PQ)
+    dcols = dcols.reshape(n, c, r, s, p, q)     # the gradient of every window element
     # col2im: each kernel tap adds its (P, Q) slab back where it was read from
-    dxp = np.zeros((n, groups, cg, h + top + bottom, wd + left + right), dtype=dcols.dtype)
+    dxp = np.zeros((n, c, h + top + bottom, wd + left + right), dtype=dcols.dtype)
     for i in range(r):
         for j in range(s):
-            dxp[_tap(i, j, stride, dilation, (p, q))] += dcols[..., i, j]
-    return dxp.reshape(n, c, h + top + bottom, wd + left + right)[:, :, top:top + h, left:left + wd].copy()
+            dxp[_tap(i, j, stride, dilation, (p, q))] += dcols[:, :, i, j]
+    return dxp[:, :, top:top + h, left:left + wd].copy()
 
 
 def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups):
     _check_conv(x.shape, w_shape, groups)
-    p, q = dy.shape[2:]
-    cols = _im2col(x, w_shape, stride, padding, dilation, groups, (p, q))    # (G, NPQ, CgRS)
-    dw = np.matmul(_dy_rows(dy, groups).transpose(0, 2, 1), cols)           # (G, Kg, CgRS)
+    n, k, p, q = dy.shape
+    cols = _im2col(x, w_shape, stride, padding, dilation, groups, (p, q))    # (N, G, CgRS, PQ)
+    dy_mat = dy.reshape(n, groups, k // groups, p * q)                       # (N, G, Kg, PQ)
+    dw = np.matmul(dy_mat, cols.transpose(0, 1, 3, 2)).sum(axis=0)          # (G, Kg, CgRS)
     return dw.reshape(w_shape)
 
 
@@ -160,13 +147,14 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     eh = _pool_pad_extra(h, p, kh, stride[0], ph, dilation[0])
     ew = _pool_pad_extra(w, q, kw, stride[1], pw, dilation[1])
     xp = _pad(x, ph, ph + eh, pw, pw + ew, value=-np.inf)       # padding never wins a max
-    win = _windows(xp, kernel_size, stride, dilation, (p, q)).reshape(n, c, p, q, kh * kw)
-    tap = np.argmax(win, axis=-1)                 # first maximum in row-major window order
-    y = np.take_along_axis(win, tap[..., None], axis=-1)[..., 0]
+    # every kernel tap's (P, Q) slice, stacked: taps[t] is tap t = (t // kw, t % kw)
+    taps = np.stack([xp[_tap(t // kw, t % kw, stride, dilation, (p, q))] for t in range(kh * kw)])
+    tap = taps.argmax(axis=0)        # the first maximum in row-major window order, as PyTorch
+    y = taps.max(axis=0)
     # the input pixel of that tap, as an offset h*W + w into its (n, c) plane
     row = np.arange(p)[:, None] * stride[0] - ph + (tap // kw) * dilation[0]
     col = np.arange(q)[None, :] * stride[1] - pw + (tap % kw) * dilation[1]
-    return y, (row * w + col).astype(np.int64)
+    return y, row * w + col
 
 
 def max_pool2d_bwd(dy, indices, x_shape):
@@ -258,7 +246,7 @@ def relu_fwd(x):
 
 
 def relu_bwd(dy, y):
-    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+    return dy * (y > 0)
 
 
 def leaky_relu_fwd(x, negative_slope):
