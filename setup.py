@@ -27,19 +27,28 @@ def find_nvcc():
     return None
 
 
+BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
+def say(message):
+    """Print once per install: setup.py also runs for metadata, where it stays quiet."""
+    if BUILD_COMMANDS & set(sys.argv[1:]):
+        print(message)
+
+
 def want_cuda():
     """True, or False with the reason printed in one line."""
     flag = os.environ.get("PYCNN_CUDA", "").strip()
     if flag not in ("", "0", "1"):
         sys.exit(f"PYCNN_CUDA: expected 0, 1 or unset, got {flag!r}")
     if flag == "0":
-        print("pycnn: PYCNN_CUDA=0, installing the CPU (NumPy) backend only")
+        say("pycnn: PYCNN_CUDA=0, installing the CPU (NumPy) backend only")
         return False
     missing = [name for name, found in (("nvcc", find_nvcc()), ("cmake", shutil.which("cmake"))) if not found]
     if missing:
         if flag == "1":
             sys.exit(f"pycnn: PYCNN_CUDA=1 but {' and '.join(missing)} not found on PATH")
-        print(f"pycnn: no {' or '.join(missing)} found, installing the CPU (NumPy) backend only")
+        say(f"pycnn: no {' or '.join(missing)} found, installing the CPU (NumPy) backend only")
         return False
     return True
 
