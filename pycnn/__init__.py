@@ -7,7 +7,7 @@
     y = F.relu(F.conv2d(x, w, b, stride=1, padding="same"))
     y.sum().backward()
 """
-from pycnn.tensor import Tensor, cuda_available, is_grad_enabled, no_grad, tensor
+from pycnn.tensor import Tensor, cuda_available, cuda_status, is_grad_enabled, no_grad, tensor
 from pycnn.random import manual_seed
 from pycnn.gradcheck import GradcheckError, gradcheck
 from pycnn import functional, shapes
@@ -17,7 +17,7 @@ from pycnn.summary import summary
 __version__ = "0.1.0"
 
 __all__ = [
-    "Tensor", "tensor", "no_grad", "is_grad_enabled", "cuda_available", "manual_seed",
+    "Tensor", "tensor", "no_grad", "is_grad_enabled", "cuda_available", "cuda_status", "manual_seed",
     "gradcheck", "GradcheckError", "functional", "shapes", "nn", "optim", "models", "data",
     "summary", "__version__",
 ]

@@ -42,6 +42,11 @@ class CLIError(Exception):
     """A user error: printed as 'pycnn: error: ...' with exit code 2."""
 
 
+def _version_line():
+    import pycnn
+    return f"pycnn {_version()} (cpu backend: NumPy reference; cuda backend: {pycnn.cuda_status()})"
+
+
 def _version():
     try:
         import pycnn
@@ -57,8 +62,8 @@ def resolve_device(name):
     if name == "auto":
         return "cuda" if pycnn.cuda_available() else "cpu"
     if name == "cuda" and not pycnn.cuda_available():
-        raise CLIError("--device cuda: no usable CUDA GPU (needs an NVIDIA GPU, CuPy and the "
-                       "compiled pycnn._C extension); use --device cpu or auto")
+        raise CLIError(f"--device cuda: the cuda backend is {pycnn.cuda_status()}; "
+                       "use --device cpu or auto")
     return name
 
 
@@ -351,7 +356,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="pycnn", description="A CNN engine on hand-written CUDA kernels: train, evaluate, "
         "inspect and benchmark.")
-    parser.add_argument("--version", action="version", version=f"pycnn {_version()}")
+    parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     device_help = "auto (cuda if available, else cpu), cpu or cuda"

@@ -45,17 +45,27 @@ def device_of(a) -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def cuda_status() -> str:
+    """One line saying whether the "cuda" device works here, and if not, why."""
+    if _cp is None:
+        return "unavailable: CuPy is not installed (pip install 'pycnn[cuda]')"
+    try:
+        import pycnn._C  # noqa: F401
+    except ImportError:
+        return ("unavailable: pycnn._C was not built (no CUDA toolkit at install time, "
+                "or PYCNN_CUDA=0)")
+    try:
+        count = _cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, no device
+        return f"unavailable: no usable GPU ({type(exc).__name__}: {exc})"
+    if count == 0:
+        return "unavailable: no GPU visible"
+    return f"available: {count} GPU(s)"
+
+
 def cuda_available() -> bool:
     """True when CuPy sees a GPU and the kernel extension pycnn._C is built."""
-    if _cp is None:
-        return False
-    try:
-        if not _cp.cuda.is_available():
-            return False
-        import pycnn._C  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return cuda_status().startswith("available")
 
 
 def _move(a, device: str):
