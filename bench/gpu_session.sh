@@ -29,7 +29,7 @@ python -c "import pycnn; assert pycnn.cuda_available(), 'CUDA backend unavailabl
 case "$stage" in
 verify)
   step "GPU tests"
-  python -m pytest tests/test_gpu.py tests/test_extension.py -q -x -p no:cacheprovider 2>&1 | tail -25
+  python -m pytest tests/test_gpu.py tests/test_gpu_model.py tests/test_extension.py -q -p no:cacheprovider 2>&1 | tail -40
   step "compute-sanitizer memcheck"
   compute-sanitizer --tool memcheck --print-limit 20 python -m pycnn.verify --quick --no-write \
     > /tmp/memcheck.log 2>&1; tail -5 /tmp/memcheck.log
