@@ -169,6 +169,9 @@ __global__ void bias_relu_fwd_kernel1(const float* __restrict__ x, const float* 
 }
 
 // ---------------------------------------------------------------------------- launchers
+// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
+// CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
 
 namespace {
 // Blocks for n elements: a float4 path needs n/4 threads plus the scalar tail.
@@ -255,5 +258,7 @@ void bias_relu_fwd1(const float* x, const float* b, float* y, int64_t n, int64_t
       x, b, y, static_cast<int>(n), static_cast<int>(channels), static_cast<int>(inner), vec);
   PYCNN_CHECK_LAUNCH("bias_relu_fwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

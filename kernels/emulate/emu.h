@@ -15,8 +15,9 @@
 // The schedule is deliberately hostile to missing barriers: each thread runs as
 // far ahead as it can before the next one starts, so a read of shared memory
 // that another thread has not written yet (or has already overwritten for the
-// next tile) gives a wrong result, not a lucky right one. Even blocks run their
-// threads in order 0..n-1, odd blocks in reverse, so both directions are tried.
+// next tile) gives a wrong result, not a lucky right one. Blocks alternate
+// between running their threads in order 0..n-1 and in reverse (and so does a
+// one-block grid from one launch to the next), so both directions are tried.
 // It is stricter than a GPU where CUDA leaves things undefined:
 //   - __syncthreads must be reached by every thread of the block at the same
 //     source line; a thread that returned early, or threads waiting at
@@ -28,7 +29,7 @@
 // never overlap), float rounding of fused operations (the host compiler decides).
 // Outputs should live in emu::Guarded buffers: poisoned guard zones on both
 // sides turn an out-of-bounds write into a reported failure and an
-// out-of-bounds read into a NaN that the comparison catches.
+// out-of-bounds read into a value (777.777) that the comparison catches.
 #pragma once
 
 #include <cuda_runtime.h>  // dim3, uint3, float4, make_float4 for the host compiler
@@ -45,6 +46,11 @@
 #include <functional>
 #include <type_traits>
 #include <vector>
+
+// Device code calls these unqualified, as CUDA declares them globally.
+using std::isfinite;
+using std::isinf;
+using std::isnan;
 
 #undef __global__
 #undef __device__
@@ -193,7 +199,8 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
   grid_dim = uint3{grid.x, grid.y, grid.z};
   block_dim = uint3{block.x, block.y, block.z};
   kernel_fn = &kernel;
-  long linear = 0;
+  static long launches = 0;
+  long linear = launches++;  // parity of the first block alternates between launches
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx, ++linear) {
@@ -247,14 +254,12 @@ struct Poison {
     return v;
   }
 };
+// Not NaN: a NaN absorbs an atomicAdd without changing its bits, so an
+// out-of-bounds += would go unseen. 777.777 changes under any addition of a
+// value above ~3e-5, and read by mistake it is far off every expected result.
 template <>
-struct Poison<float> {  // a quiet NaN with a payload no kernel produces
-  static float value() {
-    const uint32_t bits = 0x7FC0DEADu;
-    float v;
-    std::memcpy(&v, &bits, 4);
-    return v;
-  }
+struct Poison<float> {
+  static float value() { return 777.777f; }
 };
 
 template <class T>

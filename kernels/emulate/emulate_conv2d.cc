@@ -7,7 +7,7 @@
 //
 // Build and run (not part of the extension; CMake globs only *.cu and *.cpp;
 // tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels \
+//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
 //       kernels/emulate/emulate_conv2d.cc -o /tmp/emulate_conv2d && /tmp/emulate_conv2d
 // It prints one line per check, "all ok" at the end, and exits 1 if any failed.
 #include <algorithm>

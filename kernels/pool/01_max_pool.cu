@@ -88,6 +88,10 @@ __global__ void max_pool2d_bwd_kernel1(const float* __restrict__ dy,
   }
 }
 
+// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
+// on the CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
+
 void max_pool2d_fwd1(const float* x, float* y, int64_t* indices, int64_t n, int64_t c, int64_t h,
                      int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph,
                      int pw, int dh, int dw, cudaStream_t stream) {
@@ -118,5 +122,7 @@ void max_pool2d_bwd1(const float* dy, const int64_t* indices, float* dx, int64_t
       dy, indices, dx, static_cast<int>(total), static_cast<int>(h * w), static_cast<int>(p * q));
   PYCNN_CHECK_LAUNCH("max_pool2d_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

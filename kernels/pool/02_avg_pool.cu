@@ -99,6 +99,10 @@ __global__ void avg_pool2d_bwd_kernel1(const float* __restrict__ dy, float* __re
   }
 }
 
+// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
+// on the CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
+
 void avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h, int64_t w,
                      int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph, int pw,
                      bool count_include_pad, cudaStream_t stream) {
@@ -124,5 +128,7 @@ void avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, int64_t h
       static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, count_include_pad);
   PYCNN_CHECK_LAUNCH("avg_pool2d_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

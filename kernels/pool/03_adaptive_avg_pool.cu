@@ -101,6 +101,10 @@ __global__ void adaptive_avg_pool2d_bwd_kernel1(const float* __restrict__ dy, fl
   }
 }
 
+// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
+// on the CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
+
 void adaptive_avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h,
                               int64_t w, int64_t p, int64_t q, cudaStream_t stream) {
   check_int32_size(n * c * h * w, "adaptive_avg_pool2d_fwd1: x");
@@ -132,5 +136,7 @@ void adaptive_avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, 
       static_cast<int>(q));
   PYCNN_CHECK_LAUNCH("adaptive_avg_pool2d_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

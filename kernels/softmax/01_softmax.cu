@@ -248,6 +248,9 @@ __global__ void cross_entropy_bwd_kernel1(const float* __restrict__ log_probs,
 }
 
 // ---------------------------------------------------------------------------- launchers
+// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
+// CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
 
 namespace {
 
@@ -351,5 +354,7 @@ void cross_entropy_bwd1(const float* log_probs, const int64_t* target, const flo
       log_probs, target, dloss, dlogits, error_flag, static_cast<int>(n), static_cast<int>(classes));
   PYCNN_CHECK_LAUNCH("cross_entropy_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -1,0 +1,170 @@
+// Runs the pointwise activation kernels (kernels/activation/01_pointwise.cu) on
+// the CPU through emu.h and compares them with the definitions evaluated in
+// double: relu, leaky_relu, sigmoid, tanh (forward, and backward from y or x)
+// and the fused relu(x + b[c]).
+// Each kernel takes the path its launcher picks: the float4 path when every
+// pointer is 16-byte aligned (and, for bias_relu, inner % 4 == 0), with the
+// scalar loop for the n % 4 tail; the scalar path when a pointer is one float
+// off alignment. Sizes are odd (n % 4 = 1, 2, 3, 0), inputs include 0, +-inf,
+// NaN and +-100 (sigmoid's overflow-free form), and every kernel also runs on a
+// grid of one and two blocks so the grid-stride loops wrap.
+//
+// Build and run (tests/test_kernel_emulation.py does this):
+//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
+//       kernels/emulate/emulate_activation.cc -o /tmp/emulate_activation && /tmp/emulate_activation
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include "emulate/emu.h"  // CUDA as C++; defines PYCNN_KERNEL_EMULATION
+#include "activation/01_pointwise.cu"
+
+using pycnn::kBlock;
+
+static std::mt19937 rng(7);
+
+// n values: mostly U(-3, 3), with the special values spread over the array
+// (so both the float4 body and the scalar tail meet some of them).
+static std::vector<float> inputs(int n, bool specials) {
+  std::uniform_real_distribution<float> u(-3.f, 3.f);
+  std::vector<float> v(n);
+  for (auto& e : v) e = u(rng);
+  if (specials) {
+    const float sp[] = {0.f, -0.f, INFINITY, -INFINITY, NAN, 100.f, -100.f, 1e-30f, -1e-30f, 20.f, -20.f};
+    int k = 0;
+    for (float s : sp) v[(k++ * 37 + 1) % n] = s;
+    v[n - 1] = -100.f;  // the very last element sits in the tail when n % 4 != 0
+  }
+  return v;
+}
+
+// Mirrors the launchers: `grid_of` (float4 needs n/4 threads plus the tail).
+static int launcher_grid(int n, bool vec) { return pycnn::grid_for(vec ? n / 4 + n % 4 : n, kBlock); }
+
+static std::vector<int> grids(int g) {
+  std::vector<int> out{g};
+  if (g > 1) out.push_back(1);
+  if (g > 2) out.push_back(2);
+  return out;
+}
+
+using Fwd = std::function<void(const float*, float*, int, bool)>;
+using Bwd = std::function<void(const float*, const float*, float*, int, bool)>;
+
+// in_off / out_off: elements by which each buffer is shifted off 16-byte alignment.
+static void check_fwd(const char* name, const Fwd& kernel, double (*ref)(double), int n, int in_off, int out_off) {
+  const std::vector<float> x = inputs(n, true);
+  const emu::Guarded<float> xg(x, in_off);
+  const bool vec = in_off == 0 && out_off == 0;  // the launcher's aligned16 of x and y (probed below)
+  std::vector<double> want(n);
+  for (int i = 0; i < n; ++i) want[i] = ref(x[i]);
+  for (int grid : grids(launcher_grid(n, vec))) {
+    emu::Guarded<float> y(n, NAN, out_off);
+    if (vec != (pycnn::aligned16(xg.data()) && pycnn::aligned16(y.data()))) emu::fail("alignment probe");
+    emu::launch(dim3(grid), dim3(kBlock), [&] { kernel(xg.data(), y.data(), n, vec); });
+    const double err = emu::max_rel_err(y, want, n);
+    emu::report(err < 2e-6 && y.intact(), "%-11s fwd n=%5d %s (offsets %d,%d) grid %3d: err %.1e", name, n,
+                vec ? "float4" : "scalar", in_off, out_off, grid, err);
+  }
+}
+
+// `second` is y = fwd(x) for relu/sigmoid/tanh and x itself for leaky_relu.
+static void check_bwd(const char* name, const Bwd& kernel, double (*ref)(double, double), double (*fwd)(double),
+                      int n, int off) {
+  const std::vector<float> x = inputs(n, false), dy = inputs(n, false);
+  std::vector<float> second(n);
+  for (int i = 0; i < n; ++i) second[i] = fwd ? static_cast<float>(fwd(x[i])) : x[i];
+  second[n / 2] = 0.f;  // the kink: relu passes nothing at y == 0, leaky passes slope * dy at x == 0
+  std::vector<double> want(n);
+  for (int i = 0; i < n; ++i) want[i] = ref(dy[i], second[i]);
+  // misalign one of the three pointers in turn (off = 1, 2, 3 picks which)
+  const emu::Guarded<float> dyg(dy, off == 1), sg(second, off == 2);
+  const size_t out_off = off == 3;
+  const bool vec = off == 0;  // the launcher's aligned16 of all three
+  for (int grid : grids(launcher_grid(n, vec))) {
+    emu::Guarded<float> dx(n, NAN, out_off);
+    if (vec != (pycnn::aligned16(dyg.data()) && pycnn::aligned16(sg.data()) && pycnn::aligned16(dx.data())))
+      emu::fail("alignment probe");
+    emu::launch(dim3(grid), dim3(kBlock), [&] { kernel(dyg.data(), sg.data(), dx.data(), n, vec); });
+    const double err = emu::max_rel_err(dx, want, n);
+    emu::report(err < 2e-6 && dx.intact(), "%-11s bwd n=%5d %s (misaligned #%d) grid %3d: err %.1e", name, n,
+                vec ? "float4" : "scalar", off, grid, err);
+  }
+}
+
+static void check_bias_relu(int N, int C, int inner, int off) {
+  const int n = N * C * inner;
+  const std::vector<float> x = inputs(n, true), b = inputs(C, false);
+  std::vector<double> want(n);
+  for (int i = 0; i < n; ++i) {  // x[nn, c, s] at i = (nn * C + c) * inner + s
+    const int c = (i / inner) % C;
+    const double v = static_cast<double>(x[i]) + b[c];
+    want[i] = std::isnan(v) ? v : (v > 0 ? v : 0.0);
+  }
+  const emu::Guarded<float> xg(x, off), bg(b);
+  const bool vec = off == 0 && inner % 4 == 0;  // bias_relu_fwd1: aligned x, y and inner % 4 == 0
+  for (int grid : grids(launcher_grid(n, vec))) {
+    emu::Guarded<float> y(n, NAN, off);
+    emu::launch(dim3(grid), dim3(kBlock),
+                [&] { pycnn::bias_relu_fwd_kernel1(xg.data(), bg.data(), y.data(), n, C, inner, vec); });
+    const double err = emu::max_rel_err(y, want, n);
+    emu::report(err < 1e-6 && y.intact(), "bias_relu   fwd N%d C%d inner %d %s (offset %d) grid %3d: err %.1e", N, C,
+                inner, vec ? "float4" : "scalar", off, grid, err);
+  }
+}
+
+// The definitions, in double.
+constexpr double kSlope = 0.1;
+static double relu(double x) { return std::isnan(x) ? x : (x > 0 ? x : 0.0); }
+static double relu_bwd(double dy, double y) { return y > 0 ? dy : 0.0; }
+static double leaky(double x) { return x > 0 ? x : x * static_cast<double>(static_cast<float>(kSlope)); }
+static double leaky_bwd(double dy, double x) { return x > 0 ? dy : dy * static_cast<double>(static_cast<float>(kSlope)); }
+static double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+static double sigmoid_bwd(double dy, double y) { return dy * y * (1.0 - y); }
+static double tanh_(double x) { return std::tanh(x); }
+static double tanh_bwd(double dy, double y) { return dy * (1.0 - y * y); }
+
+int main() {
+  using namespace pycnn;
+  const float slope = static_cast<float>(kSlope);
+  const Fwd relu_k = [](const float* x, float* y, int n, bool v) { relu_fwd_kernel1(x, y, n, v); };
+  const Fwd leaky_k = [slope](const float* x, float* y, int n, bool v) { leaky_relu_fwd_kernel1(x, y, n, v, slope); };
+  const Fwd sigmoid_k = [](const float* x, float* y, int n, bool v) { sigmoid_fwd_kernel1(x, y, n, v); };
+  const Fwd tanh_k = [](const float* x, float* y, int n, bool v) { tanh_fwd_kernel1(x, y, n, v); };
+  const Bwd relu_b = [](const float* d, const float* s, float* o, int n, bool v) { relu_bwd_kernel1(d, s, o, n, v); };
+  const Bwd leaky_b = [slope](const float* d, const float* s, float* o, int n, bool v) {
+    leaky_relu_bwd_kernel1(d, s, o, n, v, slope);
+  };
+  const Bwd sigmoid_b = [](const float* d, const float* s, float* o, int n, bool v) { sigmoid_bwd_kernel1(d, s, o, n, v); };
+  const Bwd tanh_b = [](const float* d, const float* s, float* o, int n, bool v) { tanh_bwd_kernel1(d, s, o, n, v); };
+
+  struct Op {
+    const char* name;
+    Fwd fwd;
+    double (*ref)(double);
+    Bwd bwd;
+    double (*ref_bwd)(double, double);
+    double (*y_of_x)(double);  // what the backward's second input is made from (null: x)
+  };
+  const Op ops[] = {{"relu", relu_k, relu, relu_b, relu_bwd, relu},
+                    {"leaky_relu", leaky_k, leaky, leaky_b, leaky_bwd, nullptr},
+                    {"sigmoid", sigmoid_k, sigmoid, sigmoid_b, sigmoid_bwd, sigmoid},
+                    {"tanh", tanh_k, tanh_, tanh_b, tanh_bwd, tanh_}};
+  for (const Op& op : ops) {
+    for (int n : {1, 3, 4, 37, 1030, 2051, 4096}) check_fwd(op.name, op.fwd, op.ref, n, 0, 0);
+    check_fwd(op.name, op.fwd, op.ref, 1031, 1, 0);  // misaligned input: scalar path
+    check_fwd(op.name, op.fwd, op.ref, 1029, 0, 3);  // misaligned output
+    for (int n : {2, 5, 1030, 2051}) check_bwd(op.name, op.bwd, op.ref_bwd, op.y_of_x, n, 0);
+    for (int off : {1, 2, 3}) check_bwd(op.name, op.bwd, op.ref_bwd, op.y_of_x, 1027, off);
+  }
+  //             N  C  inner offset
+  check_bias_relu(2, 3, 20, 0);   // float4, channel changes every 5 float4s
+  check_bias_relu(3, 5, 4, 0);    // float4, one float4 per channel
+  check_bias_relu(2, 7, 9, 0);    // inner % 4 != 0: scalar
+  check_bias_relu(4, 6, 1, 0);    // (N, C) input
+  check_bias_relu(5, 9, 36, 0);   // several blocks
+  check_bias_relu(2, 3, 20, 1);   // misaligned: scalar
+  return emu::finish();
+}
