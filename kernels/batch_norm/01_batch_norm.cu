@@ -178,6 +178,9 @@ __global__ void batch_norm_bwd_kernel1(const float* __restrict__ dy, const float
 }
 
 // ---------------------------------------------------------------------------- launchers
+// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
+// CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
 
 namespace {
 void check_bn_sizes(int64_t n, int64_t c, int64_t inner, const char* what) {
@@ -231,5 +234,7 @@ void batch_norm_bwd1(const float* dy, const float* x, const float* weight, const
       static_cast<int>(c), static_cast<int>(inner), training);
   PYCNN_CHECK_LAUNCH("batch_norm_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

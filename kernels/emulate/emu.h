@@ -12,10 +12,11 @@
 // std::thread per CUDA thread: creating 256 OS threads per block and waking them
 // through a condition variable cost ~50 s of system time for the conv checks on
 // two cores; a fiber switch is a few hundred nanoseconds.
-// The schedule is deliberately hostile to missing barriers: each thread runs as
-// far ahead as it can before the next one starts, so a read of shared memory
-// that another thread has not written yet (or has already overwritten for the
-// next tile) gives a wrong result, not a lucky right one. Blocks alternate
+// The schedule is deliberately hostile to missing barriers: the lowest-numbered
+// thread that can run always runs, so each thread (and warp 0 as a whole) gets
+// as far ahead as it can before the next one moves, and a read of shared
+// memory that another thread has not written yet (or has already overwritten
+// for the next step) gives a wrong result, not a lucky right one. Blocks alternate
 // between running their threads in order 0..n-1 and in reverse (and so does a
 // one-block grid from one launch to the next), so both directions are tried.
 // It is stricter than a GPU where CUDA leaves things undefined:
@@ -103,6 +104,7 @@ inline std::vector<SyncPoint> syncs;
 inline uint64_t exchange[2][1024];  // shuffle values by linear thread id, two generations
 inline ucontext_t scheduler;
 inline int current = 0;  // linear id of the running fiber
+inline long opened = 0;  // barriers opened so far (the scheduler rescans when it grows)
 inline const std::function<void()>* kernel_fn = nullptr;
 
 inline void fiber_main() {
@@ -128,6 +130,7 @@ inline void arrive(int id, long tag, const char* what) {
   if (++s.arrived == s.size) {
     s.arrived = 0;
     ++s.gen;
+    ++opened;
     return;
   }
   Fiber& f = fibers[current];
@@ -149,32 +152,38 @@ inline void run_block(int threads, bool reverse) {
     f.shuffles = 0;
   }
   for (auto& s : syncs) s.arrived = 0;
-  int alive = threads;
+  // Lowest first: always resume the first runnable fiber in scan order. Fibers
+  // before `pos` are all blocked until some barrier opens, so the scan only
+  // restarts from 0 when one did.
+  int alive = threads, pos = 0;
   while (alive > 0) {
-    bool ran = false;
-    for (int k = 0; k < threads; ++k) {
-      const int t = reverse ? threads - 1 - k : k;
-      Fiber& f = fibers[t];
+    int t = -1;
+    for (; pos < threads; ++pos) {
+      const int u = reverse ? threads - 1 - pos : pos;
+      Fiber& f = fibers[u];
       if (f.state == Fiber::kDone) continue;
       if (f.state == Fiber::kWaiting) {
         if (syncs[f.wait_on].gen == f.wait_gen) continue;
         f.state = Fiber::kRunnable;
       }
-      set_thread_idx(t);
-      swapcontext(&scheduler, &f.ctx);
-      ran = true;
-      if (f.state == Fiber::kDone) --alive;
+      t = u;
+      break;
     }
-    if (!ran) {
-      for (int t = 0; t < threads; ++t) {
-        if (fibers[t].state != Fiber::kWaiting) continue;
-        set_thread_idx(t);
-        const SyncPoint& s = syncs[fibers[t].wait_on];
+    if (t < 0) {  // every fiber is blocked and no barrier can open
+      for (int u = 0; u < threads; ++u) {
+        if (fibers[u].state != Fiber::kWaiting) continue;
+        set_thread_idx(u);
+        const SyncPoint& s = syncs[fibers[u].wait_on];
         fail("deadlock: waits at %s (tag %ld) with %d of %d arrived; %d of %d threads have returned",
-             fibers[t].wait_on == 0 ? "__syncthreads" : "a warp shuffle", s.tag, s.arrived, s.size,
+             fibers[u].wait_on == 0 ? "__syncthreads" : "a warp shuffle", s.tag, s.arrived, s.size,
              threads - alive, threads);
       }
     }
+    const long opened_before = opened;
+    set_thread_idx(t);
+    swapcontext(&scheduler, &fibers[t].ctx);
+    if (fibers[t].state == Fiber::kDone) --alive;
+    if (opened != opened_before) pos = 0;
   }
 }
 
