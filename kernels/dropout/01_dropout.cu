@@ -60,6 +60,10 @@ __global__ void dropout_bwd_kernel1(const float* __restrict__ dy, const uint8_t*
   }
 }
 
+// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
+// on the CPU to check their index math without a GPU.)
+#ifndef PYCNN_KERNEL_EMULATION
+
 namespace {
 void check_p(double p, const char* what) {
   if (!(p >= 0.0 && p <= 1.0)) {
@@ -90,5 +94,7 @@ void dropout_bwd1(const float* dy, const uint8_t* mask, float* dx, int64_t n, do
       dy, mask, dx, static_cast<int>(n), static_cast<float>(1.0 - p), p == 1.0);
   PYCNN_CHECK_LAUNCH("dropout_bwd_kernel1");
 }
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

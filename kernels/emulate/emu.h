@@ -342,6 +342,15 @@ double max_rel_err(const G& got, const W& want, size_t n) {
   return err;
 }
 
+// The grids to run a grid-stride kernel on: its launcher's, and one and two
+// blocks (fewer blocks than the data needs, so the loop strides).
+inline std::vector<int> grids(int launcher_grid) {
+  std::vector<int> g{launcher_grid};
+  if (launcher_grid > 1) g.push_back(1);
+  if (launcher_grid > 2) g.push_back(2);
+  return g;
+}
+
 inline int finish() {
   if (failures)
     std::printf("%d of %d checks FAILED\n", failures, checks);

@@ -43,12 +43,6 @@ static std::vector<float> inputs(int n, bool specials) {
 // Mirrors the launchers: `grid_of` (float4 needs n/4 threads plus the tail).
 static int launcher_grid(int n, bool vec) { return pycnn::grid_for(vec ? n / 4 + n % 4 : n, kBlock); }
 
-static std::vector<int> grids(int g) {
-  std::vector<int> out{g};
-  if (g > 1) out.push_back(1);
-  if (g > 2) out.push_back(2);
-  return out;
-}
 
 using Fwd = std::function<void(const float*, float*, int, bool)>;
 using Bwd = std::function<void(const float*, const float*, float*, int, bool)>;
@@ -60,7 +54,7 @@ static void check_fwd(const char* name, const Fwd& kernel, double (*ref)(double)
   const bool vec = in_off == 0 && out_off == 0;  // the launcher's aligned16 of x and y (probed below)
   std::vector<double> want(n);
   for (int i = 0; i < n; ++i) want[i] = ref(x[i]);
-  for (int grid : grids(launcher_grid(n, vec))) {
+  for (int grid : emu::grids(launcher_grid(n, vec))) {
     emu::Guarded<float> y(n, NAN, out_off);
     if (vec != (pycnn::aligned16(xg.data()) && pycnn::aligned16(y.data()))) emu::fail("alignment probe");
     emu::launch(dim3(grid), dim3(kBlock), [&] { kernel(xg.data(), y.data(), n, vec); });
@@ -83,7 +77,7 @@ static void check_bwd(const char* name, const Bwd& kernel, double (*ref)(double,
   const emu::Guarded<float> dyg(dy, off == 1), sg(second, off == 2);
   const size_t out_off = off == 3;
   const bool vec = off == 0;  // the launcher's aligned16 of all three
-  for (int grid : grids(launcher_grid(n, vec))) {
+  for (int grid : emu::grids(launcher_grid(n, vec))) {
     emu::Guarded<float> dx(n, NAN, out_off);
     if (vec != (pycnn::aligned16(dyg.data()) && pycnn::aligned16(sg.data()) && pycnn::aligned16(dx.data())))
       emu::fail("alignment probe");
@@ -105,7 +99,7 @@ static void check_bias_relu(int N, int C, int inner, int off) {
   }
   const emu::Guarded<float> xg(x, off), bg(b);
   const bool vec = off == 0 && inner % 4 == 0;  // bias_relu_fwd1: aligned x, y and inner % 4 == 0
-  for (int grid : grids(launcher_grid(n, vec))) {
+  for (int grid : emu::grids(launcher_grid(n, vec))) {
     emu::Guarded<float> y(n, NAN, off);
     emu::launch(dim3(grid), dim3(kBlock),
                 [&] { pycnn::bias_relu_fwd_kernel1(xg.data(), bg.data(), y.data(), n, C, inner, vec); });

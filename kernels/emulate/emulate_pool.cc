@@ -42,13 +42,6 @@ static std::vector<float> uniform(size_t n, float lo = -1.f, float hi = 1.f) {
   return v;
 }
 
-// The grids a kernel is run with: the launcher's, and one or two blocks.
-static std::vector<int> grids(int launcher_grid) {
-  std::vector<int> g{launcher_grid};
-  if (launcher_grid > 1) g.push_back(1);
-  if (launcher_grid > 2) g.push_back(2);
-  return g;
-}
 
 static bool same_bits_or_both_nan(float a, float b) {
   return (std::isnan(a) && std::isnan(b)) || std::memcmp(&a, &b, sizeof a) == 0;
@@ -106,7 +99,7 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
 
   const emu::Guarded<float> xg(x), dyg(dy);
   const emu::Guarded<int64_t> idxg(idx_bwd);
-  for (int grid : grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_fwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_fwd1's grid
     emu::Guarded<float> y(total);
     emu::Guarded<int64_t> idx(total);
     emu::launch(dim3(grid), dim3(pycnn::kPoolBlock), [&] {
@@ -119,7 +112,7 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
                 "max_pool2d_fwd   N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d grid %4d: %d wrong",
                 N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid, bad);
   }
-  for (int grid : grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_bwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_bwd1's grid
     emu::Guarded<float> dx(x.size(), 0.f);  // the launcher zeroes dx first
     emu::launch(dim3(grid), dim3(pycnn::kPoolBlock), [&] {
       pycnn::max_pool2d_bwd_kernel1(dyg.data(), idxg.data(), dx.data(), total, HW, P * Q);
@@ -155,7 +148,7 @@ static void check_avg_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
         y_ref[o] = sum / divisor;
       }
   const emu::Guarded<float> xg(x), dyg(dy);
-  for (int grid : grids(pycnn::grid_for(total, pycnn::kAvgBlock))) {  // avg_pool2d_fwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kAvgBlock))) {  // avg_pool2d_fwd1's grid
     emu::Guarded<float> y(total);
     emu::launch(dim3(grid), dim3(pycnn::kAvgBlock), [&] {
       pycnn::avg_pool2d_fwd_kernel1(xg.data(), y.data(), total, H, W, P, Q, kh, kw, sh, sw, ph, pw,
@@ -167,7 +160,7 @@ static void check_avg_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
                 N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad, P, Q, grid, err);
   }
   const int in_total = planes * HW;
-  for (int grid : grids(pycnn::grid_for(in_total, pycnn::kAvgBlock))) {  // avg_pool2d_bwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(in_total, pycnn::kAvgBlock))) {  // avg_pool2d_bwd1's grid
     emu::Guarded<float> dx(in_total);
     emu::launch(dim3(grid), dim3(pycnn::kAvgBlock), [&] {
       pycnn::avg_pool2d_bwd_kernel1(dyg.data(), dx.data(), in_total, H, W, P, Q, kh, kw, sh, sw, ph, pw,
@@ -207,7 +200,7 @@ static void check_adaptive(int N, int C, int H, int W, int P, int Q) {
   const int block = pycnn::kAdaptiveBlock;
   const int fwd_grid = global ? std::min(pycnn::ceil_div(total, block / 32), 65535 * 8)
                               : pycnn::grid_for(total, block);
-  for (int grid : grids(fwd_grid)) {
+  for (int grid : emu::grids(fwd_grid)) {
     emu::Guarded<float> y(total);
     emu::launch(dim3(grid), dim3(block), [&] {
       if (global)
@@ -220,7 +213,7 @@ static void check_adaptive(int N, int C, int H, int W, int P, int Q) {
                 global ? "global_avg_fwd  " : "adaptive_avg_fwd", N, C, H, W, P, Q, grid, err);
   }
   const int in_total = planes * HW;
-  for (int grid : grids(pycnn::grid_for(in_total, block))) {  // adaptive_avg_pool2d_bwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(in_total, block))) {  // adaptive_avg_pool2d_bwd1's grid
     emu::Guarded<float> dx(in_total);
     emu::launch(dim3(grid), dim3(block), [&] {
       pycnn::adaptive_avg_pool2d_bwd_kernel1(dyg.data(), dx.data(), in_total, H, W, P, Q);

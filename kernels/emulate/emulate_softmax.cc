@@ -33,12 +33,6 @@ static std::vector<float> uniform(size_t n, float lo, float hi) {
   for (auto& e : v) e = u(rng);
   return v;
 }
-static std::vector<int> grids(int g) {
-  std::vector<int> out{g};
-  if (g > 1) out.push_back(1);
-  if (g > 2) out.push_back(2);
-  return out;
-}
 // softmax_fwd1 & co.: a warp per row for inner == 1, else a thread per row.
 static int warp_row_grid(int rows) { return std::min(pycnn::ceil_div(rows, pycnn::kWarpsPerBlock), 65535 * 8); }
 
@@ -88,7 +82,7 @@ static void check_softmax(int outer, int dim, int inner, float scale) {
   const bool rows_layout = inner == 1;
   const int block = kSoftmaxBlock;
   const int launcher = rows_layout ? warp_row_grid(rows) : pycnn::grid_for(rows, block);
-  for (int grid : grids(launcher)) {
+  for (int grid : emu::grids(launcher)) {
     for (int pass = 0; pass < 4; ++pass) {
       const bool log = pass % 2 == 1, bwd = pass >= 2;
       emu::Guarded<float> out(total);
@@ -148,7 +142,7 @@ static void check_cross_entropy(int n, int classes, bool bad, bool with_flag) {
 
   const emu::Guarded<float> xg(logits), lpg(lp_f), dlg(std::vector<float>{dloss});
   const emu::Guarded<int64_t> tg(target);
-  for (int grid : grids(warp_row_grid(n))) {  // cross_entropy_fwd1: warp per row, then <<<1, 1024>>>
+  for (int grid : emu::grids(warp_row_grid(n))) {  // cross_entropy_fwd1: warp per row, then <<<1, 1024>>>
     emu::Guarded<float> log_probs(lsm.size()), rows(n), loss(1);
     emu::Guarded<int> flag(1, 0);
     int* flag_ptr = with_flag ? flag.data() : nullptr;
@@ -163,7 +157,7 @@ static void check_cross_entropy(int n, int classes, bool bad, bool with_flag) {
                 "cross_entropy fwd n %4d classes %3d %s%s grid %3d: err %.1e flag %d", n, classes,
                 bad ? "bad targets" : "targets ok ", with_flag ? "" : " (no flag)", grid, err, flag[0]);
   }
-  for (int grid : grids(pycnn::grid_for(n * classes, kSoftmaxBlock))) {  // cross_entropy_bwd1's grid
+  for (int grid : emu::grids(pycnn::grid_for(n * classes, kSoftmaxBlock))) {  // cross_entropy_bwd1's grid
     emu::Guarded<float> dx(lsm.size());
     emu::Guarded<int> flag(1, 0);
     int* flag_ptr = with_flag ? flag.data() : nullptr;
