@@ -29,8 +29,11 @@ def cuda_include_dir() -> Path | None:
     """The CUDA toolkit's include dir (with cuda_runtime.h): CUDA_HOME, CUDA_PATH,
     /usr/local/cuda, then the newest /usr/local/cuda-*. Not found through nvcc on
     PATH, which may be a wrapper script."""
+    def version(path: str) -> tuple:
+        return tuple(int(part) if part.isdigit() else -1 for part in path.rsplit("-", 1)[-1].split("."))
+
     candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    candidates += sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    candidates += sorted(glob.glob("/usr/local/cuda-*"), key=version, reverse=True)
     for root in candidates:
         if root and (Path(root) / "include" / "cuda_runtime.h").is_file():
             return Path(root) / "include"

@@ -3,7 +3,9 @@
 // cannot run: the index math, the tile guards and the __syncthreads placement
 // of every version, on odd shapes (strides, dilation, uneven padding, groups,
 // sizes that are not tile multiples). It says nothing about speed, and it runs
-// the kernel bodies only (launchers, grid choice and tuning are not run).
+// the kernel bodies only: each launch mirrors its launcher's block and grid
+// (the grid-stride kernels also run on one and two blocks), but the launchers'
+// choice between the small and the large tile is not run (both tiles are).
 //
 // Build and run (not part of the extension; CMake globs only *.cu and *.cpp;
 // tests/test_kernel_emulation.py does this):
@@ -66,7 +68,8 @@ static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<
   double max_err = 0, max_ref = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     const double ref = relu ? std::max(want[i], 0.0) : want[i];
-    max_err = std::max(max_err, std::fabs(got[i] - ref));
+    const double e = std::fabs(got[i] - ref);
+    max_err = std::isnan(e) ? INFINITY : std::max(max_err, e);  // an unwritten (NaN) output fails
     max_ref = std::max(max_ref, std::fabs(ref));
   }
   const bool in_bounds = got.intact();
@@ -102,13 +105,23 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   const float* xp = xg.data(); const float* wp = wg.data(); const float* bp = bg.data();
   const float* dyp = dyg.data();
 
-  if (slow_too) {
-    emu::launch(dim3(3), dim3(64), [&] { pycnn::conv2d_fwd_kernel1<false>(xp, wp, bp, y.data(), p); });
-    compare("fwd1", p, y, ref.y);
-    emu::launch(dim3(3), dim3(64), [&] { pycnn::conv2d_bwd_data_kernel1(dyp, wp, dx.data(), p); });
-    compare("bwd_data1", p, dx, ref.dx);
-    emu::launch(dim3(2), dim3(64), [&] { pycnn::conv2d_bwd_filter_kernel1(xp, dyp, dwv.data(), p); });
-    compare("bwd_filter1", p, dwv, ref.dw);
+  if (slow_too) {  // direct kernels: conv2d_fwd1 & co. use 256 threads and grid_for(outputs, 256)
+    const int out_y = N * K * p.P * p.Q, out_x = N * C * H * W, out_w = K * Cg * R * S;
+    for (int grid : emu::grids(pycnn::grid_for(out_y, 256))) {
+      y.fill(NAN);
+      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_fwd_kernel1<false>(xp, wp, bp, y.data(), p); });
+      compare(grid == 1 ? "fwd1 grid 1" : "fwd1", p, y, ref.y);
+    }
+    for (int grid : emu::grids(pycnn::grid_for(out_x, 256))) {
+      dx.fill(NAN);
+      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_bwd_data_kernel1(dyp, wp, dx.data(), p); });
+      compare(grid == 1 ? "bwd_data1 grid 1" : "bwd_data1", p, dx, ref.dx);
+    }
+    for (int grid : emu::grids(pycnn::grid_for(out_w, 256))) {
+      dwv.fill(NAN);
+      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_bwd_filter_kernel1(xp, dyp, dwv.data(), p); });
+      compare(grid == 1 ? "bwd_filter1 grid 1" : "bwd_filter1", p, dwv, ref.dw);
+    }
   }
 
   const int M = N * p.P * p.Q, Kg = K / groups;
@@ -176,13 +189,21 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
           emu::launch(grid, dim3(T::THREADS), [&] {
             pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, splits > 1 ? total : 0);
           });
-          if (splits > 1)
-            emu::launch(dim3(2), dim3(64), [&] {
-              pycnn::conv2d_bwd_filter_reduce_kernel4(ws.data(), dwv.data(), total, splits);
-            });
+          if (splits > 1) {  // conv2d_bwd_filter4's reduction: 256 threads, grid_for(total, 256)
+            for (int rgrid : emu::grids(pycnn::grid_for(total, 256))) {
+              dwv.fill(NAN);
+              emu::launch(dim3(rgrid), dim3(256), [&] {
+                pycnn::conv2d_bwd_filter_reduce_kernel4(ws.data(), dwv.data(), total, splits);
+              });
+              char label[64];
+              std::snprintf(label, sizeof label, "%s s%d det%s", name, splits, rgrid == 1 ? " (reduce grid 1)" : "");
+              compare(label, p, dwv, ref.dw);
+            }
+            return;
+          }
         }
         char label[64];
-        std::snprintf(label, sizeof label, "%s s%d %s", name, splits, splits == 1 ? "store" : deterministic ? "det" : "atomic");
+        std::snprintf(label, sizeof label, "%s s%d %s", name, splits, splits == 1 ? "store" : "atomic");
         compare(label, p, dwv, ref.dw);
       };
       run(pycnn::BwdFilter4Small{}, "bwd_filter4 64");
