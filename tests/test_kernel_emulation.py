@@ -46,23 +46,42 @@ def test_every_kernel_family_has_an_emulator():
     assert sorted(FAMILIES) == EMULATORS
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_kernels_match_loops_on_cpu(family, tmp_path):
+def build(source: Path, tmp_path: Path) -> Path:
+    """Compiles one emulator source with g++ into tmp_path; skips without g++ or CUDA headers."""
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("g++ not found: the kernel emulators are built with it")
     include = cuda_include_dir()
     if include is None:
         pytest.skip("cuda_runtime.h not found (CUDA_HOME, CUDA_PATH, /usr/local/cuda, /usr/local/cuda-*)")
-    source = KERNELS / "emulate" / f"emulate_{family}.cc"
-    binary = tmp_path / f"emulate_{family}"
-    build = subprocess.run(
+    binary = tmp_path / source.stem
+    result = subprocess.run(
         [gxx, "-std=c++17", "-O1", "-pthread", f"-I{include}", f"-I{KERNELS}", str(source), "-o", str(binary)],
         capture_output=True, text=True, timeout=300)
-    assert build.returncode == 0, f"building {source.name} failed:\n{build.stderr[-6000:]}"
-    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"building {source.name} failed:\n{result.stderr[-6000:]}"
+    return binary
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kernels_match_loops_on_cpu(family, tmp_path):
+    source = KERNELS / "emulate" / f"emulate_{family}.cc"
+    run = subprocess.run([str(build(source, tmp_path))], capture_output=True, text=True, timeout=300)
     failed = "\n".join(line for line in run.stdout.splitlines() if "MISMATCH" in line)
     assert run.returncode == 0, (f"{source.name} exited {run.returncode}:\n{failed[-6000:]}\n"
                                  f"{run.stdout[-1500:]}\n{run.stderr[-3000:]}")
     last = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
     assert last.startswith("all ok"), f"{source.name} did not finish with 'all ok':\n{run.stdout[-3000:]}"
+
+
+def test_emulator_runtime_catches_what_it_promises(tmp_path):
+    """emu.h itself: CUDA's shuffle results, a missing barrier and an off-by-one
+    write are seen; a skipped, divergent barrier or a partial-warp shuffle fails the run."""
+    binary = build(KERNELS / "emulate" / "emu_selftest.cc", tmp_path)
+    ok = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1].startswith("all ok"), ok.stdout + ok.stderr
+    for mode, message in [("deadlock", "deadlock: waits at __syncthreads"),
+                          ("divergent", "divergent"),
+                          ("partial_warp", "full-mask shuffle in a warp of 16 threads")]:
+        bad = subprocess.run([str(binary), mode], capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 1, f"{mode}: exit {bad.returncode}\n{bad.stdout}{bad.stderr}"
+        assert message in bad.stderr, f"{mode}: {bad.stderr!r}"

@@ -119,13 +119,27 @@ inline void set_thread_idx(int t) {
 
 // The running fiber arrives at sync point `id`; the last to arrive opens it and
 // carries on, the others switch back to the scheduler until it opens.
+// What a sync point's tag means, for messages.
+inline const char* describe(int id, long tag) {
+  static char buf[64];
+  if (id == 0)
+    std::snprintf(buf, sizeof buf, "__syncthreads at line %ld", tag);
+  else
+    std::snprintf(buf, sizeof buf, "%s shuffle, offset %ld",
+                  tag / 1000000 == 1 ? "an idx" : tag / 1000000 == 2 ? "an up" : tag / 1000000 == 3 ? "a down" : "an xor",
+                  tag % 1000000);
+  return buf;
+}
+
 inline void arrive(int id, long tag, const char* what) {
   SyncPoint& s = syncs[id];
   if (s.arrived == 0) {
     s.tag = tag;
   } else if (s.tag != tag) {
-    fail("%s: threads of one %s wait at different places (tag %ld vs %ld): divergent barrier", what,
-         id == 0 ? "block" : "warp", tag, s.tag);
+    char mine[64];
+    std::snprintf(mine, sizeof mine, "%s", describe(id, tag));
+    fail("%s: divergent: this thread is at %s while %d other(s) of its %s wait at %s", what, mine, s.arrived,
+         id == 0 ? "block" : "warp", describe(id, s.tag));
   }
   if (++s.arrived == s.size) {
     s.arrived = 0;
@@ -174,9 +188,8 @@ inline void run_block(int threads, bool reverse) {
         if (fibers[u].state != Fiber::kWaiting) continue;
         set_thread_idx(u);
         const SyncPoint& s = syncs[fibers[u].wait_on];
-        fail("deadlock: waits at %s (tag %ld) with %d of %d arrived; %d of %d threads have returned",
-             fibers[u].wait_on == 0 ? "__syncthreads" : "a warp shuffle", s.tag, s.arrived, s.size,
-             threads - alive, threads);
+        fail("deadlock: waits at %s with %d of %d arrived; %d of %d threads have returned",
+             describe(fibers[u].wait_on, s.tag), s.arrived, s.size, threads - alive, threads);
       }
     }
     const long opened_before = opened;
@@ -310,11 +323,13 @@ class Guarded {
 // ---- results
 inline int failures = 0;
 inline int checks = 0;
+inline bool quiet = false;  // print failures only (for sweeps over many shapes)
 
 // Prints one line for a check and counts failures.
 inline void report(bool ok, const char* fmt, ...) {
   ++checks;
   if (!ok) ++failures;
+  if (ok && quiet) return;
   va_list args;
   va_start(args, fmt);
   std::vprintf(fmt, args);

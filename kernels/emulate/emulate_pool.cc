@@ -231,6 +231,7 @@ int main() {
   check_max_pool(2, 2, 8, 11, 3, 2, 1, 3, 1, 1, 2, 1, true);  // dilation, non-square, overlap
   check_max_pool(1, 3, 5, 6, 2, 3, 3, 2, 0, 1, 1, 2, true);   // ceil_mode overhang, dilation 2
   check_max_pool(3, 5, 13, 12, 3, 3, 1, 1, 1, 1, 1, 1, false);  // many blocks, overlap everywhere
+  check_max_pool(2, 3, 10, 11, 2, 2, 3, 4, 1, 0, 1, 1, true);   // stride > kernel: inputs no window reads
   for (bool incl : {true, false}) {
     //             N  C   H   W  kh kw sh sw ph pw ceil
     check_avg_pool(2, 3, 7, 9, 2, 2, 2, 2, 0, 0, false, incl);
@@ -239,7 +240,41 @@ int main() {
     check_avg_pool(1, 3, 6, 5, 3, 3, 1, 1, 1, 1, false, incl);  // overlapping windows
     check_avg_pool(2, 2, 5, 7, 4, 2, 3, 2, 2, 1, true, incl);   // pad = k/2, ceil overhang
     check_avg_pool(3, 4, 12, 10, 3, 3, 2, 2, 0, 1, true, incl);  // more than one launcher block
+    check_avg_pool(2, 3, 10, 11, 2, 2, 3, 4, 1, 0, true, incl);  // stride > kernel: gaps get dx = 0
   }
+  // sweeps, printed as one line each: every window geometry of one axis on small sizes
+  // (the other axis fixed), so that a wrong bound shows on some combination
+  emu::quiet = true;
+  int before = emu::checks, failed = emu::failures;
+  for (int H = 2; H <= 8; ++H)
+    for (int k = 1; k <= 4; ++k)
+      for (int s = 1; s <= 4; ++s)
+        for (int d = 1; d <= 2; ++d)
+          for (int pad = 0; pad <= ((k - 1) * d + 1) / 2; ++pad)
+            for (bool ceil_mode : {false, true})
+              if (H + 2 * pad >= (k - 1) * d + 1) check_max_pool(1, 2, H, 5, k, 2, s, 1, pad, 1, d, 2, ceil_mode);
+  emu::quiet = false;
+  emu::report(emu::failures == failed, "max_pool2d sweep H 2..8, k 1..4, s 1..4, d 1..2, pad, ceil: %d checks",
+              emu::checks - before);
+  emu::quiet = true;
+  before = emu::checks, failed = emu::failures;
+  for (int H = 2; H <= 8; ++H)
+    for (int k = 1; k <= 4; ++k)
+      for (int s = 1; s <= 4; ++s)
+        for (int pad = 0; pad <= k / 2; ++pad)
+          for (bool ceil_mode : {false, true})
+            for (bool incl : {true, false})
+              if (H + 2 * pad >= k) check_avg_pool(1, 2, H, 6, k, 3, s, 2, pad, 1, ceil_mode, incl);
+  emu::quiet = false;
+  emu::report(emu::failures == failed, "avg_pool2d sweep H 2..8, k 1..4, s 1..4, pad, ceil, incl_pad: %d checks",
+              emu::checks - before);
+  emu::quiet = true;
+  before = emu::checks, failed = emu::failures;
+  for (int H = 1; H <= 20; ++H)
+    for (int P = 1; P <= 20; ++P) check_adaptive(1, 2, H, 3, P, 2);
+  emu::quiet = false;
+  emu::report(emu::failures == failed, "adaptive_avg sweep H 1..20 x P 1..20: %d checks", emu::checks - before);
+
   //             N  C   H   W  P  Q
   check_adaptive(2, 3, 7, 9, 3, 4);    // overlapping windows (P does not divide H)
   check_adaptive(1, 2, 5, 5, 5, 5);    // identity
