@@ -246,7 +246,7 @@ def relu_fwd(x):
 
 
 def relu_bwd(dy, y):
-    return dy * (y > 0)
+    return np.where(y > 0, dy, dy.dtype.type(0))   # 0 where y <= 0, even for an inf/nan dy
 
 
 def leaky_relu_fwd(x, negative_slope):
