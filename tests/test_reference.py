@@ -161,6 +161,15 @@ def test_max_pool2d_ties_take_the_first_in_row_major_order():
     assert idx[0, 0, 0, 0] == (first // 2) * 7 + first % 2
 
 
+def test_max_pool2d_nan_wins_and_the_first_nan_is_kept():
+    # PyTorch propagates NaN through max pooling; the kernel keeps the first NaN's index
+    x = np.array([[[[1.0, np.nan, 5.0, 2.0],
+                    [np.nan, 3.0, 4.0, 6.0]]]])
+    y, idx = ref.max_pool2d_fwd(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == 6.0
+    np.testing.assert_array_equal(idx[0, 0, 0], [1, 7])
+
+
 def test_ceil_mode_drops_a_window_that_starts_in_the_right_padding():
     # H = W = 5, kernel 2, stride 2, padding 1: ceil((5 + 2 - 2) / 2) + 1 = 4, but the
     # 4th window would start at 3*2 - 1 = 5, inside the right padding: 3 outputs.
