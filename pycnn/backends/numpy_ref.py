@@ -155,15 +155,22 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     # the first tap (row-major window order, as PyTorch) that holds the maximum,
     # or the first NaN (which np.maximum propagated): count the taps passed while
     # it is not yet found (branch-free, unlike np.where)
-    found = (taps[0] == y) | np.isnan(taps[0])
-    tap = np.zeros(y.shape, dtype=np.int64)
+    has_nan = bool(np.isnan(y).any())
+
+    def holds_max(v):
+        return (v == y) | np.isnan(v) if has_nan else v == y
+
+    found = holds_max(taps[0])
+    tap = np.zeros(y.shape, dtype=np.min_scalar_type(kh * kw))
     for v in taps[1:]:
         tap += ~found
-        found |= (v == y) | np.isnan(v)
-    # the input pixel of that tap, as an offset h*W + w into its (n, c) plane
-    row = np.arange(p)[:, None] * stride[0] - ph + (tap // kw) * dilation[0]
-    col = np.arange(q)[None, :] * stride[1] - pw + (tap % kw) * dilation[1]
-    return y, row * w + col
+        found |= holds_max(v)
+    # the input pixel of that tap, as an offset h*W + w into its (n, c) plane:
+    # the window's top-left corner plus the tap's offset inside the window
+    corner = (np.arange(p)[:, None] * stride[0] - ph) * w + np.arange(q)[None, :] * stride[1] - pw
+    tap_offset = np.array([(t // kw) * dilation[0] * w + (t % kw) * dilation[1]
+                           for t in range(kh * kw)], dtype=np.int64)
+    return y, corner + tap_offset[tap]
 
 
 def max_pool2d_bwd(dy, indices, x_shape):
