@@ -44,7 +44,10 @@ def _pad(x, top, bottom, left, right, value=0.0):
     """x (N, C, H, W) padded on its two spatial axes (no copy when nothing to pad)."""
     if top == bottom == left == right == 0:
         return x
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    xp[:, :, top:top + h, left:left + w] = x
+    return xp
 
 
 def _tap(r, s, stride, dilation, out_hw):
