@@ -16,7 +16,7 @@ import numpy as np
 from pycnn import shapes
 from pycnn.backends import get_backend
 from pycnn.random import next_seed
-from pycnn.tensor import Function, Tensor, array_module
+from pycnn.tensor import Function, Tensor, move_array, array_module
 
 __all__ = [
     "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
@@ -364,8 +364,10 @@ def cross_entropy(logits, target) -> Tensor:
     _check_tensor(logits, "logits", op, 2)
     t = target.data if isinstance(target, Tensor) else target
     xp = array_module(logits.data)
+    if array_module(t) is np and not isinstance(t, np.ndarray):
+        t = np.asarray(t)                      # a list of class indices
     if array_module(t) is not xp:
-        t = xp.asarray(t) if xp is np else xp.asarray(np.asarray(t))
+        t = move_array(t, logits.device)            # targets follow the logits' device
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold integer class indices, got dtype {t.dtype}")
     n, classes = logits.shape

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from pycnn.tensor import Tensor, array_module, device_of
-from pycnn.tensor import _move as _move_array
+from pycnn.tensor import move_array as _move_array
 
 
 def _check_number(value, name: str, *, minimum: float = 0.0, maximum: float | None = None,

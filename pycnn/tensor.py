@@ -68,7 +68,8 @@ def cuda_available() -> bool:
     return cuda_status().startswith("available")
 
 
-def _move(a, device: str):
+def move_array(a, device: str):
+    """``a`` (a NumPy or CuPy array) on ``device``; no copy when it is already there."""
     if device == "cpu":
         return a if isinstance(a, np.ndarray) else _cp.asnumpy(a)
     if device == "cuda":
@@ -352,10 +353,10 @@ class ToDevice(Function):
 
     def forward(self, a, device):
         self.source = device_of(a)
-        return _move(a, device)
+        return move_array(a, device)
 
     def backward(self, g):
-        return _move(g, self.source), None
+        return move_array(g, self.source), None
 
 
 # --------------------------------------------------------------------------- #
@@ -617,4 +618,4 @@ def tensor(data, requires_grad: bool = False, device: str = "cpu", dtype=None) -
         arr = data.astype(dtype) if dtype is not None else data.copy()
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"data: expected numbers, got an array of dtype {arr.dtype}")
-    return Tensor(_move(arr, device), requires_grad=requires_grad)
+    return Tensor(move_array(arr, device), requires_grad=requires_grad)

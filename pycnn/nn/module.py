@@ -18,7 +18,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from pycnn.tensor import Tensor, device_of
-from pycnn.tensor import _move as tensor_move
+from pycnn.tensor import move_array as tensor_move
 from pycnn.nn.init import array_module
 
 
