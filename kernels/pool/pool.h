@@ -14,9 +14,17 @@ namespace pycnn {
 void max_pool2d_fwd1(const float* x, float* y, int64_t* indices, int64_t n, int64_t c, int64_t h,
                      int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph,
                      int pw, int dh, int dw, cudaStream_t stream);
-// dx is zeroed here (on the stream), then every dy is added at its argmax.
+// The earlier atomic scatter, kept runnable: dx is zeroed here (on the stream), then
+// every dy is added at its argmax (overlapping windows: order, and last bits, vary).
 void max_pool2d_bwd1(const float* dy, const int64_t* indices, float* dx, int64_t n, int64_t c,
                      int64_t h, int64_t w, int64_t p, int64_t q, cudaStream_t stream);
+
+// 04_max_pool_bwd_gather.cu, the promoted backward: one thread per dx element sums,
+// in a fixed order, dy of the windows (given by the geometry) whose index names it.
+// Deterministic, no atomics; dx is written whole (no zeroing needed).
+void max_pool2d_bwd2(const float* dy, const int64_t* indices, float* dx, int64_t n, int64_t c,
+                     int64_t h, int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw,
+                     int ph, int pw, int dh, int dw, cudaStream_t stream);
 
 // 02_avg_pool.cu
 void avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h, int64_t w,
