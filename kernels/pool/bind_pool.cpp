@@ -35,7 +35,18 @@ void bind_pool(py::module_& m) {
                                  h, w, p, q, st(stream));
         },
         arg("dy"), arg("indices"), arg("dx"), arg("n"), arg("c"), arg("h"), arg("w"), arg("p"),
-        arg("q"), arg("stream"), nogil, "max pool backward: zero dx, add dy at the argmax");
+        arg("q"), arg("stream"), nogil, "max pool backward, atomic scatter: zero dx, add dy at the argmax");
+  m.def("max_pool2d_bwd2",
+        [](std::uintptr_t dy, std::uintptr_t indices, std::uintptr_t dx, int64_t n, int64_t c,
+           int64_t h, int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph,
+           int pw, int dh, int dw, std::uintptr_t stream) {
+          pycnn::max_pool2d_bwd2(cf(dy), reinterpret_cast<const int64_t*>(indices), f(dx), n, c,
+                                 h, w, p, q, kh, kw, sh, sw, ph, pw, dh, dw, st(stream));
+        },
+        arg("dy"), arg("indices"), arg("dx"), arg("n"), arg("c"), arg("h"), arg("w"), arg("p"),
+        arg("q"), arg("kh"), arg("kw"), arg("sh"), arg("sw"), arg("ph"), arg("pw"), arg("dh"),
+        arg("dw"), arg("stream"), nogil,
+        "max pool backward (gather over the covering windows; deterministic, no atomics)");
 
   m.def("avg_pool2d_fwd1",
         [](std::uintptr_t x, std::uintptr_t y, int64_t n, int64_t c, int64_t h, int64_t w,
