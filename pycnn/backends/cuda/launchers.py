@@ -25,6 +25,7 @@ KERNEL_FILES = {
     # pooling
     "max_pool2d_fwd1": "kernels/pool/01_max_pool.cu",
     "max_pool2d_bwd1": "kernels/pool/01_max_pool.cu",
+    "max_pool2d_bwd2": "kernels/pool/04_max_pool_bwd_gather.cu",
     "avg_pool2d_fwd1": "kernels/pool/02_avg_pool.cu",
     "avg_pool2d_bwd1": "kernels/pool/02_avg_pool.cu",
     "adaptive_avg_pool2d_fwd1": "kernels/pool/03_adaptive_avg_pool.cu",
