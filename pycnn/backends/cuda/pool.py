@@ -36,13 +36,38 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     return y, indices
 
 
-def max_pool2d_bwd(dy, indices, x_shape):
+#: Versions of the max-pool backward: 2 (the default) gathers, one thread per
+#: input element over the windows that can hold it: deterministic, no atomics;
+#: 1 is the earlier atomic scatter, kept runnable for comparison.
+MAX_POOL_BWD_VERSIONS = (1, 2)
+
+
+def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation, *,
+                   version=None):
     check_array(dy, "dy", ndim=4)
     check_array(indices, "indices", dtype=cp.int64, shape=dy.shape)
     n, c, h, w = _x_shape(x_shape, dy)
+    if version is None:
+        version = 2
+    if isinstance(version, bool) or version not in MAX_POOL_BWD_VERSIONS:
+        raise ValueError(f"version: expected None or one of {list(MAX_POOL_BWD_VERSIONS)} "
+                         f"for max_pool2d_bwd, got {version!r}")
+    # dy must be the forward's output for this geometry (ceil_mode either way): the
+    # gather enumerates windows from the geometry and dy's (P, Q)
+    p, q = dy.shape[2], dy.shape[3]
+    sizes = sorted({pool2d_output_shape((n, c, h, w), kernel_size, stride, padding, dilation,
+                                        ceil)[2:] for ceil in (False, True)})
+    if (p, q) not in sizes:
+        raise ValueError(f"dy: expected spatial size {' or '.join(map(str, sizes))} (max pool of "
+                         f"{(n, c, h, w)} with kernel_size={tuple(kernel_size)}, stride={tuple(stride)}, "
+                         f"padding={tuple(padding)}, dilation={tuple(dilation)}), got {(p, q)}")
     dx = empty((n, c, h, w))
-    _C.max_pool2d_bwd1(ptr(dy), ptr(indices), ptr(dx), n, c, h, w, dy.shape[2], dy.shape[3],
-                       stream())
+    if version == 1:
+        _C.max_pool2d_bwd1(ptr(dy), ptr(indices), ptr(dx), n, c, h, w, p, q, stream())
+    else:
+        _C.max_pool2d_bwd2(ptr(dy), ptr(indices), ptr(dx), n, c, h, w, p, q, kernel_size[0],
+                           kernel_size[1], stride[0], stride[1], padding[0], padding[1],
+                           dilation[0], dilation[1], stream())
     return dx
 
 
