@@ -176,7 +176,9 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     return y, corner + tap_offset[tap]
 
 
-def max_pool2d_bwd(dy, indices, x_shape):
+def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation):
+    # the window geometry is part of the interface (the CUDA gather needs it); the
+    # scatter below finds every input from its index alone and is exact
     n, c, h, w = x_shape
     plane = h * w
     flat = indices.reshape(n * c, -1) + np.arange(n * c, dtype=np.int64)[:, None] * plane
