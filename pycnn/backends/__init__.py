@@ -22,7 +22,12 @@ Convolution
 Pooling (``indices`` are int64 offsets into each (n, c) plane, h * W + w,
 as PyTorch returns them)
     max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode) -> (y, indices)
-    max_pool2d_bwd(dy, indices, x_shape) -> dx
+    max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation) -> dx
+        indices are the forward's for the same geometry (ceil_mode shows in dy's
+        size); dx[n, c, i] sums dy over the windows whose index is i. The geometry
+        lets a backend gather per input element over the windows that can hold
+        it (the CUDA backend: fixed order, deterministic, no atomics); the
+        reference scatters by index alone.
     avg_pool2d_fwd(x, kernel_size, stride, padding, ceil_mode, count_include_pad) -> y
     avg_pool2d_bwd(dy, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad) -> dx
     adaptive_avg_pool2d_fwd(x, output_size) -> y
