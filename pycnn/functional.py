@@ -133,12 +133,14 @@ class MaxPool2d(Function):
     name = "max_pool2d"
 
     def forward(self, x, **params):
-        self.x_shape = x.shape
+        self.x_shape, self.params = x.shape, params
         y, self.indices = self.backend.max_pool2d_fwd(x, **params)
         return y
 
     def backward(self, dy):
-        return (self.backend.max_pool2d_bwd(dy, self.indices, self.x_shape),)
+        p = self.params   # the window geometry lets the CUDA backward gather instead of scatter
+        return (self.backend.max_pool2d_bwd(dy, self.indices, self.x_shape, p["kernel_size"],
+                                            p["stride"], p["padding"], p["dilation"]),)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
