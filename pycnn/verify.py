@@ -113,7 +113,7 @@ POOL_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6), (2, 5, 13, 11)]
 # kernel, stride, padding, dilation
 MAX_CASES = [
     ((2, 2), (2, 2), (0, 0), (1, 1)),
-    ((3, 3), (2, 2), (1, 1), (1, 1)),     # overlapping 3x3 stride 2 (atomics in the backward)
+    ((3, 3), (2, 2), (1, 1), (1, 1)),     # overlapping 3x3 stride 2 (several windows per input)
     ((3, 3), (1, 1), (1, 1), (1, 1)),
     ((2, 2), (1, 1), (0, 0), (2, 2)),
     ((3, 3), (2, 2), (1, 1), (2, 2)),
@@ -176,8 +176,12 @@ def _pool_cases(rng):
                 except ValueError:       # window larger than the padded input: not a case
                     continue
                 dy = _rand(rng, *y.shape)
+                bwd_args = (dy, idx, shape, kernel, stride, pad, dil)
                 out += [Case(f"max_pool2d_fwd[{tag}]", "max_pool2d_fwd", (x, kernel, stride, pad, dil, ceil)),
-                        Case(f"max_pool2d_bwd[{tag}]", "max_pool2d_bwd", (dy, idx, shape))]
+                        Case(f"max_pool2d_bwd[{tag}]", "max_pool2d_bwd", bwd_args),
+                        # the earlier atomic scatter, still callable as version=1
+                        Case(f"max_pool2d_bwd[v1-{tag}]", "max_pool2d_bwd", bwd_args,
+                             kwargs={"version": 1})]
         for kernel, stride, pad in AVG_CASES:
             for ceil in (False, True):
                 for cip in (False, True):
@@ -388,7 +392,7 @@ def run_case(case: Case, backend, ref) -> list[dict]:
     expected += tuple(ref_args[i] for i in case.inplace)
 
     fn = getattr(backend, case.op)
-    runs = [(None, {})]
+    runs = [(case.kwargs.get("version"), dict(case.kwargs))]
     if case.versions:
         import importlib
         conv = importlib.import_module(backend.__name__ + ".conv")
