@@ -141,7 +141,7 @@ def test_max_pool2d_against_loops(shape, case, ceil_mode):
     assert idx.dtype == np.int64
     np.testing.assert_array_equal(idx, idx_loop)
     dy = rand(np.random.default_rng(1), *y.shape)
-    close(ref.max_pool2d_bwd(dy, idx, x.shape), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
+    close(ref.max_pool2d_bwd(dy, idx, x.shape, *case), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
 
 
 def test_max_pool2d_ties_take_the_first_in_row_major_order():
@@ -154,7 +154,7 @@ def test_max_pool2d_ties_take_the_first_in_row_major_order():
     close(y, y_loop)
     np.testing.assert_array_equal(idx, idx_loop)
     dy = rand(np.random.default_rng(2), *y.shape)
-    close(ref.max_pool2d_bwd(dy, idx, x.shape), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
+    close(ref.max_pool2d_bwd(dy, idx, x.shape, *args[:4]), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
     # hand-checked corner: the window of output (0, 0) covers rows/cols 0..1 only
     window = x[0, 0, :2, :2].ravel()
     first = int(np.flatnonzero(window == window.max())[0])
@@ -239,7 +239,7 @@ def test_pools_float32_stay_float32():
     y, idx = ref.max_pool2d_fwd(x, (3, 3), (2, 2), (1, 1), (1, 1), True)
     a = ref.avg_pool2d_fwd(x, (3, 3), (2, 2), (1, 1), True, False)
     g = ref.adaptive_avg_pool2d_fwd(x, (3, 4))
-    outs = [y, a, g, ref.max_pool2d_bwd(y, idx, x.shape),
+    outs = [y, a, g, ref.max_pool2d_bwd(y, idx, x.shape, (3, 3), (2, 2), (1, 1), (1, 1)),
             ref.avg_pool2d_bwd(a, x.shape, (3, 3), (2, 2), (1, 1), True, False),
             ref.adaptive_avg_pool2d_bwd(g, x.shape)]
     assert all(o.dtype == np.float32 for o in outs)
