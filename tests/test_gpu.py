@@ -58,13 +58,50 @@ def test_dropout_keeps_about_one_minus_p():
     assert abs(float(mask.mean()) - 0.75) < 0.01
 
 
-def test_max_pool_backward_sums_overlapping_windows():
+@pytest.mark.parametrize("version", [None, 1], ids=["gather", "atomic-v1"])
+def test_max_pool_backward_sums_overlapping_windows(version):
     # a constant input: every window's first element wins; hand-computed sums
     x = cp.zeros((1, 1, 3, 3), dtype=cp.float32)
     y, idx = cuda.max_pool2d_fwd(x, (2, 2), (1, 1), (0, 0), (1, 1), False)
     assert cp.asnumpy(idx).ravel().tolist() == [0, 1, 3, 4]
-    dx = cuda.max_pool2d_bwd(cp.ones_like(y), idx, (1, 1, 3, 3))
+    dx = cuda.max_pool2d_bwd(cp.ones_like(y), idx, (1, 1, 3, 3), (2, 2), (1, 1), (0, 0), (1, 1),
+                             version=version)
     assert cp.asnumpy(dx).ravel().tolist() == [1, 1, 0, 1, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("geometry, ceil_mode", [
+    (((3, 3), (2, 2), (1, 1), (1, 1)), False),   # 3x3/2: an input is the max of up to 4 windows
+    (((3, 3), (2, 2), (1, 1), (2, 2)), True),    # dilated, ceil_mode
+])
+def test_max_pool_backward_gather_is_bitwise_deterministic(geometry, ceil_mode):
+    # 0/1 inputs: ties everywhere, so the first-max rule makes many inputs the max
+    # of several overlapping windows
+    rng = np.random.default_rng(3)
+    shape = (4, 8, 34, 33)   # H = 34: ceil_mode adds a row of windows in the dilated case
+    x = cp.asarray(rng.integers(0, 2, size=shape).astype(np.float32))
+    y, idx = cuda.max_pool2d_fwd(x, *geometry, ceil_mode)
+    dy = cp.asarray(rng.standard_normal(y.shape).astype(np.float32))
+    runs = [cp.asnumpy(cuda.max_pool2d_bwd(dy, idx, shape, *geometry)) for _ in range(3)]
+    # oracle: float32 sums in output order (p, then q), a plain loop on the host;
+    # the gather adds in that order, so the bits must agree, on every run
+    planes = shape[0] * shape[1]
+    flat_idx, flat_dy = cp.asnumpy(idx).reshape(planes, -1), cp.asnumpy(dy).reshape(planes, -1)
+    expected = np.zeros((planes, shape[2] * shape[3]), dtype=np.float32)
+    rows = np.arange(planes)
+    for o in range(flat_idx.shape[1]):     # one output position at a time, all planes at once
+        expected[rows, flat_idx[:, o]] += flat_dy[:, o]
+    assert (expected.reshape(shape) != 0).sum() > 0
+    for dx in runs:
+        np.testing.assert_array_equal(dx.view(np.uint32), expected.reshape(shape).view(np.uint32))
+
+
+def test_max_pool_backward_rejects_a_dy_of_another_geometry():
+    x = cp.zeros((1, 2, 8, 8), dtype=cp.float32)
+    y, idx = cuda.max_pool2d_fwd(x, (2, 2), (2, 2), (0, 0), (1, 1), False)
+    with pytest.raises(ValueError, match=r"dy: expected spatial size \(8, 8\)"):
+        cuda.max_pool2d_bwd(y, idx, x.shape, (3, 3), (1, 1), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match="version"):
+        cuda.max_pool2d_bwd(y, idx, x.shape, (2, 2), (2, 2), (0, 0), (1, 1), version=3)
 
 
 def test_global_avg_pool_hand_computed():
