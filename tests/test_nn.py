@@ -54,6 +54,29 @@ def test_shared_parameter_listed_once_and_reassignment_replaces():
     assert "bn.weight" not in dict(net.named_parameters())
 
 
+def test_assignment_keeps_registered_kinds_like_torch():
+    lin = nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"weight.*Tensor.*Parameter or None"):
+        lin.weight = pycnn.tensor(np.zeros((3, 2), np.float32))
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]  # still registered
+    lin.bias = None  # None keeps the slot: the forward runs without a bias
+    assert [n for n, _ in lin.named_parameters()] == ["weight"] and lin.bias is None
+    assert lin(_x(4, 2)).shape == (4, 3)
+    lin.bias = nn.Parameter(np.ones(3, np.float32))
+    assert list(lin.state_dict()) == ["weight", "bias"]
+
+    seq = nn.Sequential(nn.ReLU())
+    with pytest.raises(TypeError, match="submodule '0'"):
+        setattr(seq, "0", "relu")
+    bn = nn.BatchNorm2d(2)
+    with pytest.raises(TypeError, match="running_mean"):
+        bn.running_mean = 0.0
+    with pytest.raises(ValueError, match="name"):
+        lin.register_parameter("a.b", None)
+    with pytest.raises(ValueError, match="name"):
+        seq.add_module("", nn.ReLU())
+
+
 def test_setattr_before_init_is_a_clear_error():
     class Bad(nn.Module):
         def __init__(self):

@@ -38,6 +38,21 @@ def _move(array, device: str):
     return tensor_move(array, device)
 
 
+def _check_name(name) -> None:
+    """A registry key must be a non-empty string without '.' (the state_dict separator)."""
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"name: expected a non-empty string without '.', got {name!r}")
+
+
+def _buffer_array(what: str, value):
+    """The array a buffer holds: NumPy/CuPy array (a Tensor gives its array) or None."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if value is not None and not hasattr(value, "shape"):
+        raise TypeError(f"{what}: expected an ndarray or None, got {type(value).__name__}")
+    return value
+
+
 class Parameter(Tensor):
     """A Tensor that a Module registers as a learnable weight (requires_grad=True)."""
 
@@ -82,24 +97,30 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise RuntimeError(f"{type(self).__name__}: call Module.__init__() before "
                                f"assigning attributes (got {name!r})")
-        # A name lives in one registry at a time; assigning a plain value to a
-        # registered buffer name updates the buffer.
-        is_registered_kind = isinstance(value, (Parameter, Module))
-        for store in (self._parameters, self._modules):
-            if name in store:
-                del store[name]
-        if name in self._buffers and is_registered_kind:
-            del self._buffers[name]
-        if isinstance(value, Parameter):
-            self.__dict__.pop(name, None)
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self.__dict__.pop(name, None)
-            self._modules[name] = value
+        # As in torch.nn: a name lives in one registry at a time; a registered
+        # parameter or submodule can be replaced only by its own kind or None
+        # (so ``layer.weight = some_tensor`` cannot silently drop the weight from
+        # parameters()); assigning to a buffer name updates the buffer.
+        if isinstance(value, (Parameter, Module)):
+            self._unregister(name)
+            store = self._parameters if isinstance(value, Parameter) else self._modules
+            store[name] = value
+        elif name in self._parameters or name in self._modules:
+            kind = "parameter" if name in self._parameters else "submodule"
+            if value is not None:
+                expected = "a Parameter" if kind == "parameter" else "a Module"
+                raise TypeError(f"{name}: cannot assign a {type(value).__name__} to {kind} "
+                                f"{name!r} (expected {expected} or None)")
+            (self._parameters if kind == "parameter" else self._modules)[name] = None
         elif name in self._buffers:
-            self._buffers[name] = value
+            self._buffers[name] = _buffer_array(name, value)
         else:
             object.__setattr__(self, name, value)
+
+    def _unregister(self, name: str) -> None:
+        self.__dict__.pop(name, None)
+        for store in (self._parameters, self._buffers, self._modules):
+            store.pop(name, None)
 
     def __getattr__(self, name):
         # Only called when normal lookup fails: look in the registries.
@@ -117,33 +138,27 @@ class Module:
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param) -> None:
+        _check_name(name)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"param: expected a Parameter or None, got {type(param).__name__}")
-        if param is None:
-            self._parameters[name] = None
-        else:
-            setattr(self, name, param)
+        self._unregister(name)
+        self._parameters[name] = param
 
     def register_buffer(self, name: str, array) -> None:
         """Register ``array`` (NumPy/CuPy array or None) as state saved in state_dict."""
-        if not isinstance(name, str) or not name or "." in name:
-            raise ValueError(f"name: expected a non-empty string without '.', got {name!r}")
-        if isinstance(array, Tensor):
-            array = array.data
-        if array is not None and not hasattr(array, "shape"):
-            raise TypeError(f"array: expected an ndarray or None, got {type(array).__name__}")
+        _check_name(name)
+        array = _buffer_array("array", array)
         if name in self._parameters or name in self._modules:
             raise ValueError(f"name: {name!r} is already a parameter or submodule")
         self.__dict__.pop(name, None)
         self._buffers[name] = array
 
     def add_module(self, name: str, module) -> None:
+        _check_name(name)
         if module is not None and not isinstance(module, Module):
-            raise TypeError(f"module: expected a Module, got {type(module).__name__}")
-        if module is None:
-            self._modules[name] = None
-        else:
-            setattr(self, name, module)
+            raise TypeError(f"module: expected a Module or None, got {type(module).__name__}")
+        self._unregister(name)
+        self._modules[name] = module
 
     # ------------------------------------------------------------------ calling
     def forward(self, *args, **kwargs):
