@@ -124,7 +124,7 @@ def _pool(op, c, n, be, xp):
     _, indices = be.max_pool2d_fwd(x, k, st, pad, (1, 1), False)
 
     def ours(be, **kw):
-        return be.max_pool2d_bwd(dy, indices, xs)
+        return be.max_pool2d_bwd(dy, indices, xs, k, st, pad, (1, 1), **kw)
 
     def theirs(torch):
         tx, tdy = _tensors(torch, x, dy)
