@@ -177,6 +177,24 @@ def test_load_state_dict_reports_missing_unexpected_and_mismatched_keys():
         net.load_state_dict([1, 2])
 
 
+def test_load_state_dict_copies_in_place_in_the_model_dtype():
+    bn = nn.BatchNorm2d(3)
+    weight, running_var = bn.weight.data, bn.running_var
+    sd = {"weight": pycnn.tensor(np.full(3, 2.0)),                 # a Tensor, float64
+          "bias": [0.5, 0.5, 0.5],                                  # a list
+          "running_mean": np.arange(3, dtype=np.float64),
+          "running_var": np.full(3, 4.0, np.float64),
+          "num_batches_tracked": np.int64(7)}                       # a NumPy scalar
+    bn.load_state_dict(sd)
+    assert bn.weight.data is weight and bn.running_var is running_var  # same arrays, new values
+    assert bn.weight.dtype == np.float32 and bn.running_mean.dtype == np.float32
+    assert np.array_equal(bn.weight.data, [2, 2, 2]) and np.array_equal(bn.bias.data, [0.5] * 3)
+    assert np.array_equal(bn.running_mean, [0, 1, 2]) and np.array_equal(running_var, [4, 4, 4])
+    assert bn.num_batches_tracked.dtype == np.int64 and int(bn.num_batches_tracked) == 7
+    sd["running_mean"][0] = 9.0
+    assert bn.running_mean[0] == 0.0  # copied, not aliased
+
+
 # ---------------------------------------------------------------- modes
 def test_train_eval_switches_every_submodule():
     net = Net()

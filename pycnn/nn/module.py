@@ -17,9 +17,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from pycnn.tensor import Tensor, device_of
-from pycnn.tensor import move_array as tensor_move
-from pycnn.nn.init import array_module
+from pycnn.tensor import Tensor, array_module, device_of, move_array
 
 
 def _to_numpy(array) -> np.ndarray:
@@ -27,15 +25,8 @@ def _to_numpy(array) -> np.ndarray:
     if isinstance(array, Tensor):
         array = array.data
     if array_module(array) is not np:
-        return array.get()
+        return array.get()  # already a fresh host copy
     return np.array(array, copy=True)
-
-
-def _move(array, device: str):
-    """``array`` on ``device`` (the same object when it is already there)."""
-    if device_of(array) == device:
-        return array
-    return tensor_move(array, device)
 
 
 def _check_name(name) -> None:
@@ -269,14 +260,15 @@ class Module:
         """Move every parameter, gradient and buffer to ``device`` in place; returns self."""
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        # The Tensor objects stay (an optimizer holds them); only their arrays move.
         for p in self.parameters():
-            _retarget(p, device)
+            p.data = move_array(p.data, device)
             if p.grad is not None:
-                _retarget(p.grad, device)
+                p.grad.data = move_array(p.grad.data, device)
         for m in self.modules():
-            for name, b in list(m._buffers.items()):
+            for name, b in m._buffers.items():
                 if b is not None:
-                    m._buffers[name] = _move(b, device)
+                    m._buffers[name] = move_array(b, device)
         return self
 
     def cpu(self):
@@ -318,39 +310,28 @@ class Module:
         Order: a module's own parameters, then its buffers, then each child's
         entries under ``child_name.`` (recursively).
         """
-        out = OrderedDict()
-        self._save_into(out, "")
-        return out
+        return OrderedDict((key, _to_numpy(array)) for key, array in self._state_arrays().items())
 
-    def _save_into(self, out, prefix):
-        for name, p in self._parameters.items():
-            if p is not None:
-                out[prefix + name] = _to_numpy(p.data)
-        for name, b in self._buffers.items():
-            if b is not None:
-                out[prefix + name] = _to_numpy(b)
-        for name, child in self.named_children():
-            child._save_into(out, prefix + name + ".")
-
-    def _state_targets(self):
-        """Every key ``state_dict`` would produce -> ("param", Parameter) or ("buffer", (module, name))."""
-        targets = OrderedDict()
+    def _state_arrays(self) -> "OrderedDict[str, object]":
+        """Every state_dict key -> the live array behind it (a parameter's data or a buffer)."""
+        arrays = OrderedDict()
 
         def walk(module, prefix):
             for name, p in module._parameters.items():
                 if p is not None:
-                    targets[prefix + name] = ("param", p)
+                    arrays[prefix + name] = p.data
             for name, b in module._buffers.items():
                 if b is not None:
-                    targets[prefix + name] = ("buffer", (module, name))
+                    arrays[prefix + name] = b
             for name, child in module.named_children():
                 walk(child, prefix + name + ".")
 
         walk(self, "")
-        return targets
+        return arrays
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy values from ``state_dict`` into this module's parameters and buffers.
+        """Copy values from ``state_dict`` into this module's parameters and buffers, in place
+        (on their device, cast to their dtype).
 
         Raises ValueError naming every missing key and unexpected key (when
         ``strict``) and every key whose shape differs (always, with both
@@ -360,17 +341,17 @@ class Module:
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
             raise TypeError(f"state_dict: expected a mapping of names to arrays, "
                             f"got {type(state_dict).__name__}")
-        targets = self._state_targets()
+        targets = self._state_arrays()
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict.keys() if k not in targets]
         values, mismatched = {}, []
-        for key, (kind, target) in targets.items():
+        for key, current in targets.items():
             if key not in state_dict:
                 continue
             value = state_dict[key]
-            value = _to_numpy(value) if (isinstance(value, Tensor) or array_module(value) is not np) \
-                else np.asarray(value)
-            current = target.data if kind == "param" else target[0]._buffers[target[1]]
+            value = value.data if isinstance(value, Tensor) else value
+            if array_module(value) is np:
+                value = np.asarray(value)  # lists, NumPy scalars
             if tuple(value.shape) != tuple(current.shape):
                 mismatched.append(f"{key}: checkpoint has shape {tuple(value.shape)}, "
                                   f"model has {tuple(current.shape)}")
@@ -386,16 +367,8 @@ class Module:
             raise ValueError(f"load_state_dict for {type(self).__name__} failed:\n  "
                              + "\n  ".join(problems))
         for key, value in values.items():
-            kind, target = targets[key]
-            if kind == "param":
-                current = target.data
-                xp = array_module(current)
-                current[...] = xp.asarray(value.astype(current.dtype, copy=False))
-            else:
-                module, name = target
-                current = module._buffers[name]
-                device = "cpu" if array_module(current) is np else "cuda"
-                module._buffers[name] = _move(np.array(value, dtype=current.dtype), device)
+            current = targets[key]
+            current[...] = move_array(value, device_of(current)).astype(current.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
@@ -413,8 +386,3 @@ class Module:
         head = f"{type(self).__name__}(" + (f"{extra}\n" if extra else "\n")
         return head + "\n".join(lines) + "\n)"
 
-
-def _retarget(tensor: Tensor, device: str) -> None:
-    """Move a tensor's array to ``device`` in place, keeping the Tensor object
-    (optimizers hold the Parameter objects, so they follow the move)."""
-    tensor.data = _move(tensor.data, device)
