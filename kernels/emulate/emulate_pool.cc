@@ -2,7 +2,10 @@
 // compares them with pooling written as plain loops from PyTorch's definitions:
 //   max pool   first maximum in row-major window order, NaN beats any number
 //              (first NaN kept), padding never chosen; backward scatters dy to
-//              the saved index and ignores indices outside the plane;
+//              the saved index and ignores indices outside the plane (version 1,
+//              atomics); version 2 gathers per input element and must equal,
+//              bit for bit, a float loop adding dy in output order, with each
+//              block's threads run in both orders and on different grids;
 //   avg pool   window [o*s - pad, min(o*s - pad + k, size + pad)) per axis, the
 //              divisor its full size (count_include_pad) or its part inside the
 //              input, ceil_mode windows that start in the right/bottom padding dropped;
@@ -22,6 +25,7 @@
 
 #include "emulate/emu.h"  // CUDA as C++; defines PYCNN_KERNEL_EMULATION
 #include "pool/01_max_pool.cu"
+#include "pool/04_max_pool_bwd_gather.cu"
 #include "pool/02_avg_pool.cu"
 #include "pool/03_adaptive_avg_pool.cu"
 
@@ -94,8 +98,12 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
   idx_bwd[0] = -1;
   if (total > 1) idx_bwd[total - 1] = HW;
   std::vector<double> dx_ref(x.size(), 0.0);
+  std::vector<float> dx_ref32(x.size(), 0.f);  // float, in output order: what the gather must give bitwise
   for (int o = 0; o < total; ++o)
-    if (idx_bwd[o] >= 0 && idx_bwd[o] < HW) dx_ref[(o / (P * Q)) * HW + idx_bwd[o]] += dy[o];
+    if (idx_bwd[o] >= 0 && idx_bwd[o] < HW) {
+      dx_ref[(o / (P * Q)) * HW + idx_bwd[o]] += dy[o];
+      dx_ref32[(o / (P * Q)) * HW + idx_bwd[o]] += dy[o];
+    }
 
   const emu::Guarded<float> xg(x), dyg(dy);
   const emu::Guarded<int64_t> idxg(idx_bwd);
@@ -120,6 +128,32 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
     const double err = emu::max_rel_err(dx, dx_ref, dx_ref.size());
     emu::report(err < 1e-6 && dx.intact(), "max_pool2d_bwd   N%d C%d %dx%d -> %dx%d (2 bad indices) grid %4d: err %.1e",
                 N, C, H, W, P, Q, grid, err);
+  }
+  // version 2, the gather: each grid launched twice in a row, which runs every
+  // block's threads first in one order, then in the other (emu.h alternates);
+  // dx starts poisoned, so an element the kernel does not write is caught
+  const int in_total = planes * HW;
+  std::vector<float> first_run;
+  for (int grid : emu::grids(pycnn::grid_for(in_total, pycnn::kMaxPoolBwdBlock))) {  // max_pool2d_bwd2's grid
+    for (int order = 0; order < 2; ++order) {
+      emu::Guarded<float> dx(in_total);
+      emu::launch(dim3(grid), dim3(pycnn::kMaxPoolBwdBlock), [&] {
+        pycnn::max_pool2d_bwd_kernel2(dyg.data(), idxg.data(), dx.data(), in_total, H, W, P, Q, kh, kw, sh, sw,
+                                      ph, pw, dh, dw);
+      });
+      if (first_run.empty()) first_run = dx.vec();
+      int not_oracle = 0, not_first = 0;
+      for (int i = 0; i < in_total; ++i) {
+        not_oracle += std::memcmp(&dx[i], &dx_ref32[i], sizeof(float)) != 0;
+        not_first += std::memcmp(&dx[i], &first_run[i], sizeof(float)) != 0;
+      }
+      const double err = emu::max_rel_err(dx, dx_ref, dx_ref.size());
+      emu::report(not_oracle == 0 && not_first == 0 && err < 1e-6 && dx.intact(),
+                  "max_pool2d_bwd2  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d grid %4d run %d: "
+                  "%d bits differ from the float loop, %d from the first run, err %.1e",
+                  N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid, order, not_oracle, not_first,
+                  err);
+    }
   }
 }
 
@@ -232,6 +266,7 @@ int main() {
   check_max_pool(1, 3, 5, 6, 2, 3, 3, 2, 0, 1, 1, 2, true);   // ceil_mode overhang, dilation 2
   check_max_pool(3, 5, 13, 12, 3, 3, 1, 1, 1, 1, 1, 1, false);  // many blocks, overlap everywhere
   check_max_pool(2, 3, 10, 11, 2, 2, 3, 4, 1, 0, 1, 1, true);   // stride > kernel: inputs no window reads
+  check_max_pool(2, 3, 12, 13, 3, 3, 2, 2, 1, 1, 2, 2, true);   // 3x3/2 pad 1, dilation 2, ceil_mode, overlap
   for (bool incl : {true, false}) {
     //             N  C   H   W  kh kw sh sw ph pw ceil
     check_avg_pool(2, 3, 7, 9, 2, 2, 2, 2, 0, 0, false, incl);
