@@ -15,10 +15,12 @@
 // bandwidth-bound; consecutive threads take consecutive ow, so loads and stores
 // coalesce along rows (with a stride of sw elements for the loads).
 // The backward is an atomicAdd scatter, not the deterministic gather (one thread
-// per input element visiting the windows that cover it), because the backend
-// interface max_pool2d_bwd(dy, indices, x_shape) carries no window geometry, and
-// without kernel size, stride, padding and dilation the covering windows cannot
-// be enumerated. Consequences: dx must be zeroed first (cudaMemsetAsync on the
+// per input element visiting the windows that cover it), because it was written
+// when the backend call max_pool2d_bwd carried no window geometry, and without
+// kernel size, stride, padding and dilation the covering windows cannot be
+// enumerated. The call now carries it, and 04_max_pool_bwd_gather.cu (version 2)
+// is the default backward; this one stays runnable as version 1.
+// Consequences of the scatter: dx must be zeroed first (cudaMemsetAsync on the
 // same stream), and where windows overlap (stride < kernel) an input that is
 // the max of several windows receives its 2-4 contributions in an unspecified
 // order, so results may differ in the last bit from run to run. Without overlap
