@@ -246,6 +246,19 @@ def test_batchnorm_training_and_eval_against_numpy():
     assert int(bn.num_batches_tracked) == 1  # eval does not count
 
 
+def test_batchnorm_updates_and_resets_its_buffers_in_place():
+    # In-place updates keep every buffer on the device Module.to put it on.
+    bn = nn.BatchNorm2d(2)
+    count, mean = bn.num_batches_tracked, bn.running_mean
+    bn(_x(2, 2, 3, 3))
+    bn(_x(2, 2, 3, 3, seed=1))
+    assert bn.num_batches_tracked is count and int(count) == 2
+    assert bn.running_mean is mean and np.any(mean != 0)
+    bn.reset_running_stats()
+    assert bn.num_batches_tracked is count and int(count) == 0
+    assert bn.running_mean is mean and np.all(mean == 0) and np.all(bn.running_var == 1)
+
+
 def test_batchnorm_cumulative_average_and_no_running_stats():
     xs = [_x(2, 2, 3, 3, seed=s, dtype=np.float64).numpy() for s in (1, 2)]
     bn = nn.BatchNorm2d(2, momentum=None).double()

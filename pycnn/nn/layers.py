@@ -151,10 +151,17 @@ class BatchNorm2d(Module):
             self.register_buffer("num_batches_tracked", None)
 
     def reset_running_stats(self) -> None:
+        # In place, so that the buffers stay on the device the module was moved to.
         if self.track_running_stats:
             self.running_mean[...] = 0
             self.running_var[...] = 1
-            self.num_batches_tracked = np.array(0, dtype=np.int64)
+            self.num_batches_tracked[...] = 0
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
 
     def forward(self, x):
         if x.ndim != 4:
@@ -163,9 +170,8 @@ class BatchNorm2d(Module):
             raise ValueError(f"input: expected {self.num_features} channels, got shape {tuple(x.shape)}")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
-            xp = init.array_module(self.num_batches_tracked)
-            self.num_batches_tracked = xp.asarray(int(self.num_batches_tracked) + 1, dtype=np.int64)
-            if self.momentum is None:
+            self.num_batches_tracked += 1  # in place on its device: no host round trip per step
+            if self.momentum is None:  # the cumulative average needs the count on the host
                 momentum = 1.0 / int(self.num_batches_tracked)
         use_batch_stats = self.training or not self.track_running_stats
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
