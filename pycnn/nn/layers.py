@@ -11,7 +11,6 @@ from collections import OrderedDict
 import numpy as np
 
 import pycnn.functional as F
-from pycnn import random as _random
 from pycnn import shapes
 from pycnn.nn import init
 from pycnn.nn.module import Module, Parameter
@@ -25,6 +24,16 @@ def _positive_int(value, name: str) -> int:
 
 def _empty_param(*shape) -> Parameter:
     return Parameter(np.zeros(shape, dtype=np.float32))
+
+
+def _add_weight_and_bias(module, weight_shape, bias: bool) -> None:
+    """Register ``weight`` (zeros of ``weight_shape``) and ``bias`` (``weight_shape[0]`` zeros,
+    or None); ``reset_parameters`` fills them."""
+    module.weight = _empty_param(*weight_shape)
+    if bias:
+        module.bias = _empty_param(weight_shape[0])
+    else:
+        module.register_parameter("bias", None)
 
 
 def _reset_weight_and_bias(weight: Parameter, bias: Parameter | None) -> None:
@@ -59,12 +68,8 @@ class Conv2d(Module):
             self.padding = padding
         else:
             self.padding = shapes.pair(padding, "padding", minimum=0)
-        self.weight = _empty_param(self.out_channels, self.in_channels // self.groups,
-                                   *self.kernel_size)
-        if bias:
-            self.bias = _empty_param(self.out_channels)
-        else:
-            self.register_parameter("bias", None)
+        _add_weight_and_bias(self, (self.out_channels, self.in_channels // self.groups,
+                                    *self.kernel_size), bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -94,11 +99,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features")
         self.out_features = _positive_int(out_features, "out_features")
-        self.weight = _empty_param(self.out_features, self.in_features)
-        if bias:
-            self.bias = _empty_param(self.out_features)
-        else:
-            self.register_parameter("bias", None)
+        _add_weight_and_bias(self, (self.out_features, self.in_features), bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -290,8 +291,8 @@ class Dropout(Module):
     """Zero each element with probability ``p`` in training mode (scaling by 1/(1-p)).
 
     Identity in eval mode. Every training-mode call draws a fresh mask seed
-    from ``pycnn.nn.init``'s generator, so ``nn.init.manual_seed`` makes the
-    masks reproducible on both devices.
+    from pycnn's generator, so ``pycnn.manual_seed`` (or ``nn.init.manual_seed``,
+    the same generator) makes the masks reproducible on both devices.
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
@@ -301,10 +302,7 @@ class Dropout(Module):
         self.p = float(p)
 
     def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        seed = _random.next_seed()
-        return F.dropout(x, self.p, training=True, seed=seed)
+        return F.dropout(x, self.p, training=self.training)  # draws the mask seed itself
 
     def extra_repr(self):
         return f"p={self.p}"
