@@ -413,6 +413,11 @@ def test_sequential_container():
     assert np.array_equal(seq(x).numpy(), manual.numpy())
     ml = nn.ModuleList([nn.Linear(1, 1), nn.Linear(1, 1)])
     assert len(ml) == 2 and list(ml.state_dict()) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    tail = ml[1:]
+    assert isinstance(tail, nn.ModuleList) and tail[0] is ml[1] and tail[-1] is ml[-1]
+    assert list(tail.state_dict()) == ["0.weight", "0.bias"]
+    with pytest.raises(IndexError, match="ModuleList of length 2"):
+        ml[2]
 
 
 def test_astype_double_casts_params_and_buffers():

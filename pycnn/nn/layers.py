@@ -322,7 +322,29 @@ class MSELoss(Module):
 
 
 # ---------------------------------------------------------------------- containers
-class Sequential(Module):
+class _Container(Module):
+    """Children kept in order: length, iteration, int indexing and append ("0", "1", ...)."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def _child_at(self, index):
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index: expected an int or a slice, got {type(index).__name__}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index: {index} is out of range for a {type(self).__name__} "
+                             f"of length {len(self)}")
+        return list(self._modules.values())[index]
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_Container):
     """Modules applied in order; children are named "0", "1", ... unless an OrderedDict is given."""
 
     def __init__(self, *modules):
@@ -337,25 +359,10 @@ class Sequential(Module):
                                     f"got {type(m).__name__}")
                 self.add_module(str(i), m)
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __getitem__(self, index):
-        items = list(self._modules.items())
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(items[index]))
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"index: expected an int or a slice, got {type(index).__name__}")
-        if not -len(items) <= index < len(items):
-            raise IndexError(f"index: {index} is out of range for a Sequential of length {len(items)}")
-        return items[index][1]
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
+        if isinstance(index, slice):  # keeps the children's names, as torch does
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return self._child_at(index)
 
     def forward(self, x):
         for m in self._modules.values():
@@ -363,7 +370,7 @@ class Sequential(Module):
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_Container):
     """A list of Modules whose parameters are registered ("0", "1", ...); no forward."""
 
     def __init__(self, modules=()):
@@ -371,15 +378,7 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
 
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def __getitem__(self, index):
-        return list(self._modules.values())[index]
+        if isinstance(index, slice):  # a ModuleList again, numbered from "0", as torch does
+            return ModuleList(list(self)[index])
+        return self._child_at(index)
