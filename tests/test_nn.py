@@ -321,6 +321,12 @@ def test_init_functions():
         nn.init.kaiming_normal_(w, mode="fan_sideways")
     with pytest.raises(ValueError, match="nonlinearity"):
         nn.init.kaiming_normal_(w, nonlinearity="swish")
+    # torch.nn.init.calculate_gain's table
+    gains = {"conv_transpose2d": 1.0, "sigmoid": 1.0, "tanh": 5 / 3, "selu": 3 / 4,
+             "relu": math.sqrt(2)}
+    for name, gain in gains.items():
+        assert nn.init.calculate_gain(name) == pytest.approx(gain)
+    assert nn.init.calculate_gain("leaky_relu", 0.2) == pytest.approx(math.sqrt(2 / 1.04))
 
 
 # ---------------------------------------------------------------- layers against loops

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from pycnn import random as _random
-from pycnn.tensor import array_module  # noqa: F401  (re-exported for nn and optim)
+from pycnn.tensor import array_module
 
 
 def manual_seed(seed: int) -> None:
@@ -54,19 +54,25 @@ def _fans(shape) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+_LINEAR_GAIN = ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d",
+                "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     """The recommended gain for a nonlinearity (PyTorch's table)."""
-    if nonlinearity in ("linear", "conv2d", "sigmoid", "identity"):
+    if nonlinearity in _LINEAR_GAIN:
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3
+    if nonlinearity == "selu":
+        return 0.75
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
         slope = 0.01 if param is None else float(param)
         return math.sqrt(2.0 / (1 + slope ** 2))
-    raise ValueError(f"nonlinearity: expected one of linear, conv2d, sigmoid, identity, "
-                     f"tanh, relu, leaky_relu; got {nonlinearity!r}")
+    raise ValueError(f"nonlinearity: expected one of {', '.join(_LINEAR_GAIN)}, tanh, selu, "
+                     f"relu, leaky_relu; got {nonlinearity!r}")
 
 
 def _fan(shape, mode: str) -> int:
