@@ -32,6 +32,22 @@ def _check_number(value, name: str, *, minimum: float = 0.0, maximum: float | No
     return float(value)
 
 
+def _host_copy(array) -> np.ndarray:
+    """A CPU NumPy copy of a NumPy or CuPy array (one copy either way)."""
+    moved = _move_array(array, "cpu")
+    return np.array(moved, copy=True) if moved is array else moved
+
+
+def _like(current, value):
+    """``value`` as the Python type of the hyperparameter it replaces: a loaded state_dict may
+    hold NumPy scalars, and NumPy 2 lets a float64 scalar turn a float32 update float64."""
+    if isinstance(current, bool):
+        return bool(value)
+    if isinstance(current, tuple):
+        return tuple(float(v) for v in value)
+    return float(value)
+
+
 class Optimizer:
     """Base class: holds ``params`` (a list of Tensors) and per-parameter ``state``.
 
@@ -85,8 +101,7 @@ class Optimizer:
         state = {}
         for i, s in enumerate(self.state):
             if s:
-                state[i] = {k: (np.array(_move_array(v, "cpu"), copy=True) if hasattr(v, "shape") else v)
-                            for k, v in s.items()}
+                state[i] = {k: (_host_copy(v) if hasattr(v, "shape") else v) for k, v in s.items()}
         group = {name: getattr(self, name) for name in self._hyper}
         group["params"] = list(range(len(self.params)))
         return {"state": state, "param_groups": [group]}
@@ -104,17 +119,22 @@ class Optimizer:
         new_state = [{} for _ in self.params]
         for i, s in saved.items():
             i = int(i)
-            device = device_of(self.params[i].data)
+            if not 0 <= i < len(self.params):
+                raise ValueError(f"state_dict: holds state for parameter {i}, this optimizer has "
+                                 f"parameters 0..{len(self.params) - 1}")
+            p = self.params[i]
             for k, v in s.items():
                 if hasattr(v, "shape") and getattr(v, "ndim", 0) > 0:
-                    if tuple(v.shape) != self.params[i].shape:
+                    if tuple(v.shape) != p.shape:
                         raise ValueError(f"state_dict: state {k!r} of parameter {i} has shape "
-                                         f"{tuple(v.shape)}, the parameter has {self.params[i].shape}")
-                    v = _move_array(np.array(v, dtype=self.params[i].dtype), device)
+                                         f"{tuple(v.shape)}, the parameter has {p.shape}")
+                    # A copy on the parameter's device in its dtype (the saved arrays may be
+                    # NumPy or CuPy, and a float64 buffer would turn every update float64).
+                    v = _move_array(v, p.device).astype(p.dtype, copy=True)
                 new_state[i][k] = v
         for name in self._hyper:
             if name in group:
-                setattr(self, name, group[name])
+                setattr(self, name, _like(getattr(self, name), group[name]))
         self.state = new_state
 
     def __repr__(self):

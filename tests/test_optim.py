@@ -203,6 +203,42 @@ def test_state_dict_resumes_identically():
     assert np.array_equal(q.data, p.data)
 
 
+def test_load_state_dict_keeps_float32_with_numpy_hyperparameters():
+    # A state_dict read back from .npz holds NumPy float64 scalars; under NumPy 2 such a
+    # scalar times a float32 array is float64, which must not reach the optimizer's buffers.
+    p = Tensor(np.ones(3, dtype=np.float32), requires_grad=True)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01)
+    saved = opt.state_dict()
+    group = saved["param_groups"][0]
+    for name in ("lr", "momentum", "weight_decay"):
+        group[name] = np.float64(group[name])
+    group["nesterov"] = np.bool_(False)
+    opt.load_state_dict(saved)
+    assert type(opt.lr) is float and type(opt.nesterov) is bool
+    p.grad = Tensor(np.full(3, 0.5, dtype=np.float32))
+    opt.step()
+    assert opt.state[0]["momentum_buffer"].dtype == np.float32
+    # 1 - 0.1 * (0.5 + 0.01 * 1) = 0.949
+    assert p.data.dtype == np.float32 and np.allclose(p.data, 0.949)
+
+
+def test_load_state_dict_checks_state_against_the_parameters():
+    p = _param([1.0, 2.0])
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    p.grad = Tensor(np.array([1.0, 1.0]))
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["momentum_buffer"] = saved["state"][0]["momentum_buffer"].astype(np.float32)
+    opt.load_state_dict(saved)
+    assert opt.state[0]["momentum_buffer"].dtype == np.float64  # the parameter's dtype
+    bad = {"state": {3: saved["state"][0]}, "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match="parameter 3"):
+        opt.load_state_dict(bad)
+    bad = {"state": {0: {"momentum_buffer": np.zeros(5)}}, "param_groups": saved["param_groups"]}
+    with pytest.raises(ValueError, match=r"\(5,\).*\(2,\)"):
+        opt.load_state_dict(bad)
+
+
 def test_sgd_trains_a_linear_model():
     from pycnn import nn
     import pycnn.functional as F
