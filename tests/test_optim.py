@@ -135,6 +135,16 @@ def test_adagrad_lr_decay_and_initial_accumulator():
         pytest.approx([0.9292893], abs=1e-6)
 
 
+def test_weight_decay_in_rmsprop_and_adagrad():
+    # RMSprop, wd=1, g=0: g' = 0 + 1*1 = 1 ; v = 0.01 ; p = 1 - 0.01 * 1/0.1 = 0.9
+    assert _run(optim.RMSprop, [0.0], weight_decay=1.0) == pytest.approx([0.9], rel=1e-6)
+    # Adagrad, lr=0.1, wd=0.5, g=1, 1:
+    # 1: g' = 1.5 ; s = 2.25 ; p = 1 - 0.1 * 1.5/1.5 = 0.9
+    # 2: g' = 1 + 0.45 = 1.45 ; s = 2.25 + 2.1025 = 4.3525 ; p = 0.9 - 0.1 * 1.45/sqrt(4.3525)
+    assert _run(optim.Adagrad, [1.0, 1.0], lr=0.1, weight_decay=0.5) == \
+        pytest.approx([0.9, 0.9 - 0.145 / math.sqrt(4.3525)])
+
+
 # ---------------------------------------------------------------- common behaviour
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.RMSprop, optim.Adagrad])
 def test_skips_params_without_grad_and_keeps_dtype(cls):
