@@ -54,6 +54,8 @@ TOL_BATCH_NORM = 1e-4
 TOL_CONV = 1e-4
 
 CONV_OPS = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter")
+#: Split counts forced on conv2d_bwd_filter (besides its default) in every conv case.
+SPLIT_K_RUNS = (3, 7)
 
 
 @dataclass
@@ -382,6 +384,28 @@ def _compare(gpu, ref) -> tuple[float, float, bool, str]:
     return d, (d / scale if scale > 0 else d), False, ""
 
 
+def case_runs(case: Case, fn, conv=None) -> list:
+    """[(version label, kwargs)] of the calls run_case makes: the case as given, and
+    for a conv case every version in ``conv.VERSIONS`` (both split-K reductions for
+    backward-filter). Pure: no GPU needed."""
+    runs = [(case.kwargs.get("version"), dict(case.kwargs))]
+    if conv is None:
+        return runs
+    params = inspect.signature(fn).parameters
+    if "version" in params:
+        runs += [(v, {"version": v}) for v in conv_versions(conv, case.op)]
+    if "deterministic" in params:       # bwd_filter: atomic and fixed-order split-K reductions
+        runs = [(f"{v if v is not None else 'default'}-{mode}", {**kw, "deterministic": det})
+                for v, kw in runs for det, mode in ((False, "atomic"), (True, "deterministic"))]
+    if "splits" in params:
+        # The grid's reductions (N*P*Q <= 442) get one or two splits by default, so
+        # the atomic and fixed-order split paths would go nearly unchecked: force them, 7
+        # splits also leaving trailing splits an empty range (they must write zeros).
+        runs += [(f"default-splits{s}-{mode}", {"splits": s, "deterministic": det})
+                 for s in SPLIT_K_RUNS for det, mode in ((False, "atomic"), (True, "deterministic"))]
+    return runs
+
+
 def run_case(case: Case, backend, ref) -> list[dict]:
     """Run one case on the GPU backend (every version, for a conv op) and the reference;
     one result dict per version."""
@@ -392,17 +416,11 @@ def run_case(case: Case, backend, ref) -> list[dict]:
     expected += tuple(ref_args[i] for i in case.inplace)
 
     fn = getattr(backend, case.op)
-    runs = [(case.kwargs.get("version"), dict(case.kwargs))]
     if case.versions:
         import importlib
         conv = importlib.import_module(backend.__name__ + ".conv")
         fn = getattr(conv, case.op)
-        params = inspect.signature(fn).parameters
-        if "version" in params:
-            runs += [(v, {"version": v}) for v in conv_versions(conv, case.op)]
-        if "deterministic" in params:       # bwd_filter: atomic and fixed-order split-K reductions
-            runs = [(f"{v if v is not None else 'default'}-{mode}", {**kw, "deterministic": det})
-                    for v, kw in runs for det, mode in ((False, "atomic"), (True, "deterministic"))]
+    runs = case_runs(case, fn, conv if case.versions else None)
     results = []
     for version, kwargs in runs:
         gpu_args = tuple(_to_gpu(a, case.misalign) for a in case.args)

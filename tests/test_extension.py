@@ -159,3 +159,54 @@ def test_every_cu_file_has_a_header(rel):
     header = _header(ROOT / rel)
     assert len(header.splitlines()) >= 8, f"{rel}: expected a header block (STYLE.md #2)"
     assert re.search(r"measured", header, re.I), f"{rel}: header names no measured figure"
+
+
+# ----------------------------------------------------------------------------- the verification run,
+# the parts that need no GPU (pycnn/verify.py)
+
+
+def test_verify_forces_split_k_on_every_conv_backward_filter_case():
+    # The grid's tiny reductions get one or two splits by default; the atomic and the
+    # fixed-order split-K paths (and splits with an empty range) must still run on the GPU.
+    from pycnn import verify
+
+    def bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, version=None,
+                   deterministic=False, splits=None):
+        pass
+
+    class FakeConv:
+        VERSIONS = {"fwd": {1: None, 2: None}, "bwd_filter": {1: None, 4: None}}
+
+    case = next(c for c in verify.cases() if c.op == "conv2d_bwd_filter")
+    runs = verify.case_runs(case, bwd_filter, FakeConv)
+    kwargs = [kw for _, kw in runs]
+    for version in (None, 1, 4):
+        for det in (False, True):
+            expected = {"deterministic": det} if version is None else {"version": version, "deterministic": det}
+            assert expected in kwargs, (version, det)
+    for splits in verify.SPLIT_K_RUNS:
+        assert {"splits": splits, "deterministic": False} in kwargs
+        assert {"splits": splits, "deterministic": True} in kwargs
+    assert len({label for label, _ in runs}) == len(runs), "every run needs its own label"
+    # N*P*Q of the first case is 2*5*7 = 70: 7 splits of ceil(ceil(70/7)/8)*8 = 16 leave
+    # the last two splits empty, the case the kernel must get right (they write zeros).
+    dy = case.args[1]
+    assert dy.shape[0] * dy.shape[2] * dy.shape[3] == 70
+    assert max(verify.SPLIT_K_RUNS) * 16 - 70 >= 16
+    fwd = next(c for c in verify.cases() if c.op == "conv2d_fwd")
+    assert [label for label, _ in verify.case_runs(fwd, lambda x, *, version=None: 0, FakeConv)] == [None, 1, 2]
+    relu = next(c for c in verify.cases() if c.op == "relu_fwd")
+    assert verify.case_runs(relu, None) == [(None, {})]
+
+
+def test_verify_parses_sanitizer_summaries(tmp_path):
+    from pycnn import verify
+    log = tmp_path / "memcheck.log"
+    log.write_text("========= COMPUTE-SANITIZER\n...\n========= ERROR SUMMARY: 3 errors\n")
+    assert verify.parse_sanitizer_log(str(log))["errors"] == 3
+    assert verify.parse_sanitizer_log(str(log))["passed"] is False
+    race = tmp_path / "racecheck.log"
+    race.write_text("========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
+                    "========= ERROR SUMMARY: 0 errors\n")
+    got = verify.parse_sanitizer_log(str(race))
+    assert (got["tool"], got["errors"], got["passed"]) == ("racecheck", 0, True)
