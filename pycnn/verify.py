@@ -23,8 +23,11 @@ dropout masks) must match exactly. Tolerances (float32, unit roundoff 6e-8):
         reference's.
 
 compute-sanitizer: run e.g.
-    compute-sanitizer --tool memcheck python -m pycnn.verify --quick --no-write > memcheck.log
+    compute-sanitizer --tool memcheck python -m pycnn.verify --quick --no-write --no-memory-pool > memcheck.log
     compute-sanitizer --tool racecheck python -m pycnn.verify --quick --no-write > racecheck.log
+(memcheck knows only the bounds of whole cudaMalloc blocks: inside CuPy's pool an
+array is a slice of a larger block, and a kernel running past its end into a
+neighbour goes unseen; --no-memory-pool gives every array its own allocation.)
 then ``python -m pycnn.verify --sanitizer-log memcheck.log racecheck.log`` records
 their outcome (tool, error count) in the JSON next to the comparison.
 
@@ -542,6 +545,9 @@ def main(argv=None) -> int:
                         help="folder for verify-<gpu>.json (default: bench/results)")
     parser.add_argument("--quick", action="store_true", help="two cases per op (for sanitizer runs)")
     parser.add_argument("--no-write", action="store_true", help="print the summary only")
+    parser.add_argument("--no-memory-pool", action="store_true",
+                        help="one cudaMalloc per array instead of CuPy's pool, so that "
+                             "compute-sanitizer memcheck sees every array's true bounds")
     parser.add_argument("--sanitizer-log", nargs="+", default=[], metavar="FILE",
                         help="compute-sanitizer logs whose outcome goes into the JSON")
     args = parser.parse_args(argv)
@@ -552,6 +558,9 @@ def main(argv=None) -> int:
         return 2
 
     import importlib
+    if args.no_memory_pool:
+        import cupy as cp
+        cp.cuda.set_allocator(None)
     backend = importlib.import_module("pycnn.backends.cuda")
     from pycnn.backends import numpy_ref as ref
 
@@ -591,6 +600,7 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "quick": args.quick,
+        "memory_pool": not args.no_memory_pool,
         "cases": len(results),
         "failed": len(failed),
         "passed": not failed and all(s["passed"] for s in sanitizer),

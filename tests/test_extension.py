@@ -199,6 +199,16 @@ def test_verify_forces_split_k_on_every_conv_backward_filter_case():
     assert verify.case_runs(relu, None) == [(None, {})]
 
 
+def test_memcheck_runs_without_the_memory_pool():
+    # Inside CuPy's pool an array is a slice of a bigger cudaMalloc block: memcheck would
+    # not see a kernel running past its end. The session script must turn the pool off.
+    from pycnn import verify
+    script = (ROOT / "bench" / "gpu_session.sh").read_text()
+    memcheck = [line for line in script.splitlines() if "--tool memcheck" in line]
+    assert memcheck and all("--no-memory-pool" in line for line in memcheck), memcheck
+    assert "--no-memory-pool" in verify.__doc__
+
+
 def test_verify_parses_sanitizer_summaries(tmp_path):
     from pycnn import verify
     log = tmp_path / "memcheck.log"
