@@ -475,6 +475,21 @@ def kernels_hash(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
+def kernels_newer_than_extension(root: Path = ROOT, extension: str | None = None) -> list[str]:
+    """Kernel sources modified after the extension was built: the record's kernels hash
+    would then name code that is not what ran (rebuild: pip install -e .)."""
+    if extension is None:
+        try:
+            import pycnn._C as ext
+        except ImportError:
+            return []
+        extension = ext.__file__
+    built = Path(extension).stat().st_mtime
+    return sorted(p.relative_to(root).as_posix() for p in (root / "kernels").rglob("*")
+                  if p.is_file() and p.suffix in (".cu", ".cuh", ".h", ".cpp")
+                  and p.stat().st_mtime > built)
+
+
 def git_commit(root: Path = ROOT) -> dict:
     def git(*args):
         try:
@@ -500,10 +515,26 @@ def gpu_info() -> dict:
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
     name = props["name"]
     name = name.decode() if isinstance(name, bytes) else str(name)
+    from pycnn import _C
+    built = getattr(_C, "cuda_runtime_version", None)
     return {"name": name, "compute_capability": f"{props['major']}.{props['minor']}",
+            "driver_version": nvidia_driver_version(dev.id),
             "driver_cuda_version": _version(cp.cuda.runtime.driverGetVersion()),
             "runtime_cuda_version": _version(cp.cuda.runtime.runtimeGetVersion()),
+            "extension_cuda_version": None if built is None else _version(built),
             "cupy": cp.__version__}
+
+
+def nvidia_driver_version(index: int = 0) -> str | None:
+    """The NVIDIA driver's own version (e.g. "570.124.06"; driverGetVersion gives only
+    the CUDA version it supports), from nvidia-smi; None if that is not available."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader",
+                              "-i", str(index)], capture_output=True, text=True, timeout=20,
+                             check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out else None
 
 
 def parse_sanitizer_log(path: str) -> dict:
@@ -556,6 +587,11 @@ def main(argv=None) -> int:
     if why:
         print(f"pycnn.verify: cannot verify the CUDA kernels: {why}", file=sys.stderr)
         return 2
+    stale = kernels_newer_than_extension()
+    if stale:
+        print(f"pycnn.verify: WARNING: pycnn._C is older than {', '.join(stale[:5])}"
+              f"{' ...' if len(stale) > 5 else ''}: rebuild (pip install -e .) or the record "
+              "names sources that did not run", file=sys.stderr)
 
     import importlib
     if args.no_memory_pool:
@@ -596,6 +632,7 @@ def main(argv=None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **git_commit(),
         "kernels_sha256": kernels_hash(),
+        "kernels_newer_than_extension": stale,
         "gpu": gpu_info(),
         "python": platform.python_version(),
         "numpy": np.__version__,

@@ -209,6 +209,20 @@ def test_memcheck_runs_without_the_memory_pool():
     assert "--no-memory-pool" in verify.__doc__
 
 
+def test_verify_sees_kernel_sources_newer_than_the_extension(tmp_path):
+    import os
+    from pycnn import verify
+    (tmp_path / "kernels" / "conv2d").mkdir(parents=True)
+    old, new = tmp_path / "kernels" / "common.cuh", tmp_path / "kernels" / "conv2d" / "02_x.cu"
+    ext = tmp_path / "_C.so"
+    for path, when in ((old, 1_000), (ext, 2_000), (new, 3_000)):
+        path.write_text("x")
+        os.utime(path, (when, when))
+    assert verify.kernels_newer_than_extension(tmp_path, str(ext)) == ["kernels/conv2d/02_x.cu"]
+    os.utime(new, (1_500, 1_500))
+    assert verify.kernels_newer_than_extension(tmp_path, str(ext)) == []
+
+
 def test_verify_parses_sanitizer_summaries(tmp_path):
     from pycnn import verify
     log = tmp_path / "memcheck.log"
