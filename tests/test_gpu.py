@@ -177,6 +177,8 @@ def test_rejects_bad_probability_and_batch_norm_of_one_value():
 
 def test_runs_on_a_non_default_stream():
     x = cp.asarray(np.linspace(-3, 3, 1000), dtype=cp.float32)
+    # x was written on the default stream, which a non-blocking stream does not wait for
+    cp.cuda.get_current_stream().synchronize()
     with cp.cuda.Stream(non_blocking=True) as s:
         y = cuda.relu_fwd(x)
         s.synchronize()
