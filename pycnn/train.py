@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import functional as F
-from .tensor import no_grad, tensor
+from .tensor import move_array, no_grad, tensor
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -22,29 +22,46 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.history = history
 
 
-def _batch_counts(logits, y):
-    """(sum of correct predictions) for a batch; ``y`` is a NumPy label array."""
-    pred = logits.argmax(axis=1).numpy()
-    return int((np.asarray(pred) == y).sum())
+class _Totals:
+    """Summed loss and correct predictions, kept on the batches' device: adding a batch
+    launches two tiny reductions and never waits for the GPU (``loss.item()`` and a
+    host copy of the predictions did, every step); ``means()`` reads them back once."""
+
+    def __init__(self):
+        self.loss, self.correct, self.seen = 0.0, 0, 0
+
+    def add(self, loss, logits, labels) -> None:
+        n = int(labels.shape[0])
+        self.loss = self.loss + loss.data.astype(np.float64) * n  # float64: many batches
+        self.correct = self.correct + (logits.data.argmax(axis=1) == labels).sum()
+        self.seen += n
+
+    def means(self):
+        """(mean loss, accuracy) over the samples added so far."""
+        return float(self.loss) / self.seen, int(self.correct) / self.seen
+
+
+def _batch(x, y, device):
+    """The images as a Tensor and the labels as an array, both on ``device``."""
+    return tensor(x, device=device), move_array(np.asarray(y), device)
 
 
 def evaluate(model, loader, device="cpu"):
     """Mean cross-entropy and accuracy of ``model`` over ``loader``, in eval mode and without gradients."""
     was_training = getattr(model, "training", True)
     model.eval()
-    total_loss, correct, seen = 0.0, 0, 0
+    totals = _Totals()
     try:
         with no_grad():
             for x, y in loader:
-                logits = model(tensor(x, device=device))
-                total_loss += F.cross_entropy(logits, y).item() * len(y)
-                correct += _batch_counts(logits, y)
-                seen += len(y)
+                images, labels = _batch(x, y, device)
+                logits = model(images)
+                totals.add(F.cross_entropy(logits, labels), logits, labels)
     finally:
         model.train(was_training)
-    if seen == 0:
+    if totals.seen == 0:
         raise ValueError("loader: expected at least one sample to evaluate, got none")
-    return total_loss / seen, correct / seen
+    return totals.means()
 
 
 def _progress_bar(loader, desc, enabled):
@@ -60,26 +77,26 @@ def _progress_bar(loader, desc, enabled):
 def train_epoch(model, optimizer, loader, device="cpu", bar=None):
     """One pass over ``loader``; returns (mean training loss, training accuracy, samples seen)."""
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    totals = _Totals()
     start = time.perf_counter()
+    last_step = len(loader) - 1
     for step, (x, y) in enumerate(loader):
-        logits = model(tensor(x, device=device))
-        loss = F.cross_entropy(logits, y)
+        images, labels = _batch(x, y, device)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += _batch_counts(logits, y)
-        seen += len(y)
+        totals.add(loss, logits, labels)
         if bar is not None:
             bar.update(1)
-            if step % 5 == 0 or step == len(loader) - 1:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", samples_s=f"{rate:.0f}")
-    if seen == 0:
+            if step % 5 == 0 or step == last_step:  # reading the loss syncs the GPU: not every step
+                rate = totals.seen / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{totals.means()[0]:.4f}", samples_s=f"{rate:.0f}")
+    if totals.seen == 0:
         raise ValueError("train_loader: expected at least one batch, got none "
                          "(dataset smaller than batch_size with drop_last=True?)")
-    return total_loss / seen, correct / seen, seen
+    return (*totals.means(), totals.seen)
 
 
 def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", scheduler=None,

@@ -165,6 +165,26 @@ def test_short_training_beats_chance():
     assert pycnn.is_grad_enabled()          # evaluate() left grad mode as it found it
 
 
+def test_evaluate_weights_batches_by_size_against_numpy():
+    """Mean cross-entropy and accuracy over 7 samples in batches of 3, 3, 1, computed
+    here with NumPy from the same weights."""
+    from pycnn import nn
+    from pycnn.data import DataLoader, Dataset
+    from pycnn.train import evaluate
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 1, 2, 2)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2, 2])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    logits = x.reshape(7, 4).astype(np.float64) @ model[1].weight.data.T + model[1].bias.data
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    want_loss = -log_probs[np.arange(7), y].mean()
+    want_acc = (logits.argmax(axis=1) == y).mean()
+    loss, acc = evaluate(model, DataLoader(Dataset(x, y), 3))
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    assert acc == pytest.approx(want_acc) and isinstance(acc, float)
+    assert model.training                 # evaluate() restores the mode it found
+
+
 @pytest.mark.slow
 def test_default_run_reaches_96_percent(tmp_path):
     """`pycnn train` with its defaults (on the CPU here) reaches >= 96% on the 1,000 held-out digits."""
