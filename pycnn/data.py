@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from pycnn import random as _random
+
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -79,7 +81,10 @@ class DataLoader:
     """Iterates over a Dataset in batches of NumPy arrays ``(x, y)``.
 
     With ``shuffle=True`` each pass draws a new order; with a ``seed`` the order
-    of pass ``e`` depends only on (seed, e), so a run is reproducible.
+    of pass ``e`` depends only on (seed, e), so a run is reproducible. Without a
+    seed each pass seeds its generator from pycnn's generator, so that
+    ``pycnn.manual_seed`` makes the order repeatable, as ``torch.manual_seed``
+    does for a torch DataLoader.
     ``transform(x, rng)`` is applied to each batch of images with the same
     per-pass generator (see :func:`random_crop`, :func:`horizontal_flip`).
     """
@@ -105,7 +110,7 @@ class DataLoader:
 
     def _generator(self, epoch):
         if self.seed is None:
-            return np.random.default_rng()
+            return np.random.default_rng(_random.next_seed())
         return np.random.default_rng([int(self.seed), int(epoch)])
 
     def __iter__(self):
@@ -129,10 +134,6 @@ class DataLoader:
 # A transform maps a batch (N, C, H, W) and a numpy Generator to a new batch.
 # Without a generator it uses its own, seeded by ``seed``.
 
-def _rng_for(rng, own):
-    return own if rng is None else rng
-
-
 def random_crop(pad=4, seed=None):
     """Zero-pad each image by ``pad`` on every side, then crop back to H x W at a random offset."""
     if isinstance(pad, bool) or not isinstance(pad, (int, np.integer)) or pad < 0:
@@ -142,7 +143,7 @@ def random_crop(pad=4, seed=None):
     def crop(x, rng=None):
         if pad == 0:
             return x
-        g = _rng_for(rng, own)
+        g = own if rng is None else rng
         n, c, h, w = x.shape
         padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         top = g.integers(0, 2 * pad + 1, size=n)
@@ -162,7 +163,7 @@ def horizontal_flip(p=0.5, seed=None):
     own = np.random.default_rng(seed)
 
     def flip(x, rng=None):
-        g = _rng_for(rng, own)
+        g = own if rng is None else rng
         mask = g.random(x.shape[0]) < p
         out = x.copy()
         out[mask] = x[mask][..., ::-1]

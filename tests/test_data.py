@@ -241,6 +241,23 @@ def test_loader_shuffle_seeded_and_varies_by_epoch():
     assert not np.array_equal(e0, g0)
 
 
+def test_loader_without_seed_follows_pycnn_manual_seed():
+    import pycnn
+
+    def two_epochs():
+        loader = data.DataLoader(_toy(50), 50, shuffle=True)
+        return [next(iter(loader))[0].ravel() for _ in range(2)]
+    pycnn.manual_seed(11)
+    a0, a1 = two_epochs()
+    pycnn.manual_seed(11)
+    b0, b1 = two_epochs()
+    np.testing.assert_array_equal(a0, b0)
+    np.testing.assert_array_equal(a1, b1)
+    assert not np.array_equal(a0, a1)
+    pycnn.manual_seed(12)
+    assert not np.array_equal(two_epochs()[0], a0)
+
+
 def test_loader_labels_follow_images():
     ds = _toy(30)
     for x, y in data.DataLoader(ds, 8, shuffle=True, seed=0):
