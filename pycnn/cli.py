@@ -134,13 +134,9 @@ def make_scheduler(optimizer, lr_decay):
 
 
 def seed_everything(seed):
+    """Seed pycnn's one generator: initial weights, dropout masks and unseeded shuffles."""
     import pycnn
     pycnn.manual_seed(seed)
-    try:   # nn keeps its own initialisation generator
-        from pycnn.nn import init
-        init.manual_seed(seed)
-    except (ImportError, AttributeError):
-        pass
 
 
 def load_data(spec, limit=None, seed=0):
@@ -266,7 +262,7 @@ def cmd_train(args):
             "seed": args.seed, "pycnn": _version()}
     metrics = {"model": args.model, "data": args.data, "device": device, "args": run_args,
                "versions": _environment(device), "train_samples": len(train_set),
-               "test_samples": len(test_set), "parameters": _count_params(model),
+               "test_samples": len(test_set), "parameters": model.num_parameters(),
                "epochs": [], "final_test_acc": None, "interrupted": False}
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
@@ -307,10 +303,6 @@ def cmd_train(args):
               f"{args.data} test samples")
     print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))}")
     return EXIT_INTERRUPTED if interrupted else 0
-
-
-def _count_params(model):
-    return int(sum(int(np.prod(p.shape)) for p in model.parameters()))
 
 
 # --------------------------------------------------------------------------- eval
@@ -407,24 +399,22 @@ def build_parser():
     return parser
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert, accept, what):
+    """An argparse ``type``: ``convert(text)`` when ``accept`` holds for it, else an error
+    that says what was expected and what came."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 
 
 def main(argv=None):

@@ -70,12 +70,9 @@ def test_checkpoint_roundtrip_and_atomic(tmp_path):
 
 
 def test_summary_prints_parameter_count(capsys):
-    from pycnn import models
     assert cli.main(["summary", "lenet5"]) == 0
-    text = capsys.readouterr().out
-    model = models.get_model("lenet5")
-    count = sum(int(np.prod(p.shape)) for p in model.parameters())
-    assert f"{count:,}" in text or str(count) in text
+    # the published LeNet-5 count (see test_models), not one recomputed from the model
+    assert "Total params: 61,706" in capsys.readouterr().out
 
 
 def test_summary_unknown_model(capsys):
