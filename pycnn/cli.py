@@ -316,8 +316,14 @@ def cmd_eval(args):
     spec = args.data or meta.get("data", "embedded-mnist")
     limit = args.limit if args.limit is not None else (meta.get("limit") if not args.data else None)
     _, test_set = load_data(spec, limit, meta.get("seed", 0))
-    model = build_model(meta["model"], meta.get("kwargs", {}))
-    model.load_state_dict(state)
+    try:
+        model = build_model(meta["model"], meta.get("kwargs", {}))
+        model.load_state_dict(state)
+    except KeyError:
+        raise CLIError(f"--checkpoint {args.checkpoint}: its {META_KEY} entry names no model; "
+                       "expected a model.npz written by `pycnn train`") from None
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--checkpoint {args.checkpoint}: {e}") from e
     model.to(device)
     loss, acc = evaluate(model, DataLoader(test_set, args.batch_size), device)
     print(f"{meta['model']} from {args.checkpoint} on {spec} ({len(test_set)} test samples, "
@@ -333,12 +339,13 @@ def cmd_summary(args):
         raise CLIError(f"model: expected one of {', '.join(sorted(models.MODELS))}, "
                        f"got {args.model!r}")
     shape = tuple(args.input_shape) if args.input_shape else SUMMARY_SHAPES.get(args.model, (3, 32, 32))
-    if any(s < 1 for s in shape):
-        raise CLIError(f"--input-shape: expected three positive sizes C H W, got {shape}")
-    kwargs = model_kwargs(args.model, shape, 10)
-    model = build_model(args.model, kwargs)
+    model = build_model(args.model, model_kwargs(args.model, shape, 10))
     from pycnn.summary import summary
-    print(summary(model, shape, print_fn=None))
+    try:
+        text = summary(model, shape, print_fn=None)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"--model {args.model} does not take inputs of shape {shape}: {e}") from e
+    print(text)
     return 0
 
 
@@ -370,7 +377,9 @@ def build_parser():
     t.add_argument("--lr-decay", type=_positive_float, default=DEFAULTS["lr_decay"],
                    metavar="GAMMA", help="multiply the learning rate by GAMMA after each epoch "
                    f"(default {DEFAULTS['lr_decay']:g}; 1 keeps it constant)")
-    t.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    t.add_argument("--seed", type=_non_negative_int, default=DEFAULTS["seed"],
+                   help="seeds the data split, initial weights, dropout and shuffling "
+                   f"(default {DEFAULTS['seed']})")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
     t.add_argument("--out", default=None, help="run directory (default runs/<model>-<timestamp>)")
     t.add_argument("--limit", type=_positive_int, default=None,
@@ -414,6 +423,7 @@ def _number_type(convert, accept, what):
 
 
 _positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number_type(int, lambda v: v >= 0, "a non-negative integer")
 _positive_float = _number_type(float, lambda v: v > 0, "a positive number")
 
 

@@ -75,6 +75,29 @@ def test_summary_prints_parameter_count(capsys):
     assert "Total params: 61,706" in capsys.readouterr().out
 
 
+def test_summary_input_shape_the_model_cannot_take(capsys):
+    # LeNet-5's classifier expects 16*5*5 features; 32x32 digits give 16*6*6
+    assert cli.main(["summary", "lenet5", "--input-shape", "1", "32", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "lenet5" in err and "(1, 32, 32)" in err
+
+
+def test_eval_checkpoint_that_does_not_fit_its_model(tmp_path, capsys):
+    from pycnn import models
+    path = str(tmp_path / "m.npz")
+    cli.save_checkpoint(path, models.get_model("lenet5"), {"model": "keras_mnist", "kwargs": {}})
+    assert cli.main(["eval", "--checkpoint", path, "--device", "cpu", "--limit", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "m.npz" in err and "unexpected keys" in err
+
+
+def test_negative_seed_is_an_argument_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--seed", "-1", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert "--seed: expected a non-negative integer, got '-1'" in capsys.readouterr().err
+
+
 def test_summary_unknown_model(capsys):
     assert cli.main(["summary", "alexnet"]) == 2
     assert "alexnet" in capsys.readouterr().err
