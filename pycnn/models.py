@@ -15,12 +15,19 @@
 """
 from __future__ import annotations
 
-
 from pycnn import nn, shapes
 
 
 # ---------------------------------------------------------------------- small CNNs
-class LeNet5(nn.Module):
+class _FeaturesClassifier(nn.Module):
+    """A ``features`` stack then a ``classifier`` head (the torchvision VGG layout, so
+    state_dict keys read ``features.0.weight``, ``classifier.1.bias``)."""
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class LeNet5(_FeaturesClassifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
@@ -34,16 +41,13 @@ class LeNet5(nn.Module):
             nn.Linear(84, num_classes),
         )
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
 
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
     """LeNet-5 (ReLU + max-pool variant) for 28x28 inputs."""
     return LeNet5(num_classes, in_channels)
 
 
-class KerasMNIST(nn.Module):
+class KerasMNIST(_FeaturesClassifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         self.features = nn.Sequential(
@@ -57,16 +61,13 @@ class KerasMNIST(nn.Module):
             nn.Linear(64, num_classes),
         )
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
 
 def keras_mnist(num_classes: int = 10, in_channels: int = 1) -> KerasMNIST:
     """The Keras tutorial's MNIST CNN for 28x28 inputs (flattens NCHW, not NHWC)."""
     return KerasMNIST(num_classes, in_channels)
 
 
-class VGGSmall(nn.Module):
+class VGGSmall(_FeaturesClassifier):
     #: channels per conv, "M" for a 2x2 max pool
     CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, "M")
 
@@ -88,9 +89,6 @@ class VGGSmall(nn.Module):
             nn.Linear(c * (h // 8) * (w // 8), 256), nn.ReLU(), nn.Dropout(0.5),
             nn.Linear(256, num_classes),
         )
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
 
 
 def vgg_small(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> VGGSmall:
