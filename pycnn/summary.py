@@ -101,7 +101,9 @@ def summarize(model, input_shape, device: str = "cpu", dtype=np.float32) -> dict
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     for m in leaves:
         handles.append(m.register_forward_hook(hook))
-    was_training = model.training
+    # Each module's own mode comes back (a BatchNorm frozen in eval inside a training
+    # model stays frozen), not one flag for the whole tree.
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         x = tensor(np.zeros(shape, dtype=dtype), device=device)
@@ -110,7 +112,8 @@ def summarize(model, input_shape, device: str = "cpu", dtype=np.float32) -> dict
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        for m, training in modes:
+            m.train(training)
 
     params = list(model.parameters())
     y0 = y[0] if isinstance(y, tuple) else y

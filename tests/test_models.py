@@ -171,6 +171,9 @@ def test_summary_leaves_model_state_alone():
     assert int(m.features[1].num_batches_tracked) == 0
     assert info["output_shape"] == (1, 10)
     assert not any(mod._forward_hooks for mod in m.modules())
+    m.features[1].eval()  # a frozen BatchNorm inside a training model stays frozen
+    summarize(m, (3, 32, 32))
+    assert m.training and not m.features[1].training and m.features[4].training
 
 
 def test_summary_bad_arguments():
