@@ -205,6 +205,18 @@ def test_train_eval_switches_every_submodule():
     assert all(m.training for m in net.modules())
 
 
+def test_train_calls_each_submodules_own_train():
+    class FrozenNorm(nn.BatchNorm2d):
+        def train(self, mode=True):
+            return super().train(False)  # always in eval: running statistics stay fixed
+    net = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), FrozenNorm(2)), nn.ReLU())
+    net.eval().train()
+    assert net.training and net[0].training and net[1].training
+    assert not net[0][1].training
+    with pytest.raises(TypeError, match="mode"):
+        net.train("yes")
+
+
 def test_dropout_train_and_eval():
     drop = nn.Dropout(0.25)
     x = pycnn.tensor(np.ones((200, 50), np.float32))

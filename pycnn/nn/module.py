@@ -232,10 +232,13 @@ class Module:
 
     # ------------------------------------------------------------------ modes, grads, device
     def train(self, mode: bool = True):
+        """Set training mode here and, through each child's own ``train``, below (so a
+        submodule that overrides ``train``, e.g. to keep its BatchNorm frozen, is asked)."""
         if not isinstance(mode, bool):
             raise TypeError(f"mode: expected a bool, got {mode!r}")
-        for m in self.modules():
-            object.__setattr__(m, "training", mode)
+        self.training = mode
+        for child in self.children():
+            child.train(mode)
         return self
 
     def eval(self):
