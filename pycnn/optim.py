@@ -348,7 +348,8 @@ class LRScheduler:
 
     def step(self) -> None:
         self.last_epoch += 1
-        self.optimizer.lr = self._lr_at(self.last_epoch)
+        # float(): a state_dict loaded from disk may hold NumPy scalars (see _like)
+        self.optimizer.lr = float(self._lr_at(self.last_epoch))
         self._last_lr = [self.optimizer.lr]
 
     def get_last_lr(self) -> list[float]:

@@ -290,6 +290,19 @@ def test_exponential_lr():
         assert sched.get_last_lr() == pytest.approx([expected])
 
 
+def test_scheduler_state_dict_resumes_with_python_numbers():
+    opt = optim.SGD([_param([1.0])], lr=1.0)
+    sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    sched.step()
+    saved = {k: (np.float64(v) if isinstance(v, float) else v)
+             for k, v in sched.state_dict().items()}  # as read back from .npz
+    opt2 = optim.SGD([_param([1.0])], lr=1.0)
+    sched2 = optim.StepLR(opt2, step_size=2, gamma=0.1)
+    sched2.load_state_dict(saved)
+    sched2.step()                     # epoch 2: 1.0 * 0.5 ** (2 // 2)
+    assert opt2.lr == 0.5 and type(opt2.lr) is float
+
+
 def test_scheduler_arguments():
     opt = optim.SGD([_param([1.0])], lr=1.0)
     with pytest.raises(ValueError, match="step_size"):
