@@ -205,6 +205,27 @@ def test_evaluate_weights_batches_by_size_against_numpy():
     assert model.training                 # evaluate() restores the mode it found
 
 
+def test_fit_records_the_lr_of_each_epoch_and_steps_the_scheduler():
+    from pycnn import nn, optim
+    from pycnn.data import DataLoader, Dataset
+    from pycnn.train import fit
+    x = np.random.default_rng(0).standard_normal((6, 1, 2, 2)).astype(np.float32)
+    loader = DataLoader(Dataset(x, np.array([0, 1, 0, 1, 0, 1])), 4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    opt = optim.SGD(model.parameters(), lr=0.4)
+    seen = []
+    history = fit(model, opt, loader, loader, 3, scheduler=optim.ExponentialLR(opt, 0.5),
+                  progress=False, log=seen.append,
+                  on_epoch_end=lambda record, hist: seen.append(len(hist)))
+    assert [r["lr"] for r in history] == pytest.approx([0.4, 0.2, 0.1])
+    assert opt.lr == pytest.approx(0.05)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert [s for s in seen if isinstance(s, int)] == [1, 2, 3]   # after each epoch
+    assert sum(isinstance(s, str) and s.startswith("epoch") for s in seen) == 3
+    with pytest.raises(ValueError, match="epochs"):
+        fit(model, opt, loader, loader, 0)
+
+
 @pytest.mark.slow
 def test_default_run_reaches_96_percent(tmp_path):
     """`pycnn train` with its defaults (on the CPU here) reaches >= 96% on the 1,000 held-out digits."""

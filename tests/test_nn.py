@@ -110,6 +110,25 @@ def test_zero_grad_and_module_call_runs_forward_hooks():
     assert len(calls) == 1
 
 
+def test_hook_replaces_output_grads_and_freezing():
+    lin = nn.Linear(3, 2)
+    lin.register_forward_hook(lambda mod, inp, out: out * 2.0)
+    x = _x(4, 3)
+    assert np.allclose(lin(x).numpy(), 2 * (x.numpy() @ lin.weight.data.T + lin.bias.data))
+
+    net = Net()
+    net(_x(2, 2, 4, 4)).sum().backward()
+    grad = net.conv.weight.grad
+    net.zero_grad(set_to_none=False)  # zeroed in place, the same Tensor kept
+    assert net.conv.weight.grad is grad and np.all(grad.data == 0)
+    assert net.num_parameters() == 2 * 4 * 9 + 4 + 4 + 4 + 64 * 3 + 3
+    net.conv.requires_grad_(False)
+    assert net.num_parameters(trainable_only=True) == 4 + 4 + 64 * 3 + 3
+    seen = []
+    assert net.apply(lambda m: seen.append(type(m).__name__)) is net
+    assert seen == ["Conv2d", "BatchNorm2d", "Flatten", "Linear", "Sequential", "Net"]
+
+
 def test_repr_is_readable():
     text = repr(nn.Sequential(nn.Conv2d(1, 6, 5, padding=2, bias=False), nn.ReLU()))
     assert text.splitlines() == [
