@@ -88,6 +88,10 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None):
         loss.backward()
         optimizer.step()
         totals.add(loss, logits, labels)
+        # The graph hangs off loss and logits (every activation of this step): drop it
+        # now, or it stays alive through the next step's forward, next to that step's
+        # activations (vgg_small, batch 32, CPU: peak 212 -> 200 MB).
+        del images, logits, loss
         if bar is not None:
             bar.update(1)
             if step % 5 == 0 or step == last_step:  # reading the loss syncs the GPU: not every step
