@@ -33,6 +33,17 @@ inline void check_int32_size(int64_t numel, const char* what) {
   }
 }
 
+// CUDA limits gridDim.y and gridDim.z to 65535 (gridDim.x to 2^31-1). A launcher whose
+// grid grows in y or z with a tensor size calls this before the launch, so that a shape
+// past the limit is a ValueError naming it rather than a failed launch.
+inline void check_grid_yz(int64_t y, int64_t z, const char* launcher) {
+  if (y > 65535 || z > 65535) {
+    throw std::invalid_argument(std::string(launcher) + ": grid y=" + std::to_string(y) +
+                                ", z=" + std::to_string(z) +
+                                " exceeds CUDA's limit of 65535 blocks in y and z");
+  }
+}
+
 // A grid-stride loop's grid: enough blocks to fill the GPU, not one per element.
 inline int grid_for(int64_t n, int block, int max_blocks = 65535 * 8) {
   int64_t blocks = (n + block - 1) / block;

@@ -234,3 +234,55 @@ def test_verify_parses_sanitizer_summaries(tmp_path):
                     "========= ERROR SUMMARY: 0 errors\n")
     got = verify.parse_sanitizer_log(str(race))
     assert (got["tool"], got["errors"], got["passed"]) == ("racecheck", 0, True)
+
+
+# ----------------------------------------------------------------------------- grid limits
+
+
+def _cuda_conv():
+    try:
+        return importlib.import_module("pycnn.backends.cuda.conv")
+    except ImportError as exc:
+        pytest.skip(f"the CUDA backend does not import here ({exc})")
+
+
+def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
+    conv = _cuda_conv()
+    # y = ceil(channels per group / 64) and z = groups must stay <= 65535
+    assert conv._gemm_grid_fits(65535 * 64, 65535)
+    assert not conv._gemm_grid_fits(65535 * 64 + 1, 1)
+    assert not conv._gemm_grid_fits(1, 65536)
+    for pass_name in ("fwd", "bwd_data", "bwd_filter"):
+        assert conv._version(pass_name, None, False) == conv.DEFAULT_VERSIONS[pass_name]
+        assert conv._version(pass_name, None, False, gemm_fits=False) == 1
+    assert conv._version("fwd", None, True) == 1                 # depthwise
+    assert conv._version("bwd_filter", None, True) == 4
+    assert conv._version("fwd", 2, False, gemm_fits=False) == 2   # asked for by name: as asked
+
+
+def _conv_shape(**kw):
+    shape = dict(N=1, C=1, H=1, W=1, K=1, R=1, S=1, P=1, Q=1, stride_h=1, stride_w=1,
+                 dilation_h=1, dilation_w=1, pad_top=0, pad_left=0, groups=1)
+    shape.update(kw)
+    return shape
+
+
+def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
+    ext = _extension()
+    wide = 65535 * 128 + 1            # output channels: 65536 blocks in y even with 128-wide tiles
+    with pytest.raises(ValueError, match=r"conv2d_fwd2: grid y=65536.*65535"):
+        ext.conv2d_fwd2(0, 0, 0, 0, **_conv_shape(K=wide), relu=False, stream=0)
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data3: grid y=65536.*65535"):
+        ext.conv2d_bwd_data3(0, 0, 0, **_conv_shape(C=wide), stream=0)
+    with pytest.raises(ValueError, match=r"conv2d_bwd_filter4: grid y=\d+.*65535"):
+        ext.conv2d_bwd_filter4(0, 0, 0, 0, **_conv_shape(K=wide), splits=1, deterministic=False,
+                               stream=0)
+    many = 65536                      # groups: z
+    with pytest.raises(ValueError, match="groups=65536"):
+        ext.conv2d_fwd2(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), relu=False, stream=0)
+    with pytest.raises(ValueError, match="splits"):
+        ext.conv2d_bwd_filter4(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), splits=1,
+                               deterministic=False, stream=0)
+    # the split count keeps splits * groups within z
+    assert ext.conv2d_bwd_filter4_splits(**_conv_shape(N=64, H=64, W=64, P=64, Q=64, C=4096,
+                                                       K=4096, groups=4096), num_sms=132) <= 65535 // 4096

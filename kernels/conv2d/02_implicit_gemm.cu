@@ -148,6 +148,7 @@ template <class T>
 static void launch_fwd2(const float* x, const float* w, const float* b, float* y,
                         const Conv2dParams& p, bool relu, cudaStream_t stream) {
   const int M = p.N * p.P * p.Q, Kg = p.K / p.groups;
+  check_grid_yz(ceil_div(Kg, T::BN), p.groups, "conv2d_fwd2");  // y: output channels per group
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Kg, T::BN), p.groups);
   if (relu)
     conv2d_fwd_kernel2<T, true><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);

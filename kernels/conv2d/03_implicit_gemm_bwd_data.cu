@@ -154,6 +154,7 @@ template <class T>
 static void launch_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                              cudaStream_t stream) {
   const int M = p.N * p.H * p.W, Cg = p.C / p.groups;
+  check_grid_yz(ceil_div(Cg, T::BN), p.groups, "conv2d_bwd_data3");  // y: input channels per group
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Cg, T::BN), p.groups);
   conv2d_bwd_data_kernel3<T><<<grid, T::THREADS, 0, stream>>>(dy, w, dx, p);
 }

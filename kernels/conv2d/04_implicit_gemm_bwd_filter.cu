@@ -218,6 +218,7 @@ static void launch_bwd_filter4(const float* x, const float* dy, float* dw, float
   const int64_t npq = (int64_t)p.N * p.P * p.Q;
   // Each split's range, rounded up to whole BK steps.
   const int chunk = (int)(ceil_div(ceil_div(npq, (int64_t)splits), (int64_t)T::BK) * T::BK);
+  check_grid_yz(ceil_div(Kg, T::BN), (int64_t)splits * p.groups, "conv2d_bwd_filter4");
   const dim3 grid(ceil_div(Cg * p.R * p.S, T::BM), ceil_div(Kg, T::BN), splits * p.groups);
   if (splits == 1) {
     conv2d_bwd_filter_kernel4<T, false><<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);

@@ -4,7 +4,7 @@ and forward with bias + ReLU fused into the kernel's epilogue.
 Every kernel version stays callable (``VERSIONS``, and ``version=`` on each
 function) so that tests and the benchmark can run each one against the
 reference. The default (``version=None``) calls the promoted version by name,
-with one guarded fallback:
+with guarded fallbacks:
 
     fwd         2 (implicit GEMM)   depthwise (C/groups = K/groups = 1) -> 1 (direct)
     bwd_data    3 (implicit GEMM)   depthwise -> 1 (direct)
@@ -13,7 +13,9 @@ with one guarded fallback:
 
 Depthwise goes to the direct kernels because an implicit-GEMM tile 64 columns
 wide would compute one useful column. (Chosen from the kernels' structure; not
-yet measured on a GPU.)
+yet measured on a GPU.) A shape whose implicit-GEMM grid would pass CUDA's
+65535-block limit in y or z (more than 65535 groups, or more than 65535 * 64
+channels per group) goes to the direct kernels too, whose grids are 1-D.
 
 Padding is ``(top, bottom, left, right)``; the kernels see the top and left
 padding and the output size, which carries the bottom and right padding.
@@ -47,10 +49,22 @@ LAUNCHERS = (
 )
 
 
-def _version(pass_name: str, version, depthwise: bool) -> int:
-    """The version to run: the one asked for, or the promoted one (with its fallback)."""
+#: gridDim.y / gridDim.z limit, and the narrowest implicit-GEMM tile's columns.
+_GRID_YZ_MAX, _GEMM_MIN_BN = 65535, 64
+
+
+def _gemm_grid_fits(columns: int, groups: int) -> bool:
+    """Whether an implicit-GEMM launch fits CUDA's grid: y = ceil(columns / BN) blocks
+    (columns: channels per group of the GEMM's N side), z = groups (times the splits)."""
+    return groups <= _GRID_YZ_MAX and -(-columns // _GEMM_MIN_BN) <= _GRID_YZ_MAX
+
+
+def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True) -> int:
+    """The version to run: the one asked for, or the promoted one (with its fallbacks)."""
     if version is None:
         if depthwise and pass_name in ("fwd", "bwd_data"):
+            return 1
+        if not gemm_fits and pass_name in ("fwd", "bwd_data", "bwd_filter"):
             return 1
         return DEFAULT_VERSIONS[pass_name]
     if isinstance(version, bool) or version not in VERSIONS[pass_name]:
@@ -120,7 +134,8 @@ def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
     if x.size == 0 or w.size == 0:  # no channels to sum over: y is the bias
         y[...] = 0 if b is None else b.reshape(1, k, 1, 1)
         return cp.maximum(y, 0, out=y) if relu else y
-    v = _version("fwd", version, _is_depthwise(w.shape, groups))
+    v = _version("fwd", version, _is_depthwise(w.shape, groups),
+                 _gemm_grid_fits(w.shape[0] // groups, groups))
     VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
                        *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
                        bool(relu), stream())
@@ -153,7 +168,8 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
     if dy.size == 0 or w.size == 0 or 0 in x_shape:
         return cp.zeros(x_shape, dtype=cp.float32)
     dx = empty(x_shape)
-    v = _version("bwd_data", version, _is_depthwise(w.shape, groups))
+    v = _version("bwd_data", version, _is_depthwise(w.shape, groups),
+                 _gemm_grid_fits(x_shape[1] // groups, groups))
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
                             *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
                                      groups),
@@ -184,7 +200,8 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
         return cp.zeros(w_shape, dtype=cp.float32)
     dw = empty(w_shape)
     params = _params(x.shape, w_shape, out[2:], stride, padding, dilation, groups)
-    v = _version("bwd_filter", version, _is_depthwise(w_shape, groups))
+    v = _version("bwd_filter", version, _is_depthwise(w_shape, groups),
+                 _gemm_grid_fits(w_shape[0] // groups, groups))
     if v == 1:
         _C.conv2d_bwd_filter1(ptr(x), ptr(dy), ptr(dw), *params, stream())
         return dw
