@@ -151,6 +151,21 @@ class Function:
         raise NotImplementedError
 
 
+class _Released(Function):
+    """Takes the place of a node's Function once backward has released its saved arrays."""
+
+    name = "released"
+    parents = ()
+
+    def backward(self, grad):
+        raise RuntimeError("backward: trying to go through a graph a second time, but its saved "
+                           "arrays were released by the first backward; call the first "
+                           "backward with retain_graph=True")
+
+
+_RELEASED = _Released()
+
+
 def _common_device_dtype(op: str, tensors):
     if not tensors:
         raise TypeError(f"{op}: expected at least one Tensor argument")
@@ -250,6 +265,8 @@ class Pow(Function):
         return a ** exponent
 
     def backward(self, g):
+        if self.exponent == 0:
+            return g * 0, None  # d(a**0)/da = 0, also at a = 0
         return g * self.exponent * self.a ** (self.exponent - 1), None
 
 
@@ -445,11 +462,14 @@ class Tensor:
         return Tensor(self.data.astype(dtype))
 
     # ---- autograd --------------------------------------------------------- #
-    def backward(self, grad=None) -> None:
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``grad`` is the gradient flowing into this tensor (an array or Tensor of
         this tensor's shape); it may be left out only for a one-element tensor.
+        As in PyTorch, each node's saved arrays are released once its backward
+        has run (activations do not outlive the pass), so going through the same
+        graph again needs ``retain_graph=True`` the first time.
         """
         if not self.requires_grad:
             raise RuntimeError("backward: this tensor does not require grad and has no graph")
@@ -472,10 +492,14 @@ class Tensor:
             if g is None:
                 continue
             if node._ctx is None:  # a leaf: accumulate, as PyTorch does
-                node.grad = Tensor(g if node.grad is None else node.grad.data + g)
+                # (copied: ops may hand one gradient array to several parents)
+                node.grad = Tensor(g.copy() if node.grad is None else node.grad.data + g)
                 continue
             fn = node._ctx
-            for parent, pg in zip(fn.parents, fn.backward(g)):
+            parent_grads = fn.backward(g)
+            if not retain_graph:
+                node._ctx = _RELEASED
+            for parent, pg in zip(fn.parents, parent_grads):
                 if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
                 key = id(parent)

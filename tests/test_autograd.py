@@ -161,3 +161,29 @@ def test_gradcheck_leaves_the_callers_tensors_alone():
     pycnn.gradcheck(lambda x: x * x, [x])
     assert x.grad is None
     np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
+
+
+def test_backward_releases_the_graph_unless_retained():
+    x = t64([1.0, 2.0])
+    y = (x * x).sum()
+    y.backward(retain_graph=True)
+    y.backward()                                   # allowed: the first call kept the graph
+    np.testing.assert_allclose(x.grad.numpy(), 4 * x.numpy())
+    with pytest.raises(RuntimeError, match="second time"):
+        y.backward()
+    z = x * 3.0
+    z.sum().backward()
+    assert not z.is_leaf and z.grad is None        # a released node is still no leaf
+
+
+def test_leaf_gradients_are_separate_arrays():
+    a, b = t64([1.0, 2.0]), t64([3.0, 4.0])
+    (a + b).sum().backward()
+    a.grad.data *= 0.5
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_pow_zero_has_zero_gradient_at_zero():
+    x = t64([0.0, 2.0])
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])

@@ -204,7 +204,7 @@ w4 = pycnn.tensor(np.zeros((6, 2, 3, 3), np.float32))
      ValueError, r"x has 3 input features .* expects 5"),
     (lambda: F.softmax(x4, dim=4), ValueError, r"dim must be in \[-4, 3\]"),
     (lambda: F.cross_entropy(pycnn.tensor(np.zeros((3, 4), np.float32)), np.array([0, 1, 4])), ValueError,
-     r"target values must be in \[0, 3\], got values in \[0, 4\]"),
+     r"target: expected class indices in \[0, 4\), got values in \[0, 4\]"),
     (lambda: F.cross_entropy(pycnn.tensor(np.zeros((3, 4), np.float32)), np.array([0.0, 1, 2])), TypeError,
      r"target must hold integer class indices"),
     (lambda: F.cross_entropy(pycnn.tensor(np.zeros((3, 4), np.float32)), np.array([0, 1])), ValueError,
