@@ -286,3 +286,172 @@ def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
     # the split count keeps splits * groups within z
     assert ext.conv2d_bwd_filter4_splits(**_conv_shape(N=64, H=64, W=64, P=64, Q=64, C=4096,
                                                        K=4096, groups=4096), num_sms=132) <= 65535 // 4096
+
+
+# ----------------------------------------------------------------------------- the CUDA backend's
+# Python side, on a machine without a GPU: fake CuPy arrays (pointers that are never
+# dereferenced) go through every check to the real pycnn._C launchers, which validate
+# their arguments and then fail to launch for want of a driver: a RuntimeError naming
+# the kernel proves that everything before the launch accepted the call.
+
+FAKE_STREAM = 0x5EED
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    try:
+        import cupy as cp
+        cuda = importlib.import_module("pycnn.backends.cuda")
+    except ImportError as exc:
+        pytest.skip(f"the CUDA backend does not import here ({exc})")
+    if cp.cuda.is_available():
+        pytest.skip("a GPU is present: fake pointers must not reach a real kernel (test_gpu.py runs there)")
+    from pycnn.backends.cuda import _common, batch_norm, conv, pointwise, softmax
+
+    next_ptr = [0x7F0000000000]
+
+    def fake(shape, dtype=cp.float32, device=0):
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        mem = cp.cuda.UnownedMemory(next_ptr[0], max(size, 1), None, device_id=device)
+        next_ptr[0] += (size + 4095) // 4096 * 4096 + 4096
+        return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(mem, 0))
+
+    calls = []
+
+    def recording(name, real):
+        def launcher(*args, **kwargs):
+            calls.append((name, args))
+            return real(*args, **kwargs)
+        return launcher
+
+    monkeypatch.setattr(_common, "current_device", lambda: 0)
+    for module in (batch_norm, conv, pointwise, softmax):
+        monkeypatch.setattr(module, "stream", lambda: FAKE_STREAM)
+        monkeypatch.setattr(module, "empty", lambda shape, dtype=cp.float32: fake(tuple(shape), dtype))
+    monkeypatch.setattr(conv, "_num_sms", lambda: 132)
+    for name in [n for n in cuda.LAUNCHERS if hasattr(_common._C, n)]:
+        monkeypatch.setattr(_common._C, name, recording(name, getattr(_common._C, name)))
+    for table in conv.VERSIONS.values():
+        for version, real in list(table.items()):
+            monkeypatch.setitem(table, version, recording(real.__name__, real))
+    return type("FakeGpu", (), {"cp": cp, "cuda": cuda, "conv": conv, "fake": staticmethod(fake),
+                                "calls": calls})
+
+
+import numpy as np  # noqa: E402
+
+
+def _launches(g, fn, *args, kernel, **kwargs):
+    """Call fn; it must get as far as launching `kernel` (on FAKE_STREAM) and no further."""
+    g.calls.clear()
+    with pytest.raises(RuntimeError, match=kernel):
+        fn(*args, **kwargs)
+    name, call_args = g.calls[-1]
+    assert call_args[-1] == FAKE_STREAM, f"{name} was not given CuPy's current stream"
+    return name, call_args
+
+
+def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
+    g, cp = fake_gpu, fake_gpu.cp
+    be, f = g.cuda, g.fake
+    x, dy, y = f((2, 3, 4, 5)), f((2, 3, 4, 5)), f((2, 3, 4, 5))
+    name, args = _launches(g, be.relu_fwd, x, kernel="relu_fwd_kernel1")
+    assert name == "relu_fwd1" and args[0] == x.data.ptr and args[2] == 120
+    _launches(g, be.relu_bwd, dy, y, kernel="relu_bwd_kernel1")
+    _launches(g, be.leaky_relu_fwd, x, 0.1, kernel="leaky_relu_fwd_kernel1")
+    _launches(g, be.leaky_relu_bwd, dy, x, 0.1, kernel="leaky_relu_bwd_kernel1")
+    _launches(g, be.sigmoid_fwd, x, kernel="sigmoid_fwd_kernel1")
+    _launches(g, be.sigmoid_bwd, dy, y, kernel="sigmoid_bwd_kernel1")
+    _launches(g, be.tanh_fwd, x, kernel="tanh_fwd_kernel1")
+    _launches(g, be.tanh_bwd, dy, y, kernel="tanh_bwd_kernel1")
+    _, args = _launches(g, be.bias_relu_fwd, x, f((3,)), kernel="bias_relu_fwd_kernel1")
+    assert args[3:6] == (120, 3, 20)                                 # n, channels, inner
+    _, args = _launches(g, be.dropout_fwd, x, 0.5, -1, kernel="dropout_fwd_kernel1")
+    assert args[5] == 0xFFFFFFFF                                     # the seed mod 2**32
+    _launches(g, be.dropout_bwd, dy, f((2, 3, 4, 5), cp.uint8), 0.5, kernel="dropout_bwd_kernel1")
+    for dim, rows in ((1, (2, 3, 20)), (3, (24, 5, 1))):
+        _, args = _launches(g, be.softmax_fwd, x, dim, kernel="softmax_fwd")
+        assert args[2:5] == rows                                     # outer, dim, inner
+        _launches(g, be.log_softmax_fwd, x, dim, kernel="log_softmax_fwd")
+        _launches(g, be.softmax_bwd, dy, y, dim, kernel="softmax_bwd")
+        _launches(g, be.log_softmax_bwd, dy, y, dim, kernel="log_softmax_bwd")
+    c3 = [f((3,)) for _ in range(4)]
+    _launches(g, be.batch_norm_fwd, x, *c3, True, 0.1, 1e-5, kernel="batch_norm_fwd_train_kernel1")
+    _launches(g, be.batch_norm_fwd, x, None, None, None, None, True, 0.1, 1e-5,
+              kernel="batch_norm_fwd_train_kernel1")
+    _launches(g, be.batch_norm_fwd, x, *c3, False, 0.1, 1e-5, kernel="batch_norm_fwd_infer_kernel1")
+    _launches(g, be.batch_norm_bwd, dy, x, c3[0], c3[1], c3[2], True, kernel="batch_norm_bwd_kernel1")
+
+    conv = g.conv
+    xc, w, b = f((2, 4, 9, 9)), f((6, 2, 3, 3)), f((6,))
+    geometry = ((2, 1), (1, 1, 0, 2), (1, 1), 2)                      # stride, padding, dilation, groups
+    dyc = f((2, 6, 5, 9))                                             # P = (9+2-3)//2+1, Q = 9+(0+2)-3+1
+    for version, kernel in ((None, "conv2d_fwd_kernel2"), (1, "conv2d_fwd_kernel1"), (2, "conv2d_fwd_kernel2")):
+        _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
+        assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
+    for version, kernel in ((None, "conv2d_bwd_data_kernel3"), (1, "conv2d_bwd_data_kernel1"),
+                            (3, "conv2d_bwd_data_kernel3")):
+        _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
+    for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
+                           ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),
+                           ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4")):
+        _, args = _launches(g, conv.conv2d_bwd_filter, xc, dyc, (6, 2, 3, 3), *geometry, **kwargs,
+                            kernel=kernel)
+        if kwargs.get("deterministic"):
+            assert args[3] != 0, "deterministic split-K needs its workspace"
+    _launches(g, conv.conv2d_bwd_bias, dyc, kernel="conv2d_bwd_bias_kernel5")
+    # depthwise goes to the direct kernels by default
+    name, _ = _launches(g, conv.conv2d_fwd, f((1, 4, 5, 5)), f((4, 1, 3, 3)), None, (1, 1), (1, 1, 1, 1),
+                        (1, 1), 4, kernel="conv2d_fwd_kernel1")
+    assert name == "conv2d_fwd1"
+
+
+def test_cuda_backend_empty_tensors_launch_nothing(fake_gpu):
+    g = fake_gpu
+    be, f = g.cuda, g.fake
+    # with no driver, any launch would raise: returning proves none was attempted
+    assert be.relu_fwd(f((0, 3))).shape == (0, 3)
+    assert be.relu_bwd(f((4, 0)), f((4, 0))).shape == (4, 0)
+    assert be.softmax_fwd(f((0, 5)), 1).shape == (0, 5)
+    assert be.bias_relu_fwd(f((0, 3, 2, 2)), f((3,))).shape == (0, 3, 2, 2)
+    assert be.dropout_fwd(f((0,)), 0.5, 1)[0].shape == (0,)
+    assert g.conv.conv2d_fwd(f((0, 2, 5, 5)), f((3, 2, 3, 3)), None, (1, 1), (0, 0, 0, 0), (1, 1),
+                             1).shape == (0, 3, 3, 3)
+
+
+def test_cuda_backend_refuses_bad_arrays_before_any_launch(fake_gpu):
+    g, cp = fake_gpu, fake_gpu.cp
+    be, f, conv = g.cuda, g.fake, g.conv
+    x = f((2, 3, 4, 4))
+    cases = [
+        (TypeError, "x: expected dtype float32", be.relu_fwd, (f((4,), cp.float64),)),
+        (TypeError, "x: expected a cupy.ndarray", be.relu_fwd, (np.zeros(4, np.float32),)),
+        (ValueError, "x: expected a C-contiguous", be.relu_fwd, (x[:, :, :, ::2],)),
+        (ValueError, "x: array is on GPU 1", be.relu_fwd, (f((4,), device=1),)),
+        (ValueError, "x: 2147483648 elements exceed the 32-bit", be.relu_fwd, (f((2**31,)),)),
+        (ValueError, "y: expected shape", be.relu_bwd, (x, f((2, 3, 4, 5)))),
+        (ValueError, "b: expected shape", be.bias_relu_fwd, (x, f((4,)))),
+        (TypeError, "mask: expected dtype uint8", be.dropout_bwd, (x, f((2, 3, 4, 4)), 0.5)),
+        (ValueError, "p: expected a probability", be.dropout_fwd, (x, 1.5, 0)),
+        (ValueError, "dim: expected an axis", be.softmax_fwd, (x, 4)),
+        (TypeError, "target: expected dtype int64", be.cross_entropy_fwd, (f((3, 4)), f((3,), cp.int32))),
+        (ValueError, "weight: expected shape", be.batch_norm_fwd, (x, f((4,)), None, None, None, True, 0.1, 1e-5)),
+        (ValueError, "more than 1 value per channel", be.batch_norm_fwd,
+         (f((1, 3)), None, None, None, None, True, 0.1, 1e-5)),
+        (ValueError, "running_mean, running_var", be.batch_norm_fwd, (x, None, None, None, None, False, 0.1, 1e-5)),
+        (ValueError, "b: expected shape", conv.conv2d_fwd, (x, f((5, 3, 3, 3)), f((4,)), (1, 1), (0,) * 4, (1, 1), 1)),
+        (ValueError, "w: expected C/groups", conv.conv2d_fwd, (x, f((5, 2, 3, 3)), None, (1, 1), (0,) * 4, (1, 1), 1)),
+        (ValueError, "dy: expected shape", conv.conv2d_bwd_data,
+         (f((2, 5, 3, 3)), f((5, 3, 3, 3)), (2, 3, 4, 4), (1, 1), (0,) * 4, (1, 1), 1)),
+        (ValueError, "dy: expected shape", conv.conv2d_bwd_filter,
+         (x, f((2, 5, 3, 3)), (5, 3, 3, 3), (1, 1), (0,) * 4, (1, 1), 1)),
+    ]
+    for error, message, fn, args in cases:
+        g.calls.clear()
+        with pytest.raises(error, match=message):
+            fn(*args)
+        assert not g.calls, f"{message}: launched {g.calls[-1][0]} before refusing"
+    with pytest.raises(ValueError, match="version: expected None or one of"):
+        conv.conv2d_fwd(x, f((5, 3, 3, 3)), None, (1, 1), (0,) * 4, (1, 1), 1, version=3)
+    with pytest.raises(ValueError, match="splits: expected None or an int >= 1"):
+        conv.conv2d_bwd_filter(x, f((2, 5, 2, 2)), (5, 3, 3, 3), (1, 1), (0,) * 4, (1, 1), 1, splits=0)

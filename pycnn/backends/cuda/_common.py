@@ -37,7 +37,7 @@ def check_array(a, name: str, *, dtype=cp.float32, ndim: int | None = None, shap
     if not a.flags.c_contiguous:
         raise ValueError(f"{name}: expected a C-contiguous array, got strides {a.strides} "
                          "(call cupy.ascontiguousarray first)")
-    current = cp.cuda.Device().id
+    current = current_device()
     if a.device.id != current:
         raise ValueError(f"{name}: array is on GPU {a.device.id}, but the current device "
                          f"is GPU {current}")
@@ -45,6 +45,11 @@ def check_array(a, name: str, *, dtype=cp.float32, ndim: int | None = None, shap
         raise ValueError(f"{name}: {a.size} elements exceed the 32-bit indexing limit "
                          f"of pycnn's kernels (2**31 - 1)")
     return a
+
+
+def current_device() -> int:
+    """Id of CuPy's current GPU (the one the kernels launch on)."""
+    return cp.cuda.Device().id
 
 
 def ptr(a) -> int:
