@@ -149,10 +149,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
-def dropout(input, p=0.5, training=True, seed=0):
-    """Dropout with pycnn's counter-based mask (``seed`` picks it; same mask as the CPU backend)."""
+def dropout(input, p=0.5, training=True, seed=None):
+    """Dropout with pycnn's counter-based mask: ``seed`` picks it (the same mask as the CPU
+    backend for the same seed); None, the default, draws a fresh one from pycnn's
+    generator (``pycnn.manual_seed`` makes the sequence repeatable), as every call of
+    torch.nn.functional.dropout draws a fresh mask."""
     x = as_cupy(input, "input")
     if not training:
         return x
+    if seed is None:
+        from pycnn.random import next_seed
+        seed = next_seed()
     y, _ = _backend().dropout_fwd(x, p, seed)
     return y

@@ -455,3 +455,20 @@ def test_cuda_backend_refuses_bad_arrays_before_any_launch(fake_gpu):
         conv.conv2d_fwd(x, f((5, 3, 3, 3)), None, (1, 1), (0,) * 4, (1, 1), 1, version=3)
     with pytest.raises(ValueError, match="splits: expected None or an int >= 1"):
         conv.conv2d_bwd_filter(x, f((2, 5, 2, 2)), (5, 3, 3, 3), (1, 1), (0,) * 4, (1, 1), 1, splits=0)
+
+
+def test_interop_dropout_draws_a_fresh_mask_per_call_unless_seeded(fake_gpu, monkeypatch):
+    # A fixed default seed would drop the same units in every training step.
+    import pycnn
+    from pycnn import interop
+    seeds = []
+    monkeypatch.setattr(fake_gpu.cuda, "dropout_fwd", lambda x, p, seed: (seeds.append(seed) or x, None))
+    x = fake_gpu.fake((4, 5))
+    pycnn.manual_seed(3)
+    interop.dropout(x)
+    interop.dropout(x)
+    pycnn.manual_seed(3)
+    interop.dropout(x)
+    interop.dropout(x, seed=17)
+    assert seeds[0] != seeds[1] and seeds[2] == seeds[0] and seeds[3] == 17
+    assert interop.dropout(x, training=False) is x
