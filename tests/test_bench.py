@@ -197,3 +197,13 @@ def test_readme_table_geometric_means(tmp_path):
     readme.write_text("no markers\n")
     assert rt.main(["--write", "--results", str(empty), "--readme", str(readme)]) == 1
     assert readme.read_text() == "no markers\n"
+
+
+def test_repetitions_fill_min_time_but_a_slow_call_stops_at_max_time():
+    from pycnn.bench.timing import repetitions
+    args = dict(min_reps=20, min_time=0.2, max_reps=2000, max_time=2.0, floor_reps=5)
+    assert repetitions(0.001, **args) == 2000      # 200 000 wanted, capped by max_reps
+    assert repetitions(0.5, **args) == 400         # 0.2 s / 0.5 ms
+    assert repetitions(50.0, **args) == 20         # min_reps: 1 s, under max_time
+    assert repetitions(200.0, **args) == 10        # 20 would take 4 s: 2 s / 200 ms
+    assert repetitions(1500.0, **args) == 5        # floor_reps even past max_time

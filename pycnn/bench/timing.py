@@ -2,7 +2,9 @@
 
 Each measurement warms up, estimates one call, then repeats until both at least
 ``min_reps`` repetitions and ``min_time`` seconds of measured work are reached
-(or exactly ``reps`` when given). On the GPU, L2 is flushed before every
+(or exactly ``reps`` when given), except that a slow call (a direct kernel on a
+large layer can take a second) stops after ``max_time`` seconds but never below
+``floor_reps`` repetitions, so that one slow case cannot eat a GPU session. On the GPU, L2 is flushed before every
 repetition by writing a buffer much larger than L2, outside the timed region, so
 that no repetition finds its inputs in cache from the previous one.
 """
@@ -21,10 +23,21 @@ def summarize(times_ms) -> dict:
             "reps": int(t.size)}
 
 
+def repetitions(estimate_ms, min_reps, min_time, max_reps, max_time, floor_reps) -> int:
+    """Repetitions for a call of about ``estimate_ms``: enough for ``min_time`` seconds
+    and ``min_reps``, at most ``max_reps``, and at most ``max_time`` seconds unless that
+    leaves fewer than ``floor_reps``."""
+    wanted = max(math.ceil(min_time * 1e3 / estimate_ms), min_reps)
+    affordable = max(math.floor(max_time * 1e3 / estimate_ms), floor_reps)
+    return max(min(wanted, affordable, max_reps), 1)
+
+
 class _Timer:
-    def __init__(self, reps=None, min_reps=20, min_time=0.2, max_reps=2000, warmup=3):
+    def __init__(self, reps=None, min_reps=20, min_time=0.2, max_reps=2000, warmup=3,
+                 max_time=2.0, floor_reps=5):
         self.reps, self.min_reps, self.min_time = reps, min_reps, min_time
         self.max_reps, self.warmup = max_reps, warmup
+        self.max_time, self.floor_reps = max_time, floor_reps
 
     def measure(self, fn) -> dict:
         for _ in range(self.warmup):
@@ -32,13 +45,14 @@ class _Timer:
         reps = self.reps
         if reps is None:
             estimate_ms = max(float(np.median(self._run(fn, 3))), 1e-6)
-            wanted = math.ceil(self.min_time * 1e3 / estimate_ms)
-            reps = min(max(wanted, self.min_reps), self.max_reps)
+            reps = repetitions(estimate_ms, self.min_reps, self.min_time, self.max_reps,
+                               self.max_time, self.floor_reps)
         return summarize(self._run(fn, reps))
 
     def setup(self) -> dict:
         return {"method": self.method, "warmup": self.warmup, "reps": self.reps,
-                "min_reps": self.min_reps, "min_time_s": self.min_time, "max_reps": self.max_reps}
+                "min_reps": self.min_reps, "min_time_s": self.min_time, "max_reps": self.max_reps,
+                "max_time_s": self.max_time, "floor_reps": self.floor_reps}
 
 
 class CpuTimer(_Timer):
