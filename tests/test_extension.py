@@ -472,3 +472,40 @@ def test_interop_dropout_draws_a_fresh_mask_per_call_unless_seeded(fake_gpu, mon
     interop.dropout(x, seed=17)
     assert seeds[0] != seeds[1] and seeds[2] == seeds[0] and seeds[3] == 17
     assert interop.dropout(x, training=False) is x
+
+
+# ----------------------------------------------------------------------------- preflight of the GPU
+# verification on the CPU: what test_gpu.py and pycnn.verify will call, checked before a GPU does
+
+
+def test_cuda_backend_signatures_match_the_reference():
+    try:
+        cuda = importlib.import_module("pycnn.backends.cuda")
+    except ImportError as exc:
+        pytest.skip(f"the CUDA backend does not import here ({exc})")
+    import inspect
+    from pycnn.backends import INTERFACE
+    from pycnn.backends import numpy_ref as ref
+    for name in INTERFACE:
+        ours = [p.name for p in inspect.signature(getattr(cuda, name)).parameters.values()
+                if p.kind != p.KEYWORD_ONLY]                 # version=, deterministic=, ... extra
+        assert ours == list(inspect.signature(getattr(ref, name)).parameters), name
+
+
+def test_every_verify_run_binds_to_the_cuda_function_and_the_reference_runs_it():
+    try:
+        cuda = importlib.import_module("pycnn.backends.cuda")
+    except ImportError as exc:
+        pytest.skip(f"the CUDA backend does not import here ({exc})")
+    import inspect
+    from pycnn import verify
+    from pycnn.backends import numpy_ref as ref
+    conv = importlib.import_module("pycnn.backends.cuda.conv")
+    for case in verify.cases():
+        getattr(ref, case.op)(*(verify._to_ref(a) for a in case.args))
+        fn = getattr(conv if case.versions else cuda, case.op)
+        for label, kwargs in verify.case_runs(case, fn, conv if case.versions else None):
+            try:
+                inspect.signature(fn).bind(*case.args, **kwargs)
+            except TypeError as exc:
+                raise AssertionError(f"{case.name} run {label}: {exc}") from None
