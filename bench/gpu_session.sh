@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Everything that needs a GPU, in as few device calls as possible.
 #
-#   bash bench/gpu_session.sh verify   # build, GPU tests, verification record + compute-sanitizer
-#   bash bench/gpu_session.sh bench    # build, cuDNN comparison: resnet50 (batch 32) and pool/activation
+#   bash bench/gpu_session.sh verify     # build, GPU tests, verification record
+#   bash bench/gpu_session.sh sanitize   # build, compute-sanitizer memcheck + racecheck, record again with them
+#   bash bench/gpu_session.sh bench      # build, cuDNN comparison: resnet50 (batch 32) and pool/activation
 #
 # Each stage fits one 10-minute call and writes at most 8 files to $OUT (the device
 # tool's limit): the verification record or the benchmark JSON/Markdown/PNG files,
 # plus one log. Commit what comes back under bench/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage="${1:?usage: gpu_session.sh verify|bench}"
+stage="${1:?usage: gpu_session.sh verify|sanitize|bench}"
 OUT="${OUT:-bench/results}"
 mkdir -p "$OUT"
 log="$OUT/session-$stage.log"
@@ -26,27 +27,36 @@ PYCNN_CUDA=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
 rm -f "$OUT/.build.log"
 python -c "import pycnn; assert pycnn.cuda_available(), 'CUDA backend unavailable'; print('pycnn CUDA backend ready')" || exit 1
 
+# Each step has its own time limit, so that a slow step still leaves the stage's
+# files in $OUT before the device call's 10 minutes run out.
 case "$stage" in
 verify)
   step "GPU tests"
-  python -m pytest tests/test_gpu.py tests/test_gpu_model.py tests/test_extension.py -q -p no:cacheprovider 2>&1 | tail -40
+  timeout 300 python -m pytest tests/test_gpu.py tests/test_gpu_model.py tests/test_extension.py \
+    -q -p no:cacheprovider 2>&1 | tail -40
+  step "verification record"
+  timeout 180 python -m pycnn.verify --out "$OUT"
+  ;;
+sanitize)
   step "compute-sanitizer memcheck"
   # no memory pool: memcheck sees only whole cudaMalloc blocks, not CuPy's slices of them
-  compute-sanitizer --tool memcheck --print-limit 20 python -m pycnn.verify --quick --no-write --no-memory-pool \
-    > /tmp/memcheck.log 2>&1; tail -5 /tmp/memcheck.log
+  timeout 240 compute-sanitizer --tool memcheck --print-limit 20 \
+    python -m pycnn.verify --quick --no-write --no-memory-pool > "$OUT/memcheck.log" 2>&1
+  tail -5 "$OUT/memcheck.log"
   step "compute-sanitizer racecheck"
-  compute-sanitizer --tool racecheck --print-limit 20 python -m pycnn.verify --quick --no-write \
-    > /tmp/racecheck.log 2>&1; tail -5 /tmp/racecheck.log
-  step "verification record"
-  python -m pycnn.verify --out "$OUT" --sanitizer-log /tmp/memcheck.log /tmp/racecheck.log
+  timeout 240 compute-sanitizer --tool racecheck --print-limit 20 \
+    python -m pycnn.verify --quick --no-write > "$OUT/racecheck.log" 2>&1
+  tail -5 "$OUT/racecheck.log"
+  step "verification record with the sanitizer outcomes"
+  timeout 100 python -m pycnn.verify --out "$OUT" --sanitizer-log "$OUT/memcheck.log" "$OUT/racecheck.log"
   ;;
 bench)
   step "resnet50, batch 32"
-  python -m pycnn.bench --set resnet50 --batch 32 --out "$OUT"
+  timeout 400 python -m pycnn.bench --set resnet50 --batch 32 --out "$OUT"
   step "pool and activation"
-  python -m pycnn.bench --set poolact --out "$OUT"
+  timeout 150 python -m pycnn.bench --set poolact --out "$OUT"
   ;;
 *)
-  echo "unknown stage $stage (verify|bench)"; exit 2 ;;
+  echo "unknown stage $stage (verify|sanitize|bench)"; exit 2 ;;
 esac
 step "done"
