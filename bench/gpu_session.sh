@@ -40,12 +40,12 @@ verify)
 sanitize)
   step "compute-sanitizer memcheck"
   # no memory pool: memcheck sees only whole cudaMalloc blocks, not CuPy's slices of them
-  timeout 240 compute-sanitizer --tool memcheck --print-limit 20 \
-    python -m pycnn.verify --quick --no-write --no-memory-pool > "$OUT/memcheck.log" 2>&1
+  timeout 240 compute-sanitizer --tool memcheck --print-limit 20 python -m pycnn.verify --quick --no-write --no-memory-pool \
+    > "$OUT/memcheck.log" 2>&1
   tail -5 "$OUT/memcheck.log"
   step "compute-sanitizer racecheck"
-  timeout 240 compute-sanitizer --tool racecheck --print-limit 20 \
-    python -m pycnn.verify --quick --no-write > "$OUT/racecheck.log" 2>&1
+  timeout 240 compute-sanitizer --tool racecheck --print-limit 20 python -m pycnn.verify --quick --no-write \
+    > "$OUT/racecheck.log" 2>&1
   tail -5 "$OUT/racecheck.log"
   step "verification record with the sanitizer outcomes"
   timeout 100 python -m pycnn.verify --out "$OUT" --sanitizer-log "$OUT/memcheck.log" "$OUT/racecheck.log"
