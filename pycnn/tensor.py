@@ -91,26 +91,20 @@ def is_grad_enabled() -> bool:
     return getattr(_state, "grad_enabled", True)
 
 
-@contextlib.contextmanager
-def _grad_mode(enabled: bool):
-    previous = is_grad_enabled()
-    _state.grad_enabled = enabled
-    try:
-        yield
-    finally:
-        _state.grad_enabled = previous
-
-
 class no_grad(contextlib.ContextDecorator):
     """Context manager (and decorator) in which no graph is recorded."""
 
+    def __init__(self):
+        self._previous = []  # a stack: one decorator instance may be entered recursively
+
     def __enter__(self):
-        self._mode = _grad_mode(False)
-        self._mode.__enter__()
+        self._previous.append(is_grad_enabled())
+        _state.grad_enabled = False
         return self
 
     def __exit__(self, *exc):
-        return self._mode.__exit__(*exc)
+        _state.grad_enabled = self._previous.pop()
+        return False
 
 
 # --------------------------------------------------------------------------- #

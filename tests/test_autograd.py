@@ -187,3 +187,12 @@ def test_pow_zero_has_zero_gradient_at_zero():
     x = t64([0.0, 2.0])
     (x ** 0).sum().backward()
     np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+
+
+def test_no_grad_decorator_survives_recursion():
+    @pycnn.no_grad()
+    def depth(n):
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    assert depth(3) == 3
+    assert pycnn.is_grad_enabled()
