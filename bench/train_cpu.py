@@ -63,7 +63,7 @@ def run_pycnn(cfg, data, state, kwargs):
     sched = optim.ExponentialLR(opt, gamma=cfg["lr_decay"])
     start = time.perf_counter()
     history = fit(model, opt, DataLoader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"]),
-                  DataLoader(test_set, 256), cfg["epochs"], "cpu", scheduler=sched,
+                  DataLoader(test_set, cfg["batch_size"]), cfg["epochs"], "cpu", scheduler=sched,
                   progress=False, log=None)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "test_acc": history[-1]["test_acc"],
@@ -92,7 +92,7 @@ def run_torch(torch, cfg, data, state):
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg["lr_decay"])
     loss_fn = torch.nn.functional.cross_entropy
     train_loader = DataLoader(train_set, cfg["batch_size"], shuffle=True, seed=cfg["seed"])
-    test_loader = DataLoader(test_set, 256)
+    test_loader = DataLoader(test_set, cfg["batch_size"])
     accs, losses = [], []
     start = time.perf_counter()
     for _ in range(cfg["epochs"]):

@@ -246,7 +246,7 @@ def cmd_train(args):
     transform = cifar10_augment() if args.data.startswith("cifar10:") else None
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
                               transform=transform)
-    test_loader = DataLoader(test_set, max(args.batch_size, 256))
+    test_loader = DataLoader(test_set, args.batch_size)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("runs", f"{args.model}-{stamp}")
