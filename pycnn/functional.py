@@ -463,6 +463,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     op = "batch_norm"
     _check_tensor(x, "x (input)", op, (2, 4))
     c = x.shape[1]
+    if c == 0:
+        raise ValueError(f"{op}: x (input) must have at least one channel, got shape {x.shape}")
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _check_tensor(t, name, op, 1)

@@ -215,6 +215,8 @@ w4 = pycnn.tensor(np.zeros((6, 2, 3, 3), np.float32))
     (lambda: F.batch_norm(x4, None, None), ValueError, r"running_mean and running_var are needed"),
     (lambda: F.batch_norm(x4, np.zeros(3, np.float32), np.ones(4, np.float32), training=True), ValueError,
      r"running_mean must have shape \(4,\), got \(3,\)"),
+    (lambda: F.batch_norm(pycnn.tensor(np.zeros((3, 0), np.float32)), None, None, training=True),
+     ValueError, r"at least one channel, got shape \(3, 0\)"),
     (lambda: F.batch_norm(pycnn.tensor(np.zeros((1, 4), np.float32)), None, None, training=True),
      ValueError, r"more than one value per channel"),
 ])
