@@ -72,7 +72,7 @@ def _models():
     return models
 
 
-def model_kwargs(name, sample_shape, num_classes):
+def model_kwargs(name, sample_shape, num_classes=None):
     """Constructor arguments of model ``name`` fitted to the data, for those it accepts."""
     models = _models()
     if name not in models.MODELS:
@@ -82,8 +82,9 @@ def model_kwargs(name, sample_shape, num_classes):
     except (TypeError, ValueError):
         params = {}
     c, h, w = sample_shape
-    wanted = {"num_classes": int(num_classes), "in_channels": int(c),
-              "input_size": int(h) if h == w else [int(h), int(w)]}
+    wanted = {"in_channels": int(c), "input_size": int(h) if h == w else [int(h), int(w)]}
+    if num_classes is not None:          # None: the model's own default
+        wanted["num_classes"] = int(num_classes)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     return {k: v for k, v in wanted.items() if k in params or accepts_any}
 
@@ -339,7 +340,8 @@ def cmd_summary(args):
         raise CLIError(f"model: expected one of {', '.join(sorted(models.MODELS))}, "
                        f"got {args.model!r}")
     shape = tuple(args.input_shape) if args.input_shape else SUMMARY_SHAPES.get(args.model, (3, 32, 32))
-    model = build_model(args.model, model_kwargs(args.model, shape, 10))
+    kwargs = model_kwargs(args.model, shape, args.num_classes)
+    model = build_model(args.model, kwargs)
     from pycnn.summary import summary
     try:
         text = summary(model, shape, print_fn=None)
@@ -401,6 +403,8 @@ def build_parser():
     s.add_argument("--input-shape", type=_positive_int, nargs=3, metavar=("C", "H", "W"),
                    help="default: 1 28 28 for MNIST models, 3 32 32 for vgg/resnet18, "
                    "3 224 224 for resnet50")
+    s.add_argument("--num-classes", type=_positive_int, default=None,
+                   help="default: the model's own (10 for the MNIST/CIFAR models, 1000 for resnet50)")
     s.set_defaults(func=cmd_summary)
 
     sub.add_parser("bench", help="benchmark kernels against the reference and cuDNN "

@@ -75,6 +75,14 @@ def test_summary_prints_parameter_count(capsys):
     assert "Total params: 61,706" in capsys.readouterr().out
 
 
+def test_summary_keeps_the_models_own_class_count(capsys):
+    # torchvision's ResNet-50 (1000 classes) has 25,557,032 parameters
+    assert cli.main(["summary", "resnet50"]) == 0
+    assert "Total params: 25,557,032" in capsys.readouterr().out
+    assert cli.main(["summary", "resnet50", "--num-classes", "10"]) == 0
+    assert "Total params: 23,528,522" in capsys.readouterr().out  # 2048*10 + 10 in the head
+
+
 def test_summary_input_shape_the_model_cannot_take(capsys):
     # LeNet-5's classifier expects 16*5*5 features; 32x32 digits give 16*6*6
     assert cli.main(["summary", "lenet5", "--input-shape", "1", "32", "32"]) == 2
