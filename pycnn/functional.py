@@ -19,7 +19,7 @@ from pycnn.random import next_seed
 from pycnn.tensor import Function, Tensor, move_array, array_module
 
 __all__ = [
-    "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+    "conv2d", "conv2d_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
     "relu", "leaky_relu", "sigmoid", "tanh", "linear", "flatten",
     "softmax", "log_softmax", "cross_entropy", "mse_loss", "dropout", "batch_norm",
 ]
@@ -79,11 +79,8 @@ class Conv2d(Function):
         return dx, dw, db
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
-    """2-D convolution (cross-correlation, as in every framework) of NCHW ``x``
-    with ``w`` of shape ``(K, C/groups, R, S)``; ``padding`` is an int, a pair,
-    ``'valid'`` or ``'same'``. ``groups == C`` is a depthwise convolution."""
-    op = "conv2d"
+def _conv2d_args(op, x, w, b, stride, padding, dilation, groups):
+    """Check the arguments of a convolution; returns (stride, padding4, dilation)."""
     _check_tensor(x, "x (input)", op, 4)
     _check_tensor(w, "w (weight)", op, 4)
     _check_like(op, "x", x, w=w)
@@ -108,7 +105,37 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     dilation = shapes.pair(dilation, f"{op}: dilation")
     padding = shapes.conv_padding(padding, (r, s), dilation, stride)
     shapes.conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)  # raises if < 1
+    return stride, padding, dilation
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """2-D convolution (cross-correlation, as in every framework) of NCHW ``x``
+    with ``w`` of shape ``(K, C/groups, R, S)``; ``padding`` is an int, a pair,
+    ``'valid'`` or ``'same'``. ``groups == C`` is a depthwise convolution."""
+    stride, padding, dilation = _conv2d_args("conv2d", x, w, b, stride, padding, dilation, groups)
     return Conv2d.apply(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+class Conv2dReLU(Conv2d):
+    name = "conv2d_relu"
+
+    def forward(self, x, w, b, *, stride, padding, dilation, groups):
+        self.x, self.w, self.has_bias = x, w, b is not None
+        self.args = (stride, padding, dilation, groups)
+        self.y = self.backend.conv2d_bias_relu_fwd(x, w, b, stride, padding, dilation, groups)
+        return self.y
+
+    def backward(self, dy):
+        return super().backward(self.backend.relu_bwd(dy, self.y))
+
+
+def conv2d_relu(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
+    """``relu(conv2d(x, w, b, ...))`` as one op: on the GPU the bias and the ReLU
+    are applied in the convolution kernel's epilogue, saving a pass over y."""
+    stride, padding, dilation = _conv2d_args("conv2d_relu", x, w, b, stride, padding, dilation,
+                                             groups)
+    return Conv2dReLU.apply(x, w, b, stride=stride, padding=padding, dilation=dilation,
+                            groups=groups)
 
 
 # --------------------------------------------------------------------------- #

@@ -159,6 +159,8 @@ def _conv_cases(rng):
         out += [
             Case(f"conv2d_fwd[{tag}]", "conv2d_fwd", (x, wt, b, stride, pad, dil, groups),
                  TOL_CONV, versions=True),
+            Case(f"conv2d_bias_relu_fwd[{tag}]", "conv2d_bias_relu_fwd",
+                 (x, wt, b, stride, pad, dil, groups), TOL_CONV, versions=True),
             Case(f"conv2d_bwd_data[{tag}]", "conv2d_bwd_data",
                  (dy, wt, x_shape, stride, pad, dil, groups), TOL_CONV, versions=True),
             Case(f"conv2d_bwd_filter[{tag}]", "conv2d_bwd_filter",
@@ -336,7 +338,8 @@ def conv_versions(conv, op: str) -> list:
     """Version keys of ``op`` in ``conv.VERSIONS``: keyed by pass (``{"conv2d_fwd": {...}}``
     or ``{"fwd": {...}}``), or one flat table for every pass."""
     versions = getattr(conv, "VERSIONS", None) or {}
-    short = op.replace("conv2d_", "")
+    # the fused forward (bias and ReLU in the epilogue) has the forward's versions
+    short = "fwd" if op == "conv2d_bias_relu_fwd" else op.replace("conv2d_", "")
     if op in versions:
         return list(versions[op])
     if short in versions:

@@ -223,3 +223,14 @@ w4 = pycnn.tensor(np.zeros((6, 2, 3, 3), np.float32))
 def test_bad_input_raises_a_clear_error(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("xs, ws, kw", CONV_CASES[:4])
+def test_conv2d_relu_is_relu_of_conv2d_with_its_gradients(xs, ws, kw):
+    x, w, b = t64(*xs), t64(*ws), t64(ws[0])
+    fused = F.conv2d_relu(x, w, b, **kw)
+    np.testing.assert_allclose(fused.numpy(), np.maximum(F.conv2d(x, w, b, **kw).numpy(), 0),
+                               rtol=1e-12, atol=1e-12)
+    assert pycnn.gradcheck(lambda x, w, b: F.conv2d_relu(x, w, b, **kw), [x, w, b])
+    with pytest.raises(ValueError, match=r"conv2d_relu: channel mismatch"):
+        F.conv2d_relu(x, t64(ws[0], ws[1] + 1, *ws[2:]))

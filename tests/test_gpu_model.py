@@ -12,7 +12,7 @@ import pytest
 
 import pycnn
 import pycnn.functional as F
-from pycnn import models, optim
+from pycnn import models, nn, optim
 
 pytestmark = pytest.mark.gpu
 
@@ -34,17 +34,21 @@ def _close(gpu, cpu, what):
     assert err < RTOL, f"{what}: max relative error {err:.2e} (>= {RTOL})"
 
 
-def _pair(name, **kw):
-    """The same model twice, on the CPU and on the GPU, with identical weights."""
+def _pair(name, fuse=False, **kw):
+    """The same model twice, on the CPU and on the GPU, with identical weights; with
+    ``fuse`` the GPU's Conv2d -> ReLU pairs run as one kernel (nn.fuse_conv_relu)."""
     pycnn.manual_seed(0)
     cpu = models.get_model(name, **kw)
     gpu = models.get_model(name, **kw)
     gpu.load_state_dict(cpu.state_dict())
+    if fuse:
+        nn.fuse_conv_relu(gpu)
     return cpu, gpu.to("cuda")
 
 
 @pytest.mark.parametrize("name, shape, kw", [
     ("lenet5", (8, 1, 28, 28), {}),
+    ("lenet5", (8, 1, 28, 28), {"fuse": True}),
     ("keras_mnist", (4, 1, 28, 28), {}),
     ("resnet18", (2, 3, 32, 32), {"num_classes": 10}),
 ])

@@ -493,3 +493,35 @@ def test_to_cuda_moves_parameters_and_buffers():
     assert all(isinstance(v, np.ndarray) for v in sd.values())
     net.to("cpu")
     assert param.device == "cpu"
+
+
+def test_fuse_conv_relu_keeps_parameters_keys_and_results():
+    from pycnn import models, optim
+    import pycnn.functional as F
+
+    pycnn.manual_seed(0)
+    plain = models.lenet5()
+    fused = models.lenet5()
+    fused.load_state_dict(plain.state_dict())
+    params_before = list(fused.parameters())
+    opt = optim.SGD(fused.parameters(), lr=0.1)          # made before fusing: must keep working
+    nn.fuse_conv_relu(fused)
+    assert isinstance(fused.features[0], nn.ConvReLU2d) and isinstance(fused.features[1], nn.Identity)
+    assert isinstance(fused.features[3], nn.ConvReLU2d) and isinstance(fused.features[4], nn.Identity)
+    assert isinstance(fused.classifier[2], nn.ReLU)      # a Linear's ReLU is left alone
+    assert all(a is b for a, b in zip(fused.parameters(), params_before))
+    assert list(fused.state_dict()) == list(plain.state_dict())
+
+    x = pycnn.tensor(np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32))
+    y = np.array([0, 1, 2, 3])
+    losses = []
+    for model in (plain, fused):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
+        np.testing.assert_allclose(q.grad.numpy(), p.grad.numpy(), rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+    opt.step()
+    assert not np.array_equal(fused.features[0].weight.numpy(), plain.features[0].weight.numpy())

@@ -18,6 +18,8 @@ Convolution
     conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups) -> dx
     conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups) -> dw
     conv2d_bwd_bias(dy) -> db                      (sum of dy over N, P, Q)
+    conv2d_bias_relu_fwd(x, w, b, stride, padding, dilation, groups) -> y
+        relu(conv2d_fwd(...)) in one pass (the kernel's epilogue adds b and clamps)
 
 Pooling (``indices`` are int64 offsets into each (n, c) plane, h * W + w,
 as PyTorch returns them)
@@ -75,6 +77,7 @@ import importlib
 #: Every function a backend must define; tests check both backends against it.
 INTERFACE = (
     "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "conv2d_bwd_bias",
+    "conv2d_bias_relu_fwd",
     "max_pool2d_fwd", "max_pool2d_bwd", "avg_pool2d_fwd", "avg_pool2d_bwd",
     "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
     "relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd",

@@ -129,6 +129,11 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups):
     return dw.reshape(w_shape)
 
 
+def conv2d_bias_relu_fwd(x, w, b, stride, padding, dilation, groups):
+    y = conv2d_fwd(x, w, b, stride, padding, dilation, groups)
+    return np.maximum(y, 0, out=y)
+
+
 def conv2d_bwd_bias(dy):
     return dy.sum(axis=(0, 2, 3))
 

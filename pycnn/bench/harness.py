@@ -138,11 +138,12 @@ def conv_versions(be, op: str):
         return None, []
     versions = getattr(conv, "VERSIONS", None) or {}
     name = {"conv_fwd": "conv2d_fwd", "conv_bwd_data": "conv2d_bwd_data",
-            "conv_bwd_filter": "conv2d_bwd_filter"}[op]
+            "conv_bwd_filter": "conv2d_bwd_filter", "conv_bias_relu_fwd": "conv2d_bias_relu_fwd"}[op]
     fn = getattr(conv, name, None)
     if fn is None or "version" not in inspect.signature(fn).parameters:
         return conv, []
-    short = name.replace("conv2d_", "")                  # "fwd", "bwd_data", "bwd_filter"
+    # "fwd", "bwd_data", "bwd_filter"; the fused forward has the forward's versions
+    short = "fwd" if name == "conv2d_bias_relu_fwd" else name.replace("conv2d_", "")
     passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "fwd", "bwd_data", "bwd_filter"}
     if name in versions or short in versions:
         keys = list(versions.get(name, versions.get(short)))

@@ -13,7 +13,7 @@ from pycnn.shapes import conv2d_output_shape, numel, pool2d_output_shape
 F32 = 4    # bytes per float32 element
 I64 = 8    # bytes per max-pool index (int64, as PyTorch returns them)
 
-CONV_OPS = ("conv_fwd", "conv_bwd_data", "conv_bwd_filter")
+CONV_OPS = ("conv_fwd", "conv_bwd_data", "conv_bwd_filter", "conv_bias_relu_fwd")
 OPS = {
     "conv": CONV_OPS,
     "max_pool": ("max_pool_fwd", "max_pool_bwd"),
@@ -50,7 +50,9 @@ def conv_flops(case: dict, n: int) -> int:
 
 def conv_bytes(op: str, case: dict, n: int) -> int:
     x, w, y = (numel(s) for s in conv_shapes(case, n))
-    moved = {"conv_fwd": x + w + y, "conv_bwd_data": y + w + x, "conv_bwd_filter": x + y + w}
+    k = conv_shapes(case, n)[1][0]
+    moved = {"conv_fwd": x + w + y, "conv_bwd_data": y + w + x, "conv_bwd_filter": x + y + w,
+             "conv_bias_relu_fwd": x + w + k + y}
     return F32 * moved[op]
 
 

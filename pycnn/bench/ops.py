@@ -50,13 +50,16 @@ def _tensors(torch, *arrays):
 
 def _conv(op, c, n, xp):
     xs, ws, ys = conv_shapes(c, n)
-    x, w, dy = randn(xp, xs, 1), randn(xp, ws, 2), randn(xp, ys, 3)
+    x, w, dy, b = randn(xp, xs, 1), randn(xp, ws, 2), randn(xp, ys, 3), randn(xp, (ws[0],), 4)
     st, p4, dil, g = c["stride"], c["padding4"], c["dilation"], c["groups"]
     pad = list(c["padding"])
 
     if op == "conv_fwd":
         def ours(be, **kw):
             return be.conv2d_fwd(x, w, None, st, p4, dil, g, **kw)
+    elif op == "conv_bias_relu_fwd":
+        def ours(be, **kw):
+            return be.conv2d_bias_relu_fwd(x, w, b, st, p4, dil, g, **kw)
     elif op == "conv_bwd_data":
         def ours(be, **kw):
             return be.conv2d_bwd_data(dy, w, xs, st, p4, dil, g, **kw)
@@ -65,9 +68,11 @@ def _conv(op, c, n, xp):
             return be.conv2d_bwd_filter(x, dy, ws, st, p4, dil, g, **kw)
 
     def theirs(torch):
-        tx, tw, tdy = _tensors(torch, x, w, dy)
+        tx, tw, tdy, tb = _tensors(torch, x, w, dy, b)
         if op == "conv_fwd":
             return lambda: torch.nn.functional.conv2d(tx, tw, None, st, pad, dil, g)
+        if op == "conv_bias_relu_fwd":   # eager PyTorch: cuDNN's conv with bias, then a ReLU kernel
+            return lambda: torch.relu(torch.nn.functional.conv2d(tx, tw, tb, st, pad, dil, g))
         mask = [op == "conv_bwd_data", op == "conv_bwd_filter", False]
         pick = 0 if op == "conv_bwd_data" else 1
         # aten.convolution_backward(grad_output, input, weight, bias_sizes, stride,

@@ -94,6 +94,17 @@ class Conv2d(Module):
         return s
 
 
+class ConvReLU2d(Conv2d):
+    """A Conv2d followed by a ReLU, run as one op (``F.conv2d_relu``): on the GPU the
+    bias and the ReLU are applied in the convolution kernel's epilogue. Same
+    parameters and state_dict keys as Conv2d; ``fuse_conv_relu`` makes them from
+    the Conv2d -> ReLU pairs of a model."""
+
+    def forward(self, x):
+        return F.conv2d_relu(x, self.weight, self.bias, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, groups=self.groups)
+
+
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
@@ -382,3 +393,22 @@ class ModuleList(_Container):
         if isinstance(index, slice):  # a ModuleList again, numbered from "0", as torch does
             return ModuleList(list(self)[index])
         return self._child_at(index)
+
+
+def fuse_conv_relu(model: Module) -> Module:
+    """Fuse, in place, every Conv2d that a ReLU directly follows inside a Sequential.
+
+    The Conv2d becomes a ConvReLU2d holding the very same Parameters (an optimizer
+    made before keeps working) and the ReLU becomes an Identity, so the module
+    names and state_dict keys do not change (as torch.ao.quantization.fuse_modules
+    does). Returns ``model``.
+    """
+    for seq in [m for m in model.modules() if isinstance(m, Sequential)]:
+        names = list(seq._modules)
+        for first, second in zip(names, names[1:]):
+            conv, act = seq._modules[first], seq._modules[second]
+            if type(conv) is Conv2d and type(act) is ReLU:
+                fused = ConvReLU2d.__new__(ConvReLU2d)
+                fused.__dict__.update(conv.__dict__)      # the same parameters and settings
+                seq._modules[first], seq._modules[second] = fused, Identity()
+    return model

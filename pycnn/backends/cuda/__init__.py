@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from . import conv as _conv
 from .batch_norm import batch_norm_bwd, batch_norm_fwd
-from .conv import conv2d_bwd_bias, conv2d_bwd_data, conv2d_bwd_filter, conv2d_fwd
+from .conv import (conv2d_bias_relu_fwd, conv2d_bwd_bias, conv2d_bwd_data, conv2d_bwd_filter,
+                   conv2d_fwd)
 from .launchers import LAUNCHERS as _OWN_LAUNCHERS
 from .pointwise import (bias_relu_fwd, dropout_bwd, dropout_fwd, leaky_relu_bwd, leaky_relu_fwd,
                         relu_bwd, relu_fwd, sigmoid_bwd, sigmoid_fwd, tanh_bwd, tanh_fwd)
@@ -26,7 +27,7 @@ from .softmax import (cross_entropy_bwd, cross_entropy_fwd, log_softmax_bwd, log
 LAUNCHERS = tuple(_conv.LAUNCHERS) + _OWN_LAUNCHERS
 
 __all__ = [
-    "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "conv2d_bwd_bias",
+    "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "conv2d_bwd_bias", "conv2d_bias_relu_fwd",
     "max_pool2d_fwd", "max_pool2d_bwd", "avg_pool2d_fwd", "avg_pool2d_bwd",
     "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
     "relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd",
