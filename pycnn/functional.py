@@ -152,7 +152,15 @@ def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
         if 2 * p > k:
             raise ValueError(f"{op}: padding should be at most half the kernel size; got padding "
                              f"{p} for kernel size {k} along the {axis}")
-    shapes.pool2d_output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode)
+    out_hw = shapes.pool2d_output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode)[2:]
+    for i, axis in enumerate(("height", "width")):
+        o = shapes.window_misses_input(x.shape[2 + i], kernel[i], stride[i], padding[i],
+                                       dilation[i], out_hw[i])
+        if o is not None:
+            raise ValueError(f"{op}: the window of output {axis} position {o} reads only padding "
+                             f"(input {axis} {x.shape[2 + i]}, kernel {kernel[i]}, padding "
+                             f"{padding[i]}, dilation {dilation[i]}); reduce the padding or "
+                             "the dilation")
     return kernel, stride, padding, dilation
 
 

@@ -46,17 +46,29 @@ def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int,
     formula = (f"floor(({size} + {pad_total} - {dilation}*({kernel}-1) - 1)/{stride}) + 1"
                if not ceil_mode else
                f"ceil(({size} + {pad_total} - {dilation}*({kernel}-1) - 1)/{stride}) + 1")
-    if num < 0:
-        raise ValueError(
-            f"output {dim} size would be below 1: {formula} = {num / stride + 1:g}; "
-            f"the input ({dim}={size}, padding {pad_total}) is smaller than the "
-            f"dilated window ({span})")
     out = (-(-num // stride) if ceil_mode else num // stride) + 1
     if ceil_mode:
         left = pad_total // 2 if pad_left is None else pad_left
         if (out - 1) * stride >= size + left:
             out -= 1
+    if out < 1:
+        raise ValueError(
+            f"output {dim} size would be below 1: {formula} = {num / stride + 1:g}; "
+            f"the input ({dim}={size}, padding {pad_total}) is smaller than the "
+            f"dilated window ({span})")
     return out
+
+
+def window_misses_input(size: int, kernel: int, stride: int, pad: int, dilation: int,
+                        out: int) -> int | None:
+    """The first output position whose pooling window (taps at o*stride - pad + t*dilation)
+    reads no input element at all, only padding; None if every window reads one.
+    With dilation, padding of at most half the kernel can still leave such windows."""
+    for o in range(out):
+        start = o * stride - pad
+        if not any(0 <= start + t * dilation < size for t in range(kernel)):
+            return o
+    return None
 
 
 def conv_padding(padding, kernel: tuple[int, int], dilation: tuple[int, int],

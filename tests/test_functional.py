@@ -198,6 +198,8 @@ w4 = pycnn.tensor(np.zeros((6, 2, 3, 3), np.float32))
     (lambda: F.max_pool2d(x4, 2, padding=2), ValueError, r"padding should be at most half the kernel size"),
     (lambda: F.max_pool2d(x4, 0), ValueError, r"kernel_size: expected values >= 1"),
     (lambda: F.max_pool2d(x4, 9), ValueError, r"output height size would be below 1"),
+    (lambda: F.max_pool2d(pycnn.tensor(np.zeros((1, 1, 4, 1), np.float32)), 2, 1, 1, dilation=2),
+     ValueError, r"window of output width position 0 reads only padding"),
     (lambda: F.avg_pool2d(x4, 3, stride=(1, 0)), ValueError, r"stride: expected values >= 1"),
     (lambda: F.adaptive_avg_pool2d(x4, 0), ValueError, r"output_size: expected values >= 1"),
     (lambda: F.linear(pycnn.tensor(np.zeros((2, 3), np.float32)), pycnn.tensor(np.zeros((4, 5), np.float32))),
