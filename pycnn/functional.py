@@ -144,24 +144,7 @@ def conv2d_relu(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tens
 
 def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
     _check_tensor(x, "x (input)", op, 4)
-    kernel = shapes.pair(kernel_size, f"{op}: kernel_size")
-    stride = kernel if stride is None else shapes.pair(stride, f"{op}: stride")
-    padding = shapes.pair(padding, f"{op}: padding", minimum=0)
-    dilation = shapes.pair(dilation, f"{op}: dilation")
-    for p, k, axis in zip(padding, kernel, ("height", "width")):
-        if 2 * p > k:
-            raise ValueError(f"{op}: padding should be at most half the kernel size; got padding "
-                             f"{p} for kernel size {k} along the {axis}")
-    out_hw = shapes.pool2d_output_shape(x.shape, kernel, stride, padding, dilation, ceil_mode)[2:]
-    for i, axis in enumerate(("height", "width")):
-        o = shapes.window_misses_input(x.shape[2 + i], kernel[i], stride[i], padding[i],
-                                       dilation[i], out_hw[i])
-        if o is not None:
-            raise ValueError(f"{op}: the window of output {axis} position {o} reads only padding "
-                             f"(input {axis} {x.shape[2 + i]}, kernel {kernel[i]}, padding "
-                             f"{padding[i]}, dilation {dilation[i]}); reduce the padding or "
-                             "the dilation")
-    return kernel, stride, padding, dilation
+    return shapes.pool_geometry(op, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
 
 
 class MaxPool2d(Function):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numbers
 
-from pycnn.shapes import conv_padding, pair
+from pycnn.shapes import conv_padding, pair, pool_geometry
 
 
 def _backend():
@@ -75,19 +75,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                return_indices=False):
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(stride, "stride")
-    y, indices = _backend().max_pool2d_fwd(as_cupy(input, "input"), kernel, stride,
-                                           pair(padding, "padding", minimum=0),
-                                           pair(dilation, "dilation"), bool(ceil_mode))
+    x = as_cupy(input, "input")
+    kernel, stride, padding, dilation = pool_geometry("max_pool2d", x.shape, kernel_size, stride,
+                                                      padding, dilation, bool(ceil_mode))
+    y, indices = _backend().max_pool2d_fwd(x, kernel, stride, padding, dilation, bool(ceil_mode))
     return (y, indices) if return_indices else y
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
-    kernel = pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else pair(stride, "stride")
-    return _backend().avg_pool2d_fwd(as_cupy(input, "input"), kernel, stride,
-                                     pair(padding, "padding", minimum=0), bool(ceil_mode),
+    x = as_cupy(input, "input")
+    kernel, stride, padding, _ = pool_geometry("avg_pool2d", x.shape, kernel_size, stride,
+                                               padding, 1, bool(ceil_mode))
+    return _backend().avg_pool2d_fwd(x, kernel, stride, padding, bool(ceil_mode),
                                      bool(count_include_pad))
 
 

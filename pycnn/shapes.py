@@ -59,16 +59,35 @@ def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int,
     return out
 
 
-def window_misses_input(size: int, kernel: int, stride: int, pad: int, dilation: int,
-                        out: int) -> int | None:
-    """The first output position whose pooling window (taps at o*stride - pad + t*dilation)
-    reads no input element at all, only padding; None if every window reads one.
-    With dilation, padding of at most half the kernel can still leave such windows."""
-    for o in range(out):
-        start = o * stride - pad
-        if not any(0 <= start + t * dilation < size for t in range(kernel)):
-            return o
-    return None
+def pool_geometry(op: str, x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Check and normalise the window of a pool on an NCHW input of ``x_shape``.
+
+    Returns ``(kernel, stride, padding, dilation)`` as pairs (``stride`` defaults to
+    the kernel). Raises ValueError naming ``op`` and the argument for padding above
+    half the kernel, an output size below 1, or a window that reads only padding
+    (which dilation allows even with padding of at most half the kernel).
+    """
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    kernel = pair(kernel_size, f"{op}: kernel_size")
+    stride = kernel if stride is None else pair(stride, f"{op}: stride")
+    padding = pair(padding, f"{op}: padding", minimum=0)
+    dilation = pair(dilation, f"{op}: dilation")
+    for p, k, axis in zip(padding, kernel, ("height", "width")):
+        if 2 * p > k:
+            raise ValueError(f"{op}: padding should be at most half the kernel size; got padding "
+                             f"{p} for kernel size {k} along the {axis}")
+    out_hw = pool2d_output_shape(x_shape, kernel, stride, padding, dilation, ceil_mode)[2:]
+    for i, axis in enumerate(("height", "width")):
+        size = x_shape[2 + i]
+        for o in range(out_hw[i]):
+            start = o * stride[i] - padding[i]
+            if not any(0 <= start + t * dilation[i] < size for t in range(kernel[i])):
+                raise ValueError(
+                    f"{op}: the window of output {axis} position {o} reads only padding (input "
+                    f"{axis} {size}, kernel {kernel[i]}, padding {padding[i]}, dilation "
+                    f"{dilation[i]}); reduce the padding or the dilation")
+    return kernel, stride, padding, dilation
 
 
 def conv_padding(padding, kernel: tuple[int, int], dilation: tuple[int, int],
