@@ -87,9 +87,10 @@ def _rand(rng, *shape, scale=1.0):
 # ----------------------------------------------------------------------------- the grid
 
 # (N, C, H, W), (K, R, S), stride, padding (top, bottom, left, right), dilation, groups, bias.
-# The reference tests' grid, plus sizes that are not multiples of any tile (13, 17,
-# K=33, C=20), batch 1, C=1, K=1, 1x1 and 7x7 filters, stride 2 on odd inputs.
-CONV_CASES = [
+# CONV_GRID is the option grid that tests/test_reference.py checks the reference on
+# against loop definitions; the GPU cases add sizes that are not multiples of any
+# tile (13, 17, K=33, C=20), batch 1, C=1, K=1, 1x1 and 7x7 filters, stride 2 on odd inputs.
+CONV_GRID = [
     ((2, 3, 7, 9), (4, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, True),
     ((2, 3, 7, 9), (4, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),
     ((1, 2, 7, 9), (3, 3, 3), (1, 2), (2, 2, 1, 1), (1, 1), 1, False),
@@ -107,6 +108,8 @@ CONV_CASES = [
     ((2, 4, 7, 9), (4, 3, 2), (2, 2), (0, 2, 1, 0), (2, 2), 2, True),     # everything at once
     ((2, 3, 7, 9), (2, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, True),     # 1x1, stride 2
     ((1, 2, 4, 5), (2, 3, 3), (2, 2), (3, 3, 3, 3), (1, 1), 1, True),     # padding > kernel
+]
+CONV_CASES = CONV_GRID + [
     ((2, 20, 13, 17), (33, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, True),  # off-tile sizes
     ((3, 5, 15, 15), (7, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1, True),   # 7x7 stride 2, odd input
     ((1, 64, 9, 9), (70, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, False),  # 1x1, K off-tile
@@ -114,7 +117,8 @@ CONV_CASES = [
     ((1, 1, 17, 13), (1, 5, 3), (2, 1), (2, 2, 1, 1), (1, 2), 1, True),   # C = K = 1, odd
 ]
 
-POOL_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6), (2, 5, 13, 11)]
+POOL_GRID_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6)]          # also tests/test_reference.py's
+POOL_SHAPES = POOL_GRID_SHAPES + [(2, 5, 13, 11)]
 # kernel, stride, padding, dilation
 MAX_CASES = [
     ((2, 2), (2, 2), (0, 0), (1, 1)),

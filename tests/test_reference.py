@@ -7,6 +7,7 @@ import pytest
 
 from pycnn.backends import INTERFACE
 from pycnn.backends import numpy_ref as ref
+from pycnn.verify import AVG_CASES, CONV_GRID, MAX_CASES, POOL_GRID_SHAPES
 
 try:                        # tests/ as a package or as a plain folder on sys.path
     from . import loops
@@ -32,26 +33,9 @@ def test_interface_complete():
 
 # ----------------------------------------------------------------------------- convolution
 
+# The option grid, shared with the GPU verification (pycnn.verify adds GPU-sized cases):
 # (N, C, H, W), (K, R, S), stride, padding (top, bottom, left, right), dilation, groups, bias
-CONV_CASES = [
-    ((2, 3, 7, 9), (4, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, True),
-    ((2, 3, 7, 9), (4, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),
-    ((1, 2, 7, 9), (3, 3, 3), (1, 2), (2, 2, 1, 1), (1, 1), 1, False),
-    ((2, 2, 6, 5), (3, 2, 2), (1, 1), (0, 1, 0, 1), (1, 1), 1, True),    # 'same', even kernel
-    ((2, 2, 6, 7), (3, 4, 4), (1, 1), (1, 2, 1, 2), (1, 1), 1, False),   # 'same', 4x4
-    ((2, 2, 7, 9), (3, 3, 3), (1, 1), (1, 1, 1, 1), (2, 2), 1, True),
-    ((1, 2, 7, 9), (2, 3, 3), (2, 1), (0, 0, 2, 2), (2, 1), 1, True),
-    ((2, 4, 7, 9), (6, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 2, True),    # groups 2
-    ((2, 3, 7, 9), (3, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 3, True),    # depthwise
-    ((2, 3, 7, 9), (6, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 3, False),   # depthwise, K = 2C
-    ((2, 2, 7, 9), (3, 1, 3), (1, 1), (0, 0, 1, 1), (1, 1), 1, True),    # 1x3
-    ((2, 2, 7, 9), (3, 3, 2), (2, 1), (1, 0, 0, 1), (1, 1), 1, True),    # 3x2, asymmetric pad
-    ((1, 2, 7, 9), (2, 5, 5), (1, 1), (2, 2, 2, 2), (1, 1), 1, True),    # 5x5
-    ((1, 1, 5, 5), (1, 3, 3), (1, 1), (0, 0, 0, 0), (1, 1), 1, False),   # batch 1, C = 1
-    ((2, 4, 7, 9), (4, 3, 2), (2, 2), (0, 2, 1, 0), (2, 2), 2, True),    # everything at once
-    ((2, 3, 7, 9), (2, 1, 1), (2, 2), (0, 0, 0, 0), (1, 1), 1, True),    # 1x1, stride 2
-    ((1, 2, 4, 5), (2, 3, 3), (2, 2), (3, 3, 3, 3), (1, 1), 1, True),    # padding > kernel
-]
+CONV_CASES = CONV_GRID
 
 
 def conv_data(case, seed=0, dtype=np.float64):
@@ -117,17 +101,7 @@ def test_conv2d_rejects_mismatched_groups():
 
 # ----------------------------------------------------------------------------- pooling
 
-POOL_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6)]
-
-# kernel, stride, padding, dilation
-MAX_CASES = [
-    ((2, 2), (2, 2), (0, 0), (1, 1)),
-    ((3, 3), (2, 2), (1, 1), (1, 1)),     # overlapping 3x3 stride 2
-    ((3, 3), (1, 1), (1, 1), (1, 1)),
-    ((2, 2), (1, 1), (0, 0), (2, 2)),
-    ((3, 3), (2, 2), (1, 1), (2, 2)),
-    ((2, 3), (2, 1), (1, 0), (1, 2)),
-]
+POOL_SHAPES = POOL_GRID_SHAPES       # MAX_CASES, AVG_CASES: (kernel, stride, padding[, dilation])
 
 
 @pytest.mark.parametrize("ceil_mode", [False, True])
@@ -182,16 +156,6 @@ def test_ceil_mode_drops_a_window_that_starts_in_the_right_padding():
     for cip in (False, True):
         a = ref.avg_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), True, cip)
         close(a, loops.avg_pool2d_fwd(x, (2, 2), (2, 2), (1, 1), True, cip))
-
-
-# kernel, stride, padding
-AVG_CASES = [
-    ((2, 2), (2, 2), (0, 0)),
-    ((3, 3), (2, 2), (1, 1)),
-    ((3, 3), (1, 1), (1, 1)),
-    ((2, 2), (1, 1), (1, 1)),
-    ((3, 2), (2, 1), (1, 0)),
-]
 
 
 @pytest.mark.parametrize("count_include_pad", [False, True])

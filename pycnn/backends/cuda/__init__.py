@@ -11,6 +11,8 @@ built extension against it.
 """
 from __future__ import annotations
 
+from pycnn.backends import INTERFACE
+
 from . import conv as _conv
 from .batch_norm import batch_norm_bwd, batch_norm_fwd
 from .conv import (conv2d_bias_relu_fwd, conv2d_bwd_bias, conv2d_bwd_data, conv2d_bwd_filter,
@@ -26,15 +28,4 @@ from .softmax import (cross_entropy_bwd, cross_entropy_fwd, log_softmax_bwd, log
 #: Every pycnn._C launcher this backend calls (convolution and the rest).
 LAUNCHERS = tuple(_conv.LAUNCHERS) + _OWN_LAUNCHERS
 
-__all__ = [
-    "conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "conv2d_bwd_bias", "conv2d_bias_relu_fwd",
-    "max_pool2d_fwd", "max_pool2d_bwd", "avg_pool2d_fwd", "avg_pool2d_bwd",
-    "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
-    "relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd",
-    "sigmoid_fwd", "sigmoid_bwd", "tanh_fwd", "tanh_bwd", "bias_relu_fwd",
-    "softmax_fwd", "softmax_bwd", "log_softmax_fwd", "log_softmax_bwd",
-    "cross_entropy_fwd", "cross_entropy_bwd",
-    "batch_norm_fwd", "batch_norm_bwd",
-    "dropout_fwd", "dropout_bwd",
-    "LAUNCHERS",
-]
+__all__ = [*INTERFACE, "LAUNCHERS"]
