@@ -10,22 +10,27 @@ Convolution as a matrix product (im2col)
 After padding, the receptive field of output pixel (p, q) is the R x S grid of
 input pixels ``(p*stride_h + r*dil_h, q*stride_w + s*dil_w)``. For one kernel
 tap (r, s) those pixels, over all (p, q), form one strided slice of the padded
-input, so the columns ("im2col") are R*S slice copies, shaped
-``(N, C, R, S, P, Q)``. Per image and group, the convolution is then one GEMM::
+input, so the columns ("im2col") are R*S slice copies. They are built from the
+input in batch-last order (C, H, W, N), shaped ``(C, R, S, P, Q, N)``: every
+slice copy then moves runs of Q*N contiguous values (N when stride_w > 1)
+rather than rows of Q,
+and per group the whole batch is one GEMM::
 
-    w  (K/g, C/g*R*S)   @   cols  (C/g*R*S, P*Q)   =   y  (K/g, P*Q)
-          N      K                  K       M              N    M
+    w  (K/g, C/g*R*S)   @   cols  (C/g*R*S, P*Q*N)   =   y  (K/g, P*Q*N)
+          N      K                  K       M                N    M
 
-which is the GEMM view of PERF.md: M = N*P*Q, N = K, K = C*R*S. The two
-backward passes are the same product turned around:
+which is the GEMM view of PERF.md: M = N*P*Q, N = K, K = C*R*S. The output
+comes out as (K, P, Q, N) and is transposed back to NCHW in the same pass that
+adds the bias. The two backward passes are the same product turned around:
 
-* backward-data:   dcols (C/g*R*S, P*Q) = w^T (C/g*R*S, K/g) @ dy (K/g, P*Q),
+* backward-data:   dcols (C/g*R*S, P*Q*N) = w^T (C/g*R*S, K/g) @ dy (K/g, P*Q*N),
   then col2im adds every column entry back onto the input pixel it came
-  from (the same loop over the R*S kernel taps, each adding one strided slice);
-* backward-filter: dw (K/g, C/g*R*S) = sum over images of dy (K/g, P*Q) @ cols^T.
+  from (the same loop over the R*S kernel taps, each adding one strided slice
+  of the batch-last gradient);
+* backward-filter: dw (K/g, C/g*R*S) = dy (K/g, P*Q*N) @ cols^T, the sum over
+  the images being part of the product.
 
-Images and groups are batch dimensions of ``np.matmul`` (arrays shaped
-``(N, G, ...)``), and the output comes out in NCHW order with no transpose;
+Groups are the batch dimension of ``np.matmul`` (arrays shaped ``(G, ...)``);
 depthwise convolution is the case C/g = 1.
 
 The interface itself (arguments, shapes, the dropout hash) is documented in
@@ -51,11 +56,10 @@ def _pad(x, top, bottom, left, right, value=0.0):
 
 
 def _tap(r, s, stride, dilation, out_hw):
-    """Index of the strided slice of the padded input that kernel tap (r, s) reads:
-    rows r*dil_h, r*dil_h + stride_h, ... (P of them), and likewise for columns."""
+    """(rows, cols): the strided slices of the padded input that kernel tap (r, s)
+    reads: rows r*dil_h, r*dil_h + stride_h, ... (P of them), and likewise for columns."""
     h0, w0 = r * dilation[0], s * dilation[1]
-    return (Ellipsis,
-            slice(h0, h0 + (out_hw[0] - 1) * stride[0] + 1, stride[0]),
+    return (slice(h0, h0 + (out_hw[0] - 1) * stride[0] + 1, stride[0]),
             slice(w0, w0 + (out_hw[1] - 1) * stride[1] + 1, stride[1]))
 
 
@@ -72,20 +76,38 @@ def _check_conv(x_shape, w_shape, groups):
                          f"(C={c} / groups={groups}), got shape {tuple(w_shape)}")
 
 
+def _batch_last(a):
+    """(N, C, H, W) -> a contiguous (C, H, W, N) copy."""
+    return np.ascontiguousarray(a.transpose(1, 2, 3, 0))
+
+
+def _batch_first(a, bias=None):
+    """(C, H, W, N) -> a contiguous (N, C, H, W) array, plus ``bias`` (C,) if given,
+    in the same pass."""
+    a = a.transpose(3, 0, 1, 2)
+    out = np.empty(a.shape, dtype=a.dtype)
+    if bias is None:
+        np.copyto(out, a)
+    else:
+        np.add(a, bias.reshape(1, -1, 1, 1), out=out)
+    return out
+
+
 def _im2col(x, w_shape, stride, padding, dilation, groups, out_hw):
-    """Columns (N, G, C/g*R*S, P*Q) of the padded input: one GEMM operand per image and group.
+    """Columns (G, C/g*R*S, P*Q*N) of the padded input: one GEMM operand per group.
 
     Built one kernel tap at a time: tap (r, s) of every window is one strided
-    slice of the padded input, copied whole into its rows of the columns.
+    slice of the padded, batch-last input, copied whole into its rows of the columns.
     """
     n, c = x.shape[:2]
     _, cg, r, s = w_shape
-    xp = _pad(x, *padding)
-    cols = np.empty((n, c, r, s) + tuple(out_hw), dtype=x.dtype)            # (N, C, R, S, P, Q)
+    xp = _batch_last(_pad(x, *padding))                                     # (C, H', W', N)
+    cols = np.empty((c, r, s) + tuple(out_hw) + (n,), dtype=x.dtype)         # (C, R, S, P, Q, N)
     for i in range(r):
         for j in range(s):
-            cols[:, :, i, j] = xp[_tap(i, j, stride, dilation, out_hw)]
-    return cols.reshape(n, groups, cg * r * s, out_hw[0] * out_hw[1])
+            rows, columns = _tap(i, j, stride, dilation, out_hw)
+            cols[:, i, j] = xp[:, rows, columns]
+    return cols.reshape(groups, cg * r * s, -1)
 
 
 # ----------------------------------------------------------------------------- convolution
@@ -94,12 +116,10 @@ def _im2col(x, w_shape, stride, padding, dilation, groups, out_hw):
 def conv2d_fwd(x, w, b, stride, padding, dilation, groups):
     _check_conv(x.shape, w.shape, groups)
     n, k, p, q = conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)
-    cols = _im2col(x, w.shape, stride, padding, dilation, groups, (p, q))    # (N, G, CgRS, PQ)
+    cols = _im2col(x, w.shape, stride, padding, dilation, groups, (p, q))    # (G, CgRS, PQN)
     w_mat = w.reshape(groups, k // groups, -1)                               # (G, Kg, CgRS)
-    y = np.matmul(w_mat, cols).reshape(n, k, p, q)                           # (N, G, Kg, PQ)
-    if b is not None:
-        y += b.reshape(1, k, 1, 1)
-    return y
+    y = np.matmul(w_mat, cols).reshape(k, p, q, n)                           # (G, Kg, PQN)
+    return _batch_first(y, bias=b)
 
 
 def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups):
@@ -109,23 +129,24 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups):
     p, q = dy.shape[2:]
     top, bottom, left, right = padding
     w_mat = w.reshape(groups, k // groups, cg * r * s)                      # (G, Kg, CgRS)
-    dy_mat = dy.reshape(n, groups, k // groups, p * q)                       # (N, G, Kg, PQ)
-    dcols = np.matmul(w_mat.transpose(0, 2, 1), dy_mat)                      # (N, G, CgRS, PQ)
-    dcols = dcols.reshape(n, c, r, s, p, q)     # the gradient of every window element
-    # col2im: each kernel tap adds its (P, Q) slab back where it was read from
-    dxp = np.zeros((n, c, h + top + bottom, wd + left + right), dtype=dcols.dtype)
+    dy_mat = _batch_last(dy).reshape(groups, k // groups, -1)               # (G, Kg, PQN)
+    dcols = np.matmul(w_mat.transpose(0, 2, 1), dy_mat)                      # (G, CgRS, PQN)
+    dcols = dcols.reshape(c, r, s, p, q, n)     # the gradient of every window element
+    # col2im: each kernel tap adds its (P, Q, N) slab back where it was read from
+    dxp = np.zeros((c, h + top + bottom, wd + left + right, n), dtype=dcols.dtype)
     for i in range(r):
         for j in range(s):
-            dxp[_tap(i, j, stride, dilation, (p, q))] += dcols[:, :, i, j]
-    return dxp[:, :, top:top + h, left:left + wd].copy()
+            rows, columns = _tap(i, j, stride, dilation, (p, q))
+            dxp[:, rows, columns] += dcols[:, i, j]
+    return _batch_first(dxp[:, top:top + h, left:left + wd])
 
 
 def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups):
     _check_conv(x.shape, w_shape, groups)
     n, k, p, q = dy.shape
-    cols = _im2col(x, w_shape, stride, padding, dilation, groups, (p, q))    # (N, G, CgRS, PQ)
-    dy_mat = dy.reshape(n, groups, k // groups, p * q)                       # (N, G, Kg, PQ)
-    dw = np.matmul(dy_mat, cols.transpose(0, 1, 3, 2)).sum(axis=0)          # (G, Kg, CgRS)
+    cols = _im2col(x, w_shape, stride, padding, dilation, groups, (p, q))    # (G, CgRS, PQN)
+    dy_mat = _batch_last(dy).reshape(groups, k // groups, -1)               # (G, Kg, PQN)
+    dw = np.matmul(dy_mat, cols.transpose(0, 2, 1))                          # (G, Kg, CgRS)
     return dw.reshape(w_shape)
 
 
@@ -156,7 +177,7 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     ew = _pool_pad_extra(w, q, kw, stride[1], pw, dilation[1])
     xp = _pad(x, ph, ph + eh, pw, pw + ew, value=-np.inf)       # padding never wins a max
     # every kernel tap's (P, Q) slice: taps[t] is tap (t // kw, t % kw)
-    taps = [xp[_tap(t // kw, t % kw, stride, dilation, (p, q))] for t in range(kh * kw)]
+    taps = [xp[(...,) + _tap(t // kw, t % kw, stride, dilation, (p, q))] for t in range(kh * kw)]
     y = taps[0].copy()
     for v in taps[1:]:
         np.maximum(y, v, out=y)
@@ -222,7 +243,7 @@ def avg_pool2d_fwd(x, kernel_size, stride, padding, ceil_mode, count_include_pad
     total = np.zeros((n, c, p, q), dtype=x.dtype)
     for i in range(kh):                       # sum of the windows, one kernel tap at a time
         for j in range(kw):
-            total += xp[_tap(i, j, stride, (1, 1), (p, q))]
+            total += xp[(...,) + _tap(i, j, stride, (1, 1), (p, q))]
     return total / _avg_divisors(x.shape, (p, q), kernel_size, stride, padding,
                                  count_include_pad, x.dtype)
 
@@ -238,7 +259,7 @@ def avg_pool2d_bwd(dy, x_shape, kernel_size, stride, padding, ceil_mode, count_i
     dxp = np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=g.dtype)
     for i in range(kh):                       # every window element receives dy / divisor
         for j in range(kw):
-            dxp[_tap(i, j, stride, (1, 1), (p, q))] += g
+            dxp[(...,) + _tap(i, j, stride, (1, 1), (p, q))] += g
     return dxp[:, :, ph:ph + h, pw:pw + w].copy()
 
 
