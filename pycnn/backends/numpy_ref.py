@@ -186,20 +186,20 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     # it is not yet found (branch-free, unlike np.where)
     has_nan = bool(np.isnan(y).any())
 
-    def holds_max(v):
-        return (v == y) | np.isnan(v) if has_nan else v == y
+    def misses(v):                    # v does not hold the maximum (v == v: v is no NaN)
+        return (v != y) & (v == v) if has_nan else v != y
 
-    found = holds_max(taps[0])
-    tap = np.zeros(y.shape, dtype=np.min_scalar_type(kh * kw))
-    for v in taps[1:]:
-        tap += ~found
-        found |= holds_max(v)
+    not_found = misses(taps[0])
+    tap = not_found.astype(np.min_scalar_type(kh * kw))
+    for v in taps[1:-1]:              # the last tap, if reached, is the one
+        not_found &= misses(v)
+        tap += not_found
     # the input pixel of that tap, as an offset h*W + w into its (n, c) plane:
     # the window's top-left corner plus the tap's offset inside the window
     corner = (np.arange(p)[:, None] * stride[0] - ph) * w + np.arange(q)[None, :] * stride[1] - pw
     tap_offset = np.array([(t // kw) * dilation[0] * w + (t % kw) * dilation[1]
                            for t in range(kh * kw)], dtype=np.int64)
-    return y, corner + tap_offset[tap]
+    return y, corner + tap_offset.take(tap)
 
 
 def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation):
@@ -209,8 +209,9 @@ def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation)
     plane = h * w
     flat = indices.reshape(n * c, -1) + np.arange(n * c, dtype=np.int64)[:, None] * plane
     # scatter-add: an input pixel that is the max of several windows gets all their dy
-    dx = np.bincount(flat.ravel(), weights=dy.ravel(), minlength=n * c * plane)
-    return dx.astype(dy.dtype, copy=False).reshape(x_shape)
+    dx = np.zeros(n * c * plane, dtype=dy.dtype)
+    np.add.at(dx, flat.ravel(), dy.ravel())
+    return dx.reshape(x_shape)
 
 
 def _avg_divisor(size, out, kernel, stride, pad, count_include_pad):
