@@ -13,8 +13,7 @@ tap (r, s) those pixels, over all (p, q), form one strided slice of the padded
 input, so the columns ("im2col") are R*S slice copies. They are built from the
 input in batch-last order (C, H, W, N), shaped ``(C, R, S, P, Q, N)``: every
 slice copy then moves runs of Q*N contiguous values (N when stride_w > 1)
-rather than rows of Q,
-and per group the whole batch is one GEMM::
+rather than rows of Q, and per group the whole batch is one GEMM::
 
     w  (K/g, C/g*R*S)   @   cols  (C/g*R*S, P*Q*N)   =   y  (K/g, P*Q*N)
           N      K                  K       M                N    M
