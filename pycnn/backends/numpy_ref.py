@@ -75,9 +75,15 @@ def _check_conv(x_shape, w_shape, groups):
                          f"(C={c} / groups={groups}), got shape {tuple(w_shape)}")
 
 
-def _batch_last(a):
-    """(N, C, H, W) -> a contiguous (C, H, W, N) copy."""
-    return np.ascontiguousarray(a.transpose(1, 2, 3, 0))
+def _batch_last(a, top=0, bottom=0, left=0, right=0):
+    """(N, C, H, W) -> a contiguous (C, H', W', N) copy, zero-padded on its two
+    spatial axes. Padded in this order, not NCHW first: a padded plane of 32 x 32
+    float32 is 4 KiB, and reading one value from each of N such planes at that
+    stride is ~20x slower (cache set conflicts) than this copy."""
+    n, c, h, w = a.shape
+    out = np.zeros((c, h + top + bottom, w + left + right, n), dtype=a.dtype)
+    out[:, top:top + h, left:left + w] = a.transpose(1, 2, 3, 0)
+    return out
 
 
 def _batch_first(a, bias=None):
@@ -100,7 +106,7 @@ def _im2col(x, w_shape, stride, padding, dilation, groups, out_hw):
     """
     n, c = x.shape[:2]
     _, cg, r, s = w_shape
-    xp = _batch_last(_pad(x, *padding))                                     # (C, H', W', N)
+    xp = _batch_last(x, *padding)                                           # (C, H', W', N)
     cols = np.empty((c, r, s) + tuple(out_hw) + (n,), dtype=x.dtype)         # (C, R, S, P, Q, N)
     for i in range(r):
         for j in range(s):
