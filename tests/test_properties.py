@@ -21,7 +21,10 @@ try:                        # tests/ as a package or as a plain folder on sys.pa
 except ImportError:
     import loops
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same examples on every run; to hunt for new failures, run
+# locally with a larger max_examples and derandomize=False (600 each passed when written)
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
 TOL = dict(rtol=1e-10, atol=1e-10)
 
 
@@ -137,7 +140,8 @@ def test_avg_pool_matches_the_loop_definition(problem, count_include_pad):
                                loops.avg_pool2d_bwd(dy, x_shape, *args), **TOL)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(conv_problems())
 def test_conv2d_relu_gradients_by_finite_differences(problem):
     x_shape, w_shape, stride, padding, dilation, groups, seed = problem
