@@ -7,16 +7,17 @@
 
 #include <cstdint>
 
+#include "bind_common.h"
 #include "conv2d/conv2d.h"
 
 namespace py = pybind11;
 using pycnn::Conv2dParams;
 
-namespace {
-const float* cf(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
-float* f(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
-cudaStream_t st(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+using pycnn::bind::cf;
+using pycnn::bind::f;
+using pycnn::bind::st;
 
+namespace {
 Conv2dParams params(int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
                     int sw, int dh, int dw, int pt, int pl, int groups) {
   return Conv2dParams{N, C, H, W, K, R, S, P, Q, sh, sw, dh, dw, pt, pl, groups};

@@ -3,15 +3,14 @@
 
 #include <cstdint>
 
+#include "bind_common.h"
 #include "softmax/softmax.h"
 
 namespace py = pybind11;
 
-namespace {
-const float* cf(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
-float* f(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
-cudaStream_t st(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
-}  // namespace
+using pycnn::bind::cf;
+using pycnn::bind::f;
+using pycnn::bind::st;
 
 void bind_softmax(py::module_& m) {
   using py::arg;
