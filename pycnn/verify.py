@@ -115,6 +115,9 @@ CONV_CASES = CONV_GRID + [
     ((1, 64, 9, 9), (70, 1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, False),  # 1x1, K off-tile
     ((2, 32, 11, 11), (32, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 32, True),  # depthwise, stride 2
     ((1, 1, 17, 13), (1, 5, 3), (2, 1), (2, 2, 1, 1), (1, 2), 1, True),   # C = K = 1, odd
+    ((2, 8, 24, 23), (16, 5, 5), (1, 1), (4, 3, 4, 2), (2, 2), 8, True),  # depthwise x2, 5x5 dilated,
+                                                                           # planes past 256 pixels
+    ((1, 6, 19, 18), (6, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 6, False),  # depthwise 7x7 stride 2
 ]
 
 POOL_GRID_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6)]          # also tests/test_reference.py's
@@ -394,6 +397,16 @@ def _compare(gpu, ref) -> tuple[float, float, bool, str]:
     return d, (d / scale if scale > 0 else d), False, ""
 
 
+def _conv_w_shape(case: Case):
+    """The weight shape of a conv case (its array, or backward-filter's w_shape); None
+    for the other ops."""
+    if case.op in ("conv2d_fwd", "conv2d_bias_relu_fwd", "conv2d_bwd_data"):
+        return tuple(case.args[1].shape)
+    if case.op == "conv2d_bwd_filter":
+        return tuple(case.args[2])
+    return None
+
+
 def case_runs(case: Case, fn, conv=None) -> list:
     """[(version label, kwargs)] of the calls run_case makes: the case as given, and
     for a conv case every version in ``conv.VERSIONS`` (both split-K reductions for
@@ -403,7 +416,12 @@ def case_runs(case: Case, fn, conv=None) -> list:
         return runs
     params = inspect.signature(fn).parameters
     if "version" in params:
-        runs += [(v, {"version": v}) for v in conv_versions(conv, case.op)]
+        versions = conv_versions(conv, case.op)
+        w_shape = _conv_w_shape(case)
+        if w_shape is not None and hasattr(conv, "versions_for"):   # less the depthwise-only ones
+            short = "fwd" if case.op == "conv2d_bias_relu_fwd" else case.op.replace("conv2d_", "")
+            versions = [v for v in versions if v in conv.versions_for(short, w_shape)]
+        runs += [(v, {"version": v}) for v in versions]
     if "deterministic" in params:       # bwd_filter: atomic and fixed-order split-K reductions
         runs = [(f"{v if v is not None else 'default'}-{mode}", {**kw, "deterministic": det})
                 for v, kw in runs for det, mode in ((False, "atomic"), (True, "deterministic"))]

@@ -255,9 +255,21 @@ def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
     for pass_name in ("fwd", "bwd_data", "bwd_filter"):
         assert conv._version(pass_name, None, False) == conv.DEFAULT_VERSIONS[pass_name]
         assert conv._version(pass_name, None, False, gemm_fits=False) == 1
-    assert conv._version("fwd", None, True) == 1                 # depthwise
-    assert conv._version("bwd_filter", None, True) == 4
+    for pass_name in ("fwd", "bwd_data", "bwd_filter"):          # depthwise: version 6, grid or not
+        assert conv._version(pass_name, None, True) == 6
+        assert conv._version(pass_name, None, True, gemm_fits=False) == 6
     assert conv._version("fwd", 2, False, gemm_fits=False) == 2   # asked for by name: as asked
+    with pytest.raises(ValueError, match="version: 6 runs depthwise convolutions only"):
+        conv._version("bwd_data", 6, False)
+
+
+def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
+    conv = _cuda_conv()
+    assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2]
+    assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6]       # C/groups = 1, multiplier 8
+    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6]
+    assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4]
+    assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
 
 def _conv_shape(**kw):
@@ -283,6 +295,22 @@ def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
     with pytest.raises(ValueError, match="splits"):
         ext.conv2d_bwd_filter4(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), splits=1,
                                deterministic=False, stream=0)
+    # the depthwise kernels refuse other shapes, and their split and workspace sizes
+    with pytest.raises(ValueError, match=r"conv2d_fwd6: depthwise only \(C/groups = 1\), got C=4 groups=2"):
+        ext.conv2d_fwd6(0, 0, 0, 0, **_conv_shape(C=4, K=4, groups=2), relu=False, stream=0)
+    with pytest.raises(ValueError, match="conv2d_bwd_data6: depthwise only"):
+        ext.conv2d_bwd_data6(0, 0, 0, **_conv_shape(C=2), stream=0)
+    dw = _conv_shape(N=32, C=32, K=32, groups=32, H=112, W=112, P=112, Q=112, R=3, S=3)
+    assert ext.conv2d_bwd_filter6_splits(**dw, num_sms=132) == 9          # ceil(2 * 132 / 32)
+    assert ext.conv2d_bwd_filter6_splits(**{**dw, "C": 1024, "K": 1024, "groups": 1024},
+                                         num_sms=132) == 1
+    assert ext.conv2d_bwd_filter6_splits(**{**dw, "N": 1, "P": 7, "Q": 7}, num_sms=132) == 1
+    assert ext.conv2d_bwd_filter6_workspace_bytes(**dw, splits=3) == 3 * 32 * 9 * 4
+    assert ext.conv2d_bwd_filter6_workspace_bytes(**dw, splits=1) == 0
+    with pytest.raises(ValueError, match=r"splits must be in \[1, 65535\], got 65536"):
+        ext.conv2d_bwd_filter6(0, 0, 0, 0, **dw, splits=65536, stream=0)
+    with pytest.raises(ValueError, match="splits=3 needs a workspace of 3456 bytes"):
+        ext.conv2d_bwd_filter6(0, 0, 0, 0, **dw, splits=3, stream=0)
     # the split count keeps splits * groups within z
     assert ext.conv2d_bwd_filter4_splits(**_conv_shape(N=64, H=64, W=64, P=64, Q=64, C=4096,
                                                        K=4096, groups=4096), num_sms=132) <= 65535 // 4096
@@ -400,10 +428,22 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
         if kwargs.get("deterministic"):
             assert args[3] != 0, "deterministic split-K needs its workspace"
     _launches(g, conv.conv2d_bwd_bias, dyc, kernel="conv2d_bwd_bias_kernel5")
-    # depthwise goes to the direct kernels by default
-    name, _ = _launches(g, conv.conv2d_fwd, f((1, 4, 5, 5)), f((4, 1, 3, 3)), None, (1, 1), (1, 1, 1, 1),
-                        (1, 1), 4, kernel="conv2d_fwd_kernel1")
-    assert name == "conv2d_fwd1"
+    # depthwise (C/groups = 1) goes to version 6 by default; asking for it on a dense layer fails first
+    dw_geometry = ((1, 1), (1, 1, 1, 1), (1, 1), 4)
+    xd, wd, dyd = f((2, 4, 5, 5)), f((8, 1, 3, 3)), f((2, 8, 5, 5))
+    name, _ = _launches(g, conv.conv2d_fwd, xd, wd, None, *dw_geometry, kernel="conv2d_fwd_kernel6")
+    assert name == "conv2d_fwd6"
+    name, _ = _launches(g, conv.conv2d_bwd_data, dyd, wd, (2, 4, 5, 5), *dw_geometry,
+                        kernel="conv2d_bwd_data_kernel6")
+    assert name == "conv2d_bwd_data6"
+    for splits in (1, 3):
+        name, args = _launches(g, conv.conv2d_bwd_filter, xd, dyd, (8, 1, 3, 3), *dw_geometry,
+                               splits=splits, kernel="conv2d_bwd_filter_kernel6")
+        assert name == "conv2d_bwd_filter6" and (args[3] != 0) == (splits > 1), "workspace iff splits > 1"
+    g.calls.clear()
+    with pytest.raises(ValueError, match="version: 6 runs depthwise"):
+        conv.conv2d_fwd(xc, w, b, *geometry, version=6)
+    assert not g.calls
 
 
 def test_cuda_backend_empty_tensors_launch_nothing(fake_gpu):
@@ -453,7 +493,7 @@ def test_cuda_backend_refuses_bad_arrays_before_any_launch(fake_gpu):
         assert not g.calls, f"{message}: launched {g.calls[-1][0]} before refusing"
     with pytest.raises(ValueError, match="version: expected None or one of"):
         conv.conv2d_fwd(x, f((5, 3, 3, 3)), None, (1, 1), (0,) * 4, (1, 1), 1, version=3)
-    with pytest.raises(ValueError, match="splits: expected None or an int >= 1"):
+    with pytest.raises(ValueError, match=r"splits: expected None or an int in \[1, 65535\], got 0"):
         conv.conv2d_bwd_filter(x, f((2, 5, 2, 2)), (5, 3, 3, 3), (1, 1), (0,) * 4, (1, 1), 1, splits=0)
 
 
@@ -504,8 +544,13 @@ def test_every_verify_run_binds_to_the_cuda_function_and_the_reference_runs_it()
     for case in verify.cases():
         getattr(ref, case.op)(*(verify._to_ref(a) for a in case.args))
         fn = getattr(conv if case.versions else cuda, case.op)
-        for label, kwargs in verify.case_runs(case, fn, conv if case.versions else None):
+        runs = verify.case_runs(case, fn, conv if case.versions else None)
+        for label, kwargs in runs:
             try:
                 inspect.signature(fn).bind(*case.args, **kwargs)
             except TypeError as exc:
                 raise AssertionError(f"{case.name} run {label}: {exc}") from None
+        w_shape = verify._conv_w_shape(case)
+        if case.versions and w_shape is not None:   # the depthwise kernel runs the depthwise cases only
+            runs_v6 = any(str(label).split("-")[0] == "6" for label, _ in runs)
+            assert runs_v6 == (w_shape[1] == 1), case.name

@@ -17,7 +17,7 @@
 //   atomic        dw is zeroed, every split atomicAdds its partial sums into it
 //                 (fast, but the float sum order changes from run to run);
 //   deterministic every split stores its partial sums to workspace[split] and
-//                 conv2d_bwd_filter_reduce_kernel4 adds them in split order.
+//                 conv2d_split_sum_kernel (split_sum.cuh) adds them in split order.
 // With splits == 1 both modes store straight into dw.
 //
 // Changed from version 1 (direct, one thread per dw element running the whole
@@ -35,6 +35,7 @@
 
 #include "conv2d/conv2d.h"
 #include "conv2d/igemm_tile.cuh"
+#include "conv2d/split_sum.cuh"
 
 namespace pycnn {
 
@@ -148,18 +149,6 @@ conv2d_bwd_filter_kernel4(const float* __restrict__ x, const float* __restrict__
   }
 }
 
-// dw[i] = sum over s = 0 .. splits-1 of workspace[s * total + i], in that order.
-__global__ void conv2d_bwd_filter_reduce_kernel4(const float* __restrict__ workspace,
-                                                 float* __restrict__ dw, int total,
-                                                 int splits) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
-       i += (int64_t)gridDim.x * blockDim.x) {
-    float sum = 0.f;
-    for (int s = 0; s < splits; ++s) sum += workspace[(size_t)s * total + i];
-    dw[i] = sum;
-  }
-}
-
 using BwdFilter4Large = IgemmTile<128, 128, 8, 8, 8>;
 using BwdFilter4Small = IgemmTile<64, 64, 8, 4, 4>;
 
@@ -227,9 +216,9 @@ static void launch_bwd_filter4(const float* x, const float* dy, float* dw, float
         <<<grid, T::THREADS, 0, stream>>>(x, dy, workspace, p, chunk, total);
     PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel4");
     const int block = 256;
-    conv2d_bwd_filter_reduce_kernel4<<<grid_for(total, block), block, 0, stream>>>(workspace, dw,
-                                                                                 total, splits);
-    PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_reduce_kernel4");
+    conv2d_split_sum_kernel<<<grid_for(total, block), block, 0, stream>>>(workspace, dw, total,
+                                                                        splits);
+    PYCNN_CHECK_LAUNCH("conv2d_split_sum_kernel");
     return;
   } else {
     const cudaError_t err = cudaMemsetAsync(dw, 0, (size_t)total * sizeof(float), stream);

@@ -114,6 +114,48 @@ void bind_conv2d(py::module_& m) {
         "N*P*Q: atomics into dw, or (deterministic) per-split sums in workspace reduced in a "
         "fixed order (kernels/conv2d/04_implicit_gemm_bwd_filter.cu).");
 
+  // ---- depthwise
+  m.def("conv2d_fwd6",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
+          pycnn::conv2d_fwd6(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+        nogil,
+        "Depthwise (C/groups = 1) y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; "
+        "a block per output plane (kernels/conv2d/06_depthwise.cu).");
+  m.def("conv2d_bwd_data6",
+        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
+           std::uintptr_t stream) {
+          pycnn::conv2d_bwd_data6(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "Depthwise dx = gradient of conv2d with respect to x (overwritten) "
+        "(kernels/conv2d/06_depthwise.cu).");
+  m.def("conv2d_bwd_filter6_splits",
+        [](PYCNN_CONV2D_PARAMS, int num_sms) {
+          return pycnn::conv2d_bwd_filter6_splits(PYCNN_CONV2D_MAKE, num_sms);
+        },
+        PYCNN_CONV2D_ARGS, arg("num_sms"),
+        "Splits of N*P*Q conv2d_bwd_filter6 uses to fill num_sms SMs (no GPU needed).");
+  m.def("conv2d_bwd_filter6_workspace_bytes",
+        [](PYCNN_CONV2D_PARAMS, int splits) {
+          return pycnn::conv2d_bwd_filter6_workspace_bytes(PYCNN_CONV2D_MAKE, splits);
+        },
+        PYCNN_CONV2D_ARGS, arg("splits"),
+        "Bytes of workspace conv2d_bwd_filter6 needs (0 when splits == 1; no GPU needed).");
+  m.def("conv2d_bwd_filter6",
+        [](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, std::uintptr_t workspace,
+           PYCNN_CONV2D_PARAMS, int splits, std::uintptr_t stream) {
+          pycnn::conv2d_bwd_filter6(cf(x), cf(dy), f(dw), f(workspace), PYCNN_CONV2D_MAKE,
+                                    splits, st(stream));
+        },
+        arg("x"), arg("dy"), arg("dw"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("splits"),
+        arg("stream"), nogil,
+        "Depthwise dw = gradient of conv2d with respect to w (overwritten): a block per "
+        "(channel, split of N*P*Q), fixed-order reductions, deterministic "
+        "(kernels/conv2d/06_depthwise.cu).");
+
   // ---- backward-bias
   m.def("conv2d_bwd_bias5",
         [](std::uintptr_t dy, std::uintptr_t db, int N, int K, int PQ, std::uintptr_t stream) {

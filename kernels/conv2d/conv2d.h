@@ -10,6 +10,7 @@
 //   bwd_data    1 direct           3 implicit GEMM
 //   bwd_filter  1 direct           4 implicit GEMM, split-K (atomic or deterministic)
 //   bwd_bias    5 one block per channel, warp-shuffle reduction (deterministic)
+//   depthwise   6 fwd, bwd_data, bwd_filter for C/groups = 1 (bwd_filter deterministic)
 #pragma once
 
 #include <cuda_runtime.h>
@@ -86,6 +87,22 @@ size_t conv2d_bwd_filter4_workspace_bytes(const Conv2dParams& p, int splits, boo
 void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,
                         const Conv2dParams& p, int splits, bool deterministic,
                         cudaStream_t stream);
+
+// ---- depthwise (C/groups = 1; K/groups, the channel multiplier, may be > 1).
+// Any other shape is std::invalid_argument naming the launcher.
+void conv2d_fwd6(const float* x, const float* w, const float* b, float* y,
+                 const Conv2dParams& p, bool relu, cudaStream_t stream);
+void conv2d_bwd_data6(const float* dy, const float* w, float* dx, const Conv2dParams& p,
+                      cudaStream_t stream);
+// Splits of N*P*Q that fill about two waves of num_sms SMs (pure, no GPU needed).
+int conv2d_bwd_filter6_splits(const Conv2dParams& p, int num_sms);
+// Bytes of workspace conv2d_bwd_filter6 needs: splits * K * R * S floats when
+// splits > 1, otherwise 0 (pure, no GPU needed).
+size_t conv2d_bwd_filter6_workspace_bytes(const Conv2dParams& p, int splits);
+// Always deterministic: per-split sums go to workspace (splits > 1) and are added
+// in a fixed order; with one split they are stored straight into dw.
+void conv2d_bwd_filter6(const float* x, const float* dy, float* dw, float* workspace,
+                        const Conv2dParams& p, int splits, cudaStream_t stream);
 
 // ---- backward-bias: db[k] = sum over n, pq of dy[n, k, pq]; dy is N x K x PQ ----
 void conv2d_bwd_bias5(const float* dy, float* db, int N, int K, int PQ, cudaStream_t stream);

@@ -24,6 +24,7 @@
 #include "conv2d/03_implicit_gemm_bwd_data.cu"
 #include "conv2d/04_implicit_gemm_bwd_filter.cu"
 #include "conv2d/05_bias_grad.cu"
+#include "conv2d/06_depthwise.cu"
 
 using pycnn::Conv2dParams;
 
@@ -84,6 +85,69 @@ static int out_size(int in, int k, int st, int pad_total, int dil) {
   return (in + pad_total - dil * (k - 1) - 1) / st + 1;
 }
 
+// Version 6 (depthwise, C/groups = 1): the launchers' blocks (as wide as the plane
+// rounded to a warp, at most 256) and grids (a block per plane in x, runs of pixels
+// in y), and also one run of pixels (the kernels stride over the rest); the
+// specialised filter size when there is one and the general loops in any case;
+// backward-filter on one split (stored into dw) and on several through the
+// workspace, including empty splits (they must write zeros).
+static void run_depthwise(const Conv2dParams& p, const float* xp, const float* wp, const float* bp,
+                          const float* dyp, const Ref& ref, emu::Guarded<float>& y,
+                          emu::Guarded<float>& dx, emu::Guarded<float>& dwv) {
+  using pycnn::ceil_div;
+  const int PQ = p.P * p.Q, HW = p.H * p.W, npq = p.N * PQ;
+  const int ks = pycnn::dw_ksize(p);
+  auto threads_for = [](int pixels) { return std::min(pycnn::kDwThreads, ceil_div(pixels, 32) * 32); };
+  auto each_ksize = [&](auto run) {
+    if (ks == 3) run(std::integral_constant<int, 3>{});
+    if (ks == 5) run(std::integral_constant<int, 5>{});
+    if (ks == 7) run(std::integral_constant<int, 7>{});
+    run(std::integral_constant<int, 0>{});
+  };
+  char label[64];
+  each_ksize([&](auto ksize) {
+    constexpr int KS = decltype(ksize)::value;
+    const int tf = threads_for(PQ), td = threads_for(HW);
+    for (int gy : emu::grids(ceil_div(PQ, tf))) {
+      y.fill(NAN);
+      emu::launch(dim3(p.N * p.K, gy), dim3(tf),
+                  [&] { pycnn::conv2d_fwd_kernel6<KS, true>(xp, wp, bp, y.data(), p); });
+      std::snprintf(label, sizeof label, "fwd6 k%d relu grid y %d", KS, gy);
+      compare(label, p, y, ref.y, true);
+    }
+    y.fill(NAN);
+    emu::launch(dim3(p.N * p.K, ceil_div(PQ, tf)), dim3(tf),
+                [&] { pycnn::conv2d_fwd_kernel6<KS, false>(xp, wp, nullptr, y.data(), p); });
+    std::vector<double> no_bias = ref.y;  // the reference includes b: take it back out
+    for (size_t i = 0; i < no_bias.size(); ++i) no_bias[i] -= bp[(i / PQ) % p.K];
+    std::snprintf(label, sizeof label, "fwd6 k%d no bias", KS);
+    compare(label, p, y, no_bias);
+    for (int gy : emu::grids(ceil_div(HW, td))) {
+      dx.fill(NAN);
+      emu::launch(dim3(p.N * p.C, gy), dim3(td),
+                  [&] { pycnn::conv2d_bwd_data_kernel6<KS>(dyp, wp, dx.data(), p); });
+      std::snprintf(label, sizeof label, "bwd_data6 k%d grid y %d", KS, gy);
+      compare(label, p, dx, ref.dx);
+    }
+    for (int splits : {1, 3, 16}) {  // 16 > N*P*Q in the first depthwise case: empty splits
+      const int chunk = ceil_div(npq, splits);
+      const size_t ws_floats = pycnn::conv2d_bwd_filter6_workspace_bytes(p, splits) / 4;
+      emu::Guarded<float> ws(ws_floats, NAN);
+      dwv.fill(NAN);
+      emu::launch(dim3(p.K, splits), dim3(pycnn::kDwThreads), [&] {
+        pycnn::conv2d_bwd_filter_kernel6<KS>(xp, dyp, splits > 1 ? ws.data() : dwv.data(), p, chunk);
+      });
+      if (splits > 1) {
+        const int total = p.K * p.R * p.S;
+        emu::launch(dim3(pycnn::grid_for(total, 256)), dim3(256),
+                    [&] { pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits); });
+      }
+      std::snprintf(label, sizeof label, "bwd_filter6 k%d s%d", KS, splits);
+      compare(label, p, dwv, ref.dw);
+    }
+  });
+}
+
 static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int dh,
                      int dw_, int pt, int pb, int pl, int pr, int groups, bool slow_too) {
   Conv2dParams p{N, C, H, W, K, R, S, out_size(H, R, sh, pt + pb, dh), out_size(W, S, sw, pl + pr, dw_),
@@ -123,6 +187,8 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
       compare(grid == 1 ? "bwd_filter1 grid 1" : "bwd_filter1", p, dwv, ref.dw);
     }
   }
+
+  if (Cg == 1) run_depthwise(p, xp, wp, bp, dyp, ref, y, dx, dwv);
 
   const int M = N * p.P * p.Q, Kg = K / groups;
   {  // backward-bias 5 (warp shuffles emulated lane by lane)
@@ -193,7 +259,7 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
             for (int rgrid : emu::grids(pycnn::grid_for(total, 256))) {
               dwv.fill(NAN);
               emu::launch(dim3(rgrid), dim3(256), [&] {
-                pycnn::conv2d_bwd_filter_reduce_kernel4(ws.data(), dwv.data(), total, splits);
+                pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits);
               });
               char label[64];
               std::snprintf(label, sizeof label, "%s s%d det%s", name, splits, rgrid == 1 ? " (reduce grid 1)" : "");
@@ -222,5 +288,8 @@ int main() {
   run_case(1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 4, true);      // pad past the window
   run_case(2, 140, 6, 5, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, false);  // C past a 128 tile, stride 2
   run_case(1, 12, 13, 11, 9, 2, 4, 3, 2, 2, 3, 0, 2, 3, 1, 3, false);  // even filters, stride 3, dilation 3
+  run_case(2, 4, 13, 12, 8, 5, 5, 1, 1, 2, 2, 4, 3, 4, 2, 4, true);    // depthwise x2, 5x5, dilation 2
+  run_case(2, 1, 17, 19, 3, 3, 2, 2, 3, 1, 1, 1, 0, 0, 1, 1, true);    // one input channel, 3x2, stride 2,3
+  run_case(1, 2, 20, 18, 2, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 2, false);   // depthwise 7x7, planes past 256
   return emu::finish();
 }

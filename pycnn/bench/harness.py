@@ -19,7 +19,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
-from pycnn.bench.metrics import CONV_OPS, OPS, op_metrics
+from pycnn.bench.metrics import CONV_OPS, OPS, conv_shapes, op_metrics
 from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
 
@@ -125,12 +125,14 @@ class Gpu:
             self.torch.cuda.empty_cache()
 
 
-def conv_versions(be, op: str):
+def conv_versions(be, op: str, w_shape=None):
     """[(label, version)] of the CUDA conv module's kernel versions for this pass.
 
     ``VERSIONS`` may be keyed by pass (``{"conv2d_fwd": {1: ..., 2: ...}}``, or
     ``"fwd"``) or flat (one set of versions, for every pass whose function takes
-    ``version=``; a version a pass lacks then shows as an error row).
+    ``version=``; a version a pass lacks then shows as an error row). Given the
+    weight shape, versions that cannot run it (the depthwise-only kernels on a
+    dense layer) are left out, through the module's ``versions_for``.
     """
     try:
         conv = importlib.import_module(be.__name__ + ".conv")
@@ -149,6 +151,8 @@ def conv_versions(be, op: str):
         keys = list(versions.get(name, versions.get(short)))
     else:
         keys = [k for k in versions if k not in passes]
+    if w_shape is not None and hasattr(conv, "versions_for") and short in versions:
+        keys = [k for k in keys if k in conv.versions_for(short, tuple(w_shape))]
     return conv, [(f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn v{k}", k) for k in keys]
 
 
@@ -216,7 +220,7 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
 
     impls = [("pycnn", None, be)]
     if gpu and op in CONV_OPS:
-        conv, versions = conv_versions(be, op)
+        conv, versions = conv_versions(be, op, conv_shapes(case, n)[1])
         impls += [(label, v, conv) for label, v in versions]
     rows = []
     for label, version, target in impls:

@@ -6,16 +6,20 @@ function) so that tests and the benchmark can run each one against the
 reference. The default (``version=None``) calls the promoted version by name,
 with guarded fallbacks:
 
-    fwd         2 (implicit GEMM)   depthwise (C/groups = K/groups = 1) -> 1 (direct)
-    bwd_data    3 (implicit GEMM)   depthwise -> 1 (direct)
-    bwd_filter  4 (split-K implicit GEMM)
+    fwd         2 (implicit GEMM)            depthwise -> 6
+    bwd_data    3 (implicit GEMM)            depthwise -> 6
+    bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6
     bwd_bias    5
 
-Depthwise goes to the direct kernels because an implicit-GEMM tile 64 columns
-wide would compute one useful column. (Chosen from the kernels' structure; not
-yet measured on a GPU.) A shape whose implicit-GEMM grid would pass CUDA's
-65535-block limit in y or z (more than 65535 groups, or more than 65535 * 64
-channels per group) goes to the direct kernels too, whose grids are 1-D.
+Depthwise means one input channel per group (C/groups = 1, any channel
+multiplier K/groups; a first layer on a one-channel image counts too). Those
+shapes go to version 6, written for them, because an implicit-GEMM tile 64
+columns wide would compute one useful column. (Chosen from the kernels'
+structure; not yet measured on a GPU.) Version 6 runs only such shapes
+(``versions_for`` lists what can run a shape). A shape whose implicit-GEMM
+grid would pass CUDA's 65535-block limit in y or z (more than 65535 groups, or
+more than 65535 * 64 channels per group) goes to the direct kernels, whose
+grids are 1-D.
 
 Padding is ``(top, bottom, left, right)``; the kernels see the top and left
 padding and the output size, which carries the bottom and right padding.
@@ -30,14 +34,17 @@ from ._common import _C, check_array, empty, ptr, stream
 
 #: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
 VERSIONS = {
-    "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2},
-    "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3},
-    "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4},
+    "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6},
+    "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6},
+    "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6},
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
 }
 
-#: The promoted (fastest) version of each pass.
+#: The promoted (fastest) version of each pass, for shapes that are not depthwise.
 DEFAULT_VERSIONS = {"fwd": 2, "bwd_data": 3, "bwd_filter": 4, "bwd_bias": 5}
+
+#: Versions that run depthwise shapes only (C/groups = 1), and the default for those.
+DEPTHWISE_VERSION = 6
 
 #: Every pycnn._C function this module calls.
 LAUNCHERS = (
@@ -45,6 +52,8 @@ LAUNCHERS = (
     "conv2d_bwd_data1", "conv2d_bwd_data3",
     "conv2d_bwd_filter1", "conv2d_bwd_filter4",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
+    "conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6",
+    "conv2d_bwd_filter6_splits", "conv2d_bwd_filter6_workspace_bytes",
     "conv2d_bwd_bias5",
 )
 
@@ -62,15 +71,26 @@ def _gemm_grid_fits(columns: int, groups: int) -> bool:
 def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True) -> int:
     """The version to run: the one asked for, or the promoted one (with its fallbacks)."""
     if version is None:
-        if depthwise and pass_name in ("fwd", "bwd_data"):
-            return 1
+        if depthwise and DEPTHWISE_VERSION in VERSIONS[pass_name]:
+            return DEPTHWISE_VERSION
         if not gemm_fits and pass_name in ("fwd", "bwd_data", "bwd_filter"):
             return 1
         return DEFAULT_VERSIONS[pass_name]
     if isinstance(version, bool) or version not in VERSIONS[pass_name]:
         raise ValueError(f"version: expected None or one of {sorted(VERSIONS[pass_name])} "
                          f"for conv2d {pass_name}, got {version!r}")
+    if version == DEPTHWISE_VERSION and not depthwise:
+        raise ValueError(f"version: {version} runs depthwise convolutions only (one input "
+                         f"channel per group, w of shape (K, 1, R, S)); this one is not")
     return version
+
+
+def versions_for(pass_name: str, w_shape) -> list[int]:
+    """The versions of ``pass_name`` that can run a convolution with weights of
+    shape ``w_shape`` (K, C/groups, R, S): all of them, less the depthwise ones
+    when C/groups > 1. Pure: no GPU needed."""
+    return [v for v in VERSIONS[pass_name]
+            if v != DEPTHWISE_VERSION or _is_depthwise(w_shape)]
 
 
 def _shape4(shape, name: str) -> tuple[int, int, int, int]:
@@ -104,8 +124,9 @@ def _params(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tupl
             padding[0], padding[2], groups)
 
 
-def _is_depthwise(w_shape, groups) -> bool:
-    return w_shape[1] == 1 and w_shape[0] == groups
+def _is_depthwise(w_shape) -> bool:
+    """One input channel per group: dimension 1 of w (C/groups) is 1."""
+    return w_shape[1] == 1
 
 
 _NUM_SMS: dict[int, int] = {}
@@ -134,7 +155,7 @@ def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
     if x.size == 0 or w.size == 0:  # no channels to sum over: y is the bias
         y[...] = 0 if b is None else b.reshape(1, k, 1, 1)
         return cp.maximum(y, 0, out=y) if relu else y
-    v = _version("fwd", version, _is_depthwise(w.shape, groups),
+    v = _version("fwd", version, _is_depthwise(w.shape),
                  _gemm_grid_fits(w.shape[0] // groups, groups))
     VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
                        *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
@@ -168,7 +189,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
     if dy.size == 0 or w.size == 0 or 0 in x_shape:
         return cp.zeros(x_shape, dtype=cp.float32)
     dx = empty(x_shape)
-    v = _version("bwd_data", version, _is_depthwise(w.shape, groups),
+    v = _version("bwd_data", version, _is_depthwise(w.shape),
                  _gemm_grid_fits(x_shape[1] // groups, groups))
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
                             *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
@@ -181,10 +202,11 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
                       deterministic=False, splits=None):
     """dw, the gradient of conv2d_fwd with respect to w.
 
-    Version 4 splits the N*P*Q reduction into ``splits`` parts (default: enough
-    to fill the GPU). ``deterministic=True`` reduces the parts in a fixed order
-    through a workspace (same bits on every run); otherwise they are added with
-    atomics. Version 1 is deterministic in any case.
+    Versions 4 and 6 split the N*P*Q reduction into ``splits`` parts (default:
+    enough to fill the GPU). ``deterministic=True`` makes version 4 reduce the
+    parts in a fixed order through a workspace (same bits on every run);
+    otherwise it adds them with atomics. Versions 1 and 6 are deterministic in
+    any case.
     """
     check_array(x, "x", ndim=4)
     check_array(dy, "dy", ndim=4)
@@ -200,22 +222,29 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
         return cp.zeros(w_shape, dtype=cp.float32)
     dw = empty(w_shape)
     params = _params(x.shape, w_shape, out[2:], stride, padding, dilation, groups)
-    v = _version("bwd_filter", version, _is_depthwise(w_shape, groups),
+    v = _version("bwd_filter", version, _is_depthwise(w_shape),
                  _gemm_grid_fits(w_shape[0] // groups, groups))
     if v == 1:
         _C.conv2d_bwd_filter1(ptr(x), ptr(dy), ptr(dw), *params, stream())
         return dw
     if splits is None:
-        splits = _C.conv2d_bwd_filter4_splits(*params, _num_sms())
-    elif isinstance(splits, bool) or not isinstance(splits, int) or splits < 1:
-        raise ValueError(f"splits: expected None or an int >= 1, got {splits!r}")
-    nbytes = _C.conv2d_bwd_filter4_workspace_bytes(*params, splits, bool(deterministic))
+        splits = (_C.conv2d_bwd_filter6_splits if v == 6 else _C.conv2d_bwd_filter4_splits)(
+            *params, _num_sms())
+    elif isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= 65535:
+        raise ValueError(f"splits: expected None or an int in [1, 65535], got {splits!r}")
+    if v == 6:
+        nbytes = _C.conv2d_bwd_filter6_workspace_bytes(*params, splits)
+    else:
+        nbytes = _C.conv2d_bwd_filter4_workspace_bytes(*params, splits, bool(deterministic))
     # From CuPy's pool, on the current stream: when `workspace` is dropped on
     # return, the pool hands its memory only to later work on this stream, which
     # runs after the reduction has read it.
     workspace = empty((nbytes // 4,)) if nbytes else None
-    _C.conv2d_bwd_filter4(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
-                          bool(deterministic), stream())
+    if v == 6:
+        _C.conv2d_bwd_filter6(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits, stream())
+    else:
+        _C.conv2d_bwd_filter4(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
+                              bool(deterministic), stream())
     return dw
 
 
