@@ -61,6 +61,17 @@ void bind_conv2d(py::module_& m) {
         "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM with "
         "bias/ReLU fused in the epilogue (kernels/conv2d/02_implicit_gemm.cu).");
 
+  m.def("conv2d_fwd7",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
+          pycnn::conv2d_fwd7(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+        nogil,
+        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 2's implicit "
+        "GEMM double-buffered, with float4 shared-memory reads "
+        "(kernels/conv2d/07_implicit_gemm_pipelined.cu).");
+
   // ---- backward-data
   m.def("conv2d_bwd_data1",
         [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,

@@ -7,6 +7,7 @@
 //
 // Versions (the number is the file number, kernels/conv2d/NN_*.cu):
 //   fwd         1 direct           2 implicit GEMM (+ fused bias / ReLU)
+//               7 version 2 double-buffered, float4 shared-memory reads and y stores
 //   bwd_data    1 direct           3 implicit GEMM
 //   bwd_filter  1 direct           4 implicit GEMM, split-K (atomic or deterministic)
 //   bwd_bias    5 one block per channel, warp-shuffle reduction (deterministic)
@@ -66,6 +67,8 @@ inline void check_conv2d_params(const Conv2dParams& p, const char* launcher) {
 void conv2d_fwd1(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
 void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
+                 const Conv2dParams& p, bool relu, cudaStream_t stream);
+void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
 
 // ---- backward-data: dx = conv_transpose(dy, w); dx is overwritten ----

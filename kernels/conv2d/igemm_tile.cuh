@@ -1,4 +1,4 @@
-// The block tile shared by the implicit-GEMM kernels (02, 03, 04): its shape,
+// The block tile shared by the implicit-GEMM kernels (02, 03, 04, 07): its shape,
 // its constraints, and the register-blocked multiply of one BK-slice of shared
 // memory. Each kernel writes its own gathers (the part that differs between
 // forward, backward-data and backward-filter) next to its own index math.
@@ -60,6 +60,48 @@ __device__ __forceinline__ void igemm_tile_multiply(const float (&As)[T::BK][T::
     for (int i = 0; i < T::TM; ++i) a[i] = As[kk][tm + i * T::ROWS];
 #pragma unroll
     for (int j = 0; j < T::TN; ++j) b[j] = Bs[kk][tn + j * T::COLS];
+#pragma unroll
+    for (int i = 0; i < T::TM; ++i)
+#pragma unroll
+      for (int j = 0; j < T::TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+  }
+}
+
+// The same product with the rows and columns a thread owns taken in runs of 4
+// (version 7): thread (tm, tn) owns the rows  m = (i/4)*ROWS*4 + tm*4 + i%4
+// and the columns n = (j/4)*COLS*4 + tn*4 + j%4, so each run is one 16-byte
+// float4 read from shared memory: TM/4 + TN/4 loads per kk instead of TM + TN.
+// A warp's 16 values of tm read 64 consecutive floats of a row of As (one
+// conflict-free wavefront per 8 threads), and its two values of tn are broadcasts.
+template <class T>
+__device__ __forceinline__ int igemm_vec4_row(int tm, int i) {
+  return (i / 4) * T::ROWS * 4 + tm * 4 + i % 4;
+}
+template <class T>
+__device__ __forceinline__ int igemm_vec4_col(int tn, int j) {
+  return (j / 4) * T::COLS * 4 + tn * 4 + j % 4;
+}
+
+template <class T>
+__device__ __forceinline__ void igemm_tile_multiply_vec4(const float (&As)[T::BK][T::BM + T::PAD],
+                                                         const float (&Bs)[T::BK][T::BN + T::PAD],
+                                                         float (&acc)[T::TM][T::TN], int tm, int tn) {
+  static_assert(T::TM % 4 == 0 && T::TN % 4 == 0, "runs of 4 rows and columns");
+  static_assert((T::BM + T::PAD) % 4 == 0 && (T::BN + T::PAD) % 4 == 0,
+                "rows of the tiles start on 16-byte boundaries");
+#pragma unroll
+  for (int kk = 0; kk < T::BK; ++kk) {
+    float a[T::TM], b[T::TN];
+#pragma unroll
+    for (int i = 0; i < T::TM; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(&As[kk][igemm_vec4_row<T>(tm, i)]);
+      a[i] = v.x; a[i + 1] = v.y; a[i + 2] = v.z; a[i + 3] = v.w;
+    }
+#pragma unroll
+    for (int j = 0; j < T::TN; j += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(&Bs[kk][igemm_vec4_col<T>(tn, j)]);
+      b[j] = v.x; b[j + 1] = v.y; b[j + 2] = v.z; b[j + 3] = v.w;
+    }
 #pragma unroll
     for (int i = 0; i < T::TM; ++i)
 #pragma unroll

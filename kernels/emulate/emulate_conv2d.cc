@@ -25,6 +25,7 @@
 #include "conv2d/04_implicit_gemm_bwd_filter.cu"
 #include "conv2d/05_bias_grad.cu"
 #include "conv2d/06_depthwise.cu"
+#include "conv2d/07_implicit_gemm_pipelined.cu"
 
 using pycnn::Conv2dParams;
 
@@ -215,6 +216,22 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
                 [&] { pycnn::conv2d_fwd_kernel2<T, false>(xp, wp, bp, y.data(), p); });
     compare("fwd2 128x128", p, y, ref.y);
   }
+  {  // forward 7 (double-buffered, float4), both tunings; y 16-byte aligned (float4 stores
+     // when P*Q % 4 == 0) and 4 bytes off (scalar stores in any case)
+    auto run7 = [&](auto tile, bool relu, size_t misalign, const char* name) {
+      using T = decltype(tile);
+      emu::Guarded<float> y7(ref.y.size(), NAN, misalign);
+      const dim3 grid(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups);
+      emu::launch(grid, dim3(T::THREADS), [&] {
+        if (relu) pycnn::conv2d_fwd_kernel7<T, true>(xp, wp, bp, y7.data(), p);
+        else pycnn::conv2d_fwd_kernel7<T, false>(xp, wp, bp, y7.data(), p);
+      });
+      compare(name, p, y7, ref.y, relu);
+    };
+    run7(pycnn::Fwd7Small{}, true, 0, "fwd7 64x64 relu");
+    run7(pycnn::Fwd7Large{}, false, 0, "fwd7 128x128");
+    run7(pycnn::Fwd7Small{}, false, 1, "fwd7 64x64 y misaligned");
+  }
   const int MX = N * H * W;
   {  // backward-data 3, both tunings
     using T = pycnn::BwdData3Small;
@@ -288,6 +305,7 @@ int main() {
   run_case(1, 8, 5, 5, 8, 3, 3, 1, 1, 1, 1, 2, 2, 2, 2, 4, true);      // pad past the window
   run_case(2, 140, 6, 5, 12, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, false);  // C past a 128 tile, stride 2
   run_case(1, 12, 13, 11, 9, 2, 4, 3, 2, 2, 3, 0, 2, 3, 1, 3, false);  // even filters, stride 3, dilation 3
+  run_case(3, 5, 8, 8, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, false);    // P*Q = 64: float4 stores
   run_case(2, 4, 13, 12, 8, 5, 5, 1, 1, 2, 2, 4, 3, 4, 2, 4, true);    // depthwise x2, 5x5, dilation 2
   run_case(2, 1, 17, 19, 3, 3, 2, 2, 3, 1, 1, 1, 0, 0, 1, 1, true);    // one input channel, 3x2, stride 2,3
   run_case(1, 2, 20, 18, 2, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 2, false);   // depthwise 7x7, planes past 256

@@ -6,7 +6,7 @@ function) so that tests and the benchmark can run each one against the
 reference. The default (``version=None``) calls the promoted version by name,
 with guarded fallbacks:
 
-    fwd         2 (implicit GEMM)            depthwise -> 6
+    fwd         2 (implicit GEMM)            depthwise -> 6   (7: pipelined, on trial)
     bwd_data    3 (implicit GEMM)            depthwise -> 6
     bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6
     bwd_bias    5
@@ -15,7 +15,9 @@ Depthwise means one input channel per group (C/groups = 1, any channel
 multiplier K/groups; a first layer on a one-channel image counts too). Those
 shapes go to version 6, written for them, because an implicit-GEMM tile 64
 columns wide would compute one useful column. (Chosen from the kernels'
-structure; not yet measured on a GPU.) Version 6 runs only such shapes
+structure; not yet measured on a GPU.) Forward version 7 (version 2
+double-buffered) is callable but not the default until a GPU run shows it is
+faster. Version 6 runs only such shapes
 (``versions_for`` lists what can run a shape). A shape whose implicit-GEMM
 grid would pass CUDA's 65535-block limit in y or z (more than 65535 groups, or
 more than 65535 * 64 channels per group) goes to the direct kernels, whose
@@ -34,7 +36,7 @@ from ._common import _C, check_array, empty, ptr, stream
 
 #: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
 VERSIONS = {
-    "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6},
+    "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6, 7: _C.conv2d_fwd7},
     "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6},
     "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6},
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
@@ -48,7 +50,7 @@ DEPTHWISE_VERSION = 6
 
 #: Every pycnn._C function this module calls.
 LAUNCHERS = (
-    "conv2d_fwd1", "conv2d_fwd2",
+    "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7",
     "conv2d_bwd_data1", "conv2d_bwd_data3",
     "conv2d_bwd_filter1", "conv2d_bwd_filter4",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
