@@ -4,13 +4,14 @@
 #   bash bench/gpu_session.sh verify     # build, GPU tests, verification record
 #   bash bench/gpu_session.sh sanitize   # build, compute-sanitizer memcheck + racecheck, record again with them
 #   bash bench/gpu_session.sh bench      # build, cuDNN comparison: resnet50 (batch 32) and pool/activation
+#   bash bench/gpu_session.sh bench2     # build, cuDNN comparison: depthwise (batch 32) and small-batch sets
 #
 # Each stage fits one 10-minute call and writes at most 8 files to $OUT (the device
 # tool's limit): the verification record or the benchmark JSON/Markdown/PNG files,
 # plus one log. Commit what comes back under bench/results/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage="${1:?usage: gpu_session.sh verify|sanitize|bench}"
+stage="${1:?usage: gpu_session.sh verify|sanitize|bench|bench2}"
 OUT="${OUT:-bench/results}"
 mkdir -p "$OUT"
 log="$OUT/session-$stage.log"
@@ -56,7 +57,13 @@ bench)
   step "pool and activation"
   timeout 150 python -m pycnn.bench --set poolact --out "$OUT"
   ;;
+bench2)
+  step "depthwise, batch 32"
+  timeout 150 python -m pycnn.bench --set depthwise --batch 32 --out "$OUT"
+  step "small (batch 1 latency)"
+  timeout 120 python -m pycnn.bench --set small --out "$OUT"
+  ;;
 *)
-  echo "unknown stage $stage (verify|sanitize|bench)"; exit 2 ;;
+  echo "unknown stage $stage (verify|sanitize|bench|bench2)"; exit 2 ;;
 esac
 step "done"
