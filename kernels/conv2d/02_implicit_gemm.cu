@@ -156,12 +156,6 @@ static void launch_fwd2(const float* x, const float* w, const float* b, float* y
     conv2d_fwd_kernel2<T, false><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
 }
 
-// Blocks a launch with tile T would have; the large tile is used only when it
-// still gives every SM at least one block.
-static int64_t fwd2_blocks(int64_t M, int64_t Kg, int64_t groups, int bm, int bn) {
-  return ceil_div(M, (int64_t)bm) * ceil_div(Kg, (int64_t)bn) * groups;
-}
-
 void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream) {
   check_conv2d_params(p, "conv2d_fwd2");
@@ -170,8 +164,7 @@ void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
                                 " exceeds the grid's z limit of 65535");
   const int64_t M = (int64_t)p.N * p.P * p.Q, Kg = p.K / p.groups;
   check_int32_size(M + Fwd2Large::BM, "N*P*Q plus one tile");  // m_block + row stays an int
-  const bool large = Kg >= 96 && fwd2_blocks(M, Kg, p.groups, Fwd2Large::BM, Fwd2Large::BN) >=
-                                     num_sms_of_current_device();
+  const bool large = igemm_use_large_tile<Fwd2Large>(M, Kg, p.groups);
   if (large)
     launch_fwd2<Fwd2Large>(x, w, b, y, p, relu, stream);
   else

@@ -167,10 +167,7 @@ void conv2d_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dPa
                                 " exceeds the grid's z limit of 65535");
   const int64_t M = (int64_t)p.N * p.H * p.W, Cg = p.C / p.groups;
   check_int32_size(M + BwdData3Large::BM, "N*H*W plus one tile");
-  // The large tile only when it still gives every SM at least one block.
-  const int64_t large_blocks = ceil_div(M, (int64_t)BwdData3Large::BM) *
-                               ceil_div(Cg, (int64_t)BwdData3Large::BN) * p.groups;
-  if (Cg >= 96 && large_blocks >= num_sms_of_current_device())
+  if (igemm_use_large_tile<BwdData3Large>(M, Cg, p.groups))
     launch_bwd_data3<BwdData3Large>(dy, w, dx, p, stream);
   else
     launch_bwd_data3<BwdData3Small>(dy, w, dx, p, stream);

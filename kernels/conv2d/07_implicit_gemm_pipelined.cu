@@ -202,10 +202,7 @@ void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
                                 " exceeds the grid's z limit of 65535");
   const int64_t M = (int64_t)p.N * p.P * p.Q, Kg = p.K / p.groups;
   check_int32_size(M + Fwd7Large::BM, "N*P*Q plus one tile");
-  // The same rule as version 2: the large tile only when it still gives every SM a block.
-  const int64_t large_blocks = ceil_div(M, (int64_t)Fwd7Large::BM) *
-                               ceil_div(Kg, (int64_t)Fwd7Large::BN) * p.groups;
-  if (Kg >= 96 && large_blocks >= num_sms_of_current_device())
+  if (igemm_use_large_tile<Fwd7Large>(M, Kg, p.groups))  // the same rule as version 2
     launch_fwd7<Fwd7Large>(x, w, b, y, p, relu, stream);
   else
     launch_fwd7<Fwd7Small>(x, w, b, y, p, relu, stream);

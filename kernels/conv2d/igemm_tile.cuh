@@ -15,6 +15,10 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
+#include "common.cuh"
+
 namespace pycnn {
 
 // SM count of the current device (132 on an H100 SXM), for launchers that size
@@ -47,6 +51,16 @@ struct IgemmTile {
                 "every thread loads the same number of elements of each tile");
   static_assert(BK <= 32 && 32 % BK == 0, "k-fastest loaders: a warp covers whole BK rows");
 };
+
+// The launchers' choice between a large tile L and a small one: L only when the
+// GEMM is at least 96 columns wide (else most of L's columns would be padding)
+// and a grid of L tiles still gives every SM a block (else the small tile's
+// larger grid fills more of the GPU). M rows, `columns` per group, `groups`.
+template <class L>
+inline bool igemm_use_large_tile(int64_t M, int64_t columns, int64_t groups) {
+  const int64_t blocks = ceil_div(M, (int64_t)L::BM) * ceil_div(columns, (int64_t)L::BN) * groups;
+  return columns >= 96 && blocks >= num_sms_of_current_device();
+}
 
 // acc[i][j] += sum_kk As[kk][tm + i*ROWS] * Bs[kk][tn + j*COLS]
 template <class T>
