@@ -15,13 +15,15 @@ Depthwise means one input channel per group (C/groups = 1, any channel
 multiplier K/groups; a first layer on a one-channel image counts too). Those
 shapes go to version 6, written for them, because an implicit-GEMM tile 64
 columns wide would compute one useful column. (Chosen from the kernels'
-structure; not yet measured on a GPU.) Forward version 7 (version 2
-double-buffered) is callable but not the default until a GPU run shows it is
-faster. Version 6 runs only such shapes
-(``versions_for`` lists what can run a shape). A shape whose implicit-GEMM
-grid would pass CUDA's 65535-block limit in y or z (more than 65535 groups, or
-more than 65535 * 64 channels per group) goes to the direct kernels, whose
-grids are 1-D.
+structure; not yet measured on a GPU.) Version 6 runs only such shapes:
+``versions_for`` lists the versions that can run a given shape.
+
+Forward version 7 (version 2 double-buffered) is callable but not the default
+until a GPU run shows it is faster.
+
+A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
+(more than 65535 groups, or more than 65535 * 64 channels per group) goes to
+the direct kernels, whose grids are 1-D.
 
 Padding is ``(top, bottom, left, right)``; the kernels see the top and left
 padding and the output size, which carries the bottom and right padding.
