@@ -41,54 +41,49 @@ void bind_conv2d(py::module_& m) {
   using py::arg;
   const auto nogil = py::call_guard<py::gil_scoped_release>();
 
-  // ---- forward
-  m.def("conv2d_fwd1",
-        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
-           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
-          pycnn::conv2d_fwd1(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
-        },
-        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
-        nogil,
-        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; direct, one thread "
-        "per output (kernels/conv2d/01_direct.cu).");
-  m.def("conv2d_fwd2",
-        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
-           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
-          pycnn::conv2d_fwd2(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
-        },
-        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
-        nogil,
-        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM with "
-        "bias/ReLU fused in the epilogue (kernels/conv2d/02_implicit_gemm.cu).");
+  // Every forward version has one signature, and every backward-data version
+  // another: one binding each, differing only in name, launcher and docstring.
+  using FwdLauncher = void (*)(const float*, const float*, const float*, float*,
+                               const Conv2dParams&, bool, cudaStream_t);
+  auto def_fwd = [&](const char* name, FwdLauncher launcher, const char* doc) {
+    m.def(name,
+          [launcher](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+                     PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
+            launcher(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
+          },
+          arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+          nogil, doc);
+  };
+  using BwdDataLauncher = void (*)(const float*, const float*, float*, const Conv2dParams&,
+                                   cudaStream_t);
+  auto def_bwd_data = [&](const char* name, BwdDataLauncher launcher, const char* doc) {
+    m.def(name,
+          [launcher](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
+                     std::uintptr_t stream) {
+            launcher(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
+          },
+          arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil, doc);
+  };
 
-  m.def("conv2d_fwd7",
-        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
-           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
-          pycnn::conv2d_fwd7(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
-        },
-        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
-        nogil,
-        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 2's implicit "
-        "GEMM double-buffered, with float4 shared-memory reads "
-        "(kernels/conv2d/07_implicit_gemm_pipelined.cu).");
+  // ---- forward
+  def_fwd("conv2d_fwd1", &pycnn::conv2d_fwd1,
+          "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; direct, one thread "
+          "per output (kernels/conv2d/01_direct.cu).");
+  def_fwd("conv2d_fwd2", &pycnn::conv2d_fwd2,
+          "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM with "
+          "bias/ReLU fused in the epilogue (kernels/conv2d/02_implicit_gemm.cu).");
+  def_fwd("conv2d_fwd7", &pycnn::conv2d_fwd7,
+          "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 2's implicit "
+          "GEMM double-buffered, with float4 shared-memory reads "
+          "(kernels/conv2d/07_implicit_gemm_pipelined.cu).");
 
   // ---- backward-data
-  m.def("conv2d_bwd_data1",
-        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
-           std::uintptr_t stream) {
-          pycnn::conv2d_bwd_data1(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
-        },
-        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
-        "dx = gradient of conv2d with respect to x (overwritten); direct "
-        "(kernels/conv2d/01_direct.cu).");
-  m.def("conv2d_bwd_data3",
-        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
-           std::uintptr_t stream) {
-          pycnn::conv2d_bwd_data3(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
-        },
-        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
-        "dx = gradient of conv2d with respect to x (overwritten); implicit GEMM "
-        "(kernels/conv2d/03_implicit_gemm_bwd_data.cu).");
+  def_bwd_data("conv2d_bwd_data1", &pycnn::conv2d_bwd_data1,
+               "dx = gradient of conv2d with respect to x (overwritten); direct "
+               "(kernels/conv2d/01_direct.cu).");
+  def_bwd_data("conv2d_bwd_data3", &pycnn::conv2d_bwd_data3,
+               "dx = gradient of conv2d with respect to x (overwritten); implicit GEMM "
+               "(kernels/conv2d/03_implicit_gemm_bwd_data.cu).");
 
   // ---- backward-filter
   m.def("conv2d_bwd_filter1",
@@ -126,23 +121,12 @@ void bind_conv2d(py::module_& m) {
         "fixed order (kernels/conv2d/04_implicit_gemm_bwd_filter.cu).");
 
   // ---- depthwise
-  m.def("conv2d_fwd6",
-        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
-           PYCNN_CONV2D_PARAMS, bool relu, std::uintptr_t stream) {
-          pycnn::conv2d_fwd6(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, st(stream));
-        },
-        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
-        nogil,
-        "Depthwise (C/groups = 1) y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; "
-        "a block per output plane (kernels/conv2d/06_depthwise.cu).");
-  m.def("conv2d_bwd_data6",
-        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, PYCNN_CONV2D_PARAMS,
-           std::uintptr_t stream) {
-          pycnn::conv2d_bwd_data6(cf(dy), cf(w), f(dx), PYCNN_CONV2D_MAKE, st(stream));
-        },
-        arg("dy"), arg("w"), arg("dx"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
-        "Depthwise dx = gradient of conv2d with respect to x (overwritten) "
-        "(kernels/conv2d/06_depthwise.cu).");
+  def_fwd("conv2d_fwd6", &pycnn::conv2d_fwd6,
+          "Depthwise (C/groups = 1) y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; "
+          "a block per output plane (kernels/conv2d/06_depthwise.cu).");
+  def_bwd_data("conv2d_bwd_data6", &pycnn::conv2d_bwd_data6,
+               "Depthwise dx = gradient of conv2d with respect to x (overwritten) "
+               "(kernels/conv2d/06_depthwise.cu).");
   m.def("conv2d_bwd_filter6_splits",
         [](PYCNN_CONV2D_PARAMS, int num_sms) {
           return pycnn::conv2d_bwd_filter6_splits(PYCNN_CONV2D_MAKE, num_sms);
