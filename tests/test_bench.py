@@ -207,3 +207,36 @@ def test_repetitions_fill_min_time_but_a_slow_call_stops_at_max_time():
     assert repetitions(50.0, **args) == 20         # min_reps: 1 s, under max_time
     assert repetitions(200.0, **args) == 10        # 20 would take 4 s: 2 s / 200 ms
     assert repetitions(1500.0, **args) == 5        # floor_reps even past max_time
+
+
+# ------------------------------------------------------------------ the baseline's calls
+# The cuDNN side of every benchmark problem is a PyTorch call (aten backward ops with
+# long positional signatures). PyTorch's CPU build runs the same calls, so where
+# PyTorch is installed they are checked here, on every case of every set at batch 1,
+# against pycnn's NumPy reference: a wrong argument in a baseline call shows up now,
+# not as a "FAILED" row in the first GPU run.
+
+@pytest.mark.parametrize("name", sets.SETS)
+def test_baseline_calls_agree_with_the_reference_on_every_case(name):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the CPU build suffices)")
+    import numpy as np
+    from pycnn.backends import numpy_ref
+    from pycnn.bench.harness import rel_err
+    from pycnn.bench.ops import build, first
+    for case in sets.load_set(name)["cases"]:
+        for op in OPS[case["op"]]:
+            problem = build(op, case, 1, numpy_ref, np)
+            ours = first(problem.ours(numpy_ref))
+            theirs = problem.theirs(torch)().numpy()
+            assert rel_err(np, ours, theirs) <= 1e-4, (case["name"], op)
+
+
+def test_force_fp32_turns_tf32_off_with_the_installed_pytorch():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the CPU build suffices)")
+    from pycnn.bench.harness import force_fp32
+    settings = force_fp32(torch)
+    assert force_fp32(torch) == settings          # twice in one process must not raise
+    if settings["api"] == "fp32_precision":
+        assert settings["cudnn.conv.fp32_precision"] == "ieee"
+    else:
+        assert settings["cudnn.allow_tf32"] is False
