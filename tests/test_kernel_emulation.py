@@ -75,13 +75,16 @@ def test_kernels_match_loops_on_cpu(family, tmp_path):
 
 def test_emulator_runtime_catches_what_it_promises(tmp_path):
     """emu.h itself: CUDA's shuffle results, a missing barrier and an off-by-one
-    write are seen; a skipped, divergent barrier or a partial-warp shuffle fails the run."""
+    write are seen; a skipped, divergent barrier or a partial-warp shuffle fails the run;
+    and emu_wmma.h's TF32 product, rounding, and misaligned or divergent calls."""
     binary = build(KERNELS / "emulate" / "emu_selftest.cc", tmp_path)
     ok = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and ok.stdout.strip().splitlines()[-1].startswith("all ok"), ok.stdout + ok.stderr
     for mode, message in [("deadlock", "deadlock: waits at __syncthreads"),
                           ("divergent", "divergent"),
-                          ("partial_warp", "full-mask shuffle in a warp of 16 threads")]:
+                          ("partial_warp", "full-mask shuffle in a warp of 16 threads"),
+                          ("wmma_misaligned", "is not 32-byte aligned"),
+                          ("wmma_divergent", "deadlock: waits at wmma::load_matrix_sync")]:
         bad = subprocess.run([str(binary), mode], capture_output=True, text=True, timeout=120)
         assert bad.returncode == 1, f"{mode}: exit {bad.returncode}\n{bad.stdout}{bad.stderr}"
         assert message in bad.stderr, f"{mode}: {bad.stderr!r}"

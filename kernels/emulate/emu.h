@@ -3,7 +3,8 @@
 // launchers) run on the CPU and can be compared with plain loops. Used by every
 // kernels/emulate/emulate_*.cc; a test (tests/test_kernel_emulation.py) builds
 // and runs them with g++, so CI checks the index math, bounds guards, barrier
-// placement and warp-shuffle logic of every kernel without a GPU.
+// placement and warp-shuffle logic of every kernel without a GPU (and, with
+// emu_wmma.h, the warp-wide tensor-core calls of conv2d version 8).
 //
 // Model: blocks run one after another; the threads of a block are fibers
 // (ucontext) on one OS thread. A fiber runs until it reaches a __syncthreads or
@@ -89,6 +90,7 @@ struct Fiber {
   int wait_on = 0;     // sync point index: 0 the block, 1 + w warp w
   long wait_gen = 0;   // generation of that sync point when this fiber arrived
   unsigned shuffles = 0;  // selects the exchange buffer (double buffering)
+  unsigned mmas = 0;      // the same for the emulated tensor-core products (emu_wmma.h)
 };
 struct SyncPoint {
   int size = 0, arrived = 0;
@@ -119,14 +121,23 @@ inline void set_thread_idx(int t) {
 
 // The running fiber arrives at sync point `id`; the last to arrive opens it and
 // carries on, the others switch back to the scheduler until it opens.
-// What a sync point's tag means, for messages.
+// What a sync point's tag means, for messages. A warp's tags are kind * 1000000
+// plus a detail: the shuffle's offset, or the source line of a __syncwarp.
+enum WarpSyncKind { kShflIdx = 1, kShflUp, kShflDown, kShflXor, kSyncWarp, kWmmaLoad, kWmmaStore,
+                    kWmmaMma };
 inline const char* describe(int id, long tag) {
   static char buf[64];
+  static const char* const kinds[] = {"?", "an idx shuffle, offset", "an up shuffle, offset",
+                                      "a down shuffle, offset", "an xor shuffle, offset",
+                                      "__syncwarp at line", "wmma::load_matrix_sync",
+                                      "wmma::store_matrix_sync", "wmma::mma_sync"};
+  const long kind = tag / 1000000;
   if (id == 0)
     std::snprintf(buf, sizeof buf, "__syncthreads at line %ld", tag);
+  else if (kind >= kWmmaLoad && kind <= kWmmaMma)
+    std::snprintf(buf, sizeof buf, "%s", kinds[kind]);
   else
-    std::snprintf(buf, sizeof buf, "%s shuffle, offset %ld",
-                  tag / 1000000 == 1 ? "an idx" : tag / 1000000 == 2 ? "an up" : tag / 1000000 == 3 ? "a down" : "an xor",
+    std::snprintf(buf, sizeof buf, "%s %ld", kinds[kind >= 1 && kind <= kSyncWarp ? kind : 0],
                   tag % 1000000);
   return buf;
 }
@@ -164,6 +175,7 @@ inline void run_block(int threads, bool reverse) {
     makecontext(&f.ctx, fiber_main, 0);
     f.state = Fiber::kRunnable;
     f.shuffles = 0;
+    f.mmas = 0;
   }
   for (auto& s : syncs) s.arrived = 0;
   // Lowest first: always resume the first runnable fiber in scan order. Fibers
@@ -235,7 +247,26 @@ inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
 // ---- warp shuffles: every lane writes its value, waits for the whole warp,
 // reads its source lane's. Two buffers by generation, so a lane that runs on to
 // its next shuffle cannot overwrite a value that a slower lane has yet to read.
-enum ShuffleKind { kShflIdx = 1, kShflUp, kShflDown, kShflXor };
+using ShuffleKind = WarpSyncKind;
+
+// A warp-wide operation: it needs all 32 lanes present (a full warp) and arriving at
+// the same operation (`tag`); the lane waits here until they have.
+inline void warp_arrive(long tag, const char* what) {
+  const int t = current;
+  if (syncs[1 + t / 32].size != 32)
+    fail("%s in a warp of %d threads (block of %d)", what, syncs[1 + t / 32].size,
+         static_cast<int>(block_dim.x * block_dim.y * block_dim.z));
+  arrive(1 + t / 32, tag, what);
+}
+
+// __syncwarp(mask) at a source line (the macro below supplies the line; the mask is optional).
+struct SyncWarp {
+  int line;
+  void operator()(unsigned mask = 0xffffffffu) const {
+    if (mask != 0xffffffffu) fail("__syncwarp with mask %#x: only the full warp is emulated", mask);
+    warp_arrive(1000000L * kSyncWarp + line, "__syncwarp");
+  }
+};
 
 template <class T>
 T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
@@ -243,9 +274,6 @@ T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
   const int t = current, lane = t % 32, base = t - lane;
   if (mask != 0xffffffffu) fail("shuffle with mask %#x: only full-warp shuffles are emulated", mask);
   if (width != 32) fail("shuffle width %d: only 32 is emulated", width);
-  if (syncs[1 + t / 32].size != 32)
-    fail("full-mask shuffle in a warp of %d threads (block of %d)", syncs[1 + t / 32].size,
-         static_cast<int>(block_dim.x * block_dim.y * block_dim.z));
   int src = lane;
   switch (kind) {
     case kShflIdx: src = ((arg % 32) + 32) % 32; break;
@@ -258,7 +286,7 @@ T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
   std::memcpy(&bits, &v, sizeof v);
   exchange[gen][t] = bits;
   // the tag: kind and offset must agree across the warp (idx: any source lane)
-  arrive(1 + t / 32, 1000000L * kind + (kind == kShflIdx ? 0 : arg), "shuffle");
+  warp_arrive(1000000L * kind + (kind == kShflIdx ? 0 : arg), "full-mask shuffle");
   T out;
   bits = exchange[gen][base + src];
   std::memcpy(&out, &bits, sizeof out);
@@ -381,6 +409,7 @@ inline int finish() {
 #define blockDim ::emu::block_dim
 #define gridDim ::emu::grid_dim
 #define __syncthreads() ::emu::sync_threads(__LINE__)
+#define __syncwarp(...) ::emu::SyncWarp{__LINE__}(__VA_ARGS__)
 
 template <class T>
 inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
