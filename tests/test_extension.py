@@ -265,8 +265,8 @@ def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
 
 def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     conv = _cuda_conv()
-    assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7]
-    assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7]    # C/groups = 1, multiplier 8
+    assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8]
+    assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8]    # C/groups = 1, multiplier 8
     assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6]
     assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
@@ -415,7 +415,7 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
     geometry = ((2, 1), (1, 1, 0, 2), (1, 1), 2)                      # stride, padding, dilation, groups
     dyc = f((2, 6, 5, 9))                                             # P = (9+2-3)//2+1, Q = 9+(0+2)-3+1
     for version, kernel in ((None, "conv2d_fwd_kernel2"), (1, "conv2d_fwd_kernel1"), (2, "conv2d_fwd_kernel2"),
-                            (7, "conv2d_fwd_kernel7")):
+                            (7, "conv2d_fwd_kernel7"), (8, "conv2d_fwd_kernel8")):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
     for version, kernel in ((None, "conv2d_bwd_data_kernel3"), (1, "conv2d_bwd_data_kernel1"),

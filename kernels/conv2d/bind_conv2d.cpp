@@ -76,6 +76,10 @@ void bind_conv2d(py::module_& m) {
           "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 2's implicit "
           "GEMM double-buffered, with float4 shared-memory reads "
           "(kernels/conv2d/07_implicit_gemm_pipelined.cu).");
+  def_fwd("conv2d_fwd8", &pycnn::conv2d_fwd8,
+          "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM on TF32 "
+          "tensor cores with the 3xTF32 split for fp32 accuracy; compute capability 8.0+ "
+          "(kernels/conv2d/08_implicit_gemm_tf32x3.cu).");
 
   // ---- backward-data
   def_bwd_data("conv2d_bwd_data1", &pycnn::conv2d_bwd_data1,

@@ -70,6 +70,8 @@ void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
 void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
+void conv2d_fwd8(const float* x, const float* w, const float* b, float* y,
+                 const Conv2dParams& p, bool relu, cudaStream_t stream);
 
 // ---- backward-data: dx = conv_transpose(dy, w); dx is overwritten ----
 void conv2d_bwd_data1(const float* dy, const float* w, float* dx, const Conv2dParams& p,

@@ -26,6 +26,8 @@
 #include "conv2d/05_bias_grad.cu"
 #include "conv2d/06_depthwise.cu"
 #include "conv2d/07_implicit_gemm_pipelined.cu"
+#include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for version 8
+#include "conv2d/08_implicit_gemm_tf32x3.cu"
 
 using pycnn::Conv2dParams;
 
@@ -66,7 +68,7 @@ static Ref reference(const Conv2dParams& p, const std::vector<float>& x, const s
 // Max error against the oracle, relative to the largest reference value; also
 // fails if the kernel wrote outside the output (guard zones).
 static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<float>& got,
-                    const std::vector<double>& want, bool relu = false) {
+                    const std::vector<double>& want, bool relu = false, double tol = 1e-4) {
   double max_err = 0, max_ref = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     const double ref = relu ? std::max(want[i], 0.0) : want[i];
@@ -75,7 +77,7 @@ static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<
     max_ref = std::max(max_ref, std::fabs(ref));
   }
   const bool in_bounds = got.intact();
-  const bool ok = max_err <= 1e-4 * std::max(1.0, max_ref) && std::isfinite(max_err) && in_bounds;
+  const bool ok = max_err <= tol * std::max(1.0, max_ref) && std::isfinite(max_err) && in_bounds;
   emu::report(ok, "%-26s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e%s",
               what, p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
               p.dilation_h, p.dilation_w, p.pad_top, p.pad_left, p.groups, max_err,
@@ -231,6 +233,23 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     run7(pycnn::Fwd7Small{}, true, 0, "fwd7 64x64 relu");
     run7(pycnn::Fwd7Large{}, false, 0, "fwd7 128x128");
     run7(pycnn::Fwd7Small{}, false, 1, "fwd7 64x64 y misaligned");
+  }
+  {  // forward 8 (tensor cores, 3xTF32), both tunings. The emulated tensor cores drop
+     // the inputs' low 13 mantissa bits as the GPU's do, so the tolerance here is
+     // 10x tighter than the other versions': one TF32 product per term (no split)
+     // is off by ~1e-4 of the output's scale and fails it.
+    auto run8 = [&](auto tile, bool relu, const char* name) {
+      using T = decltype(tile);
+      y.fill(NAN);
+      const dim3 grid(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups);
+      emu::launch(grid, dim3(T::THREADS), [&] {
+        if (relu) pycnn::conv2d_fwd_kernel8<T, true>(xp, wp, bp, y.data(), p);
+        else pycnn::conv2d_fwd_kernel8<T, false>(xp, wp, bp, y.data(), p);
+      });
+      compare(name, p, y, ref.y, relu, 1e-5);
+    };
+    run8(pycnn::Fwd8Small{}, true, "fwd8 64x64 relu");
+    run8(pycnn::Fwd8Large{}, false, "fwd8 128x128");
   }
   const int MX = N * H * W;
   {  // backward-data 3, both tunings
