@@ -267,7 +267,7 @@ def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     conv = _cuda_conv()
     assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8]
     assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8]    # C/groups = 1, multiplier 8
-    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6]
+    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9]
     assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
@@ -419,7 +419,7 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
     for version, kernel in ((None, "conv2d_bwd_data_kernel3"), (1, "conv2d_bwd_data_kernel1"),
-                            (3, "conv2d_bwd_data_kernel3")):
+                            (3, "conv2d_bwd_data_kernel3"), (9, "conv2d_bwd_data_kernel9")):
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
     for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),

@@ -10,12 +10,9 @@
 //      16x8 fragments of X and 8x16 fragments of W from shared memory.
 //   2. A TF32 tensor core reads 10 of a float's 23 mantissa bits, so one TF32
 //      product per term would be off by ~1e-3 relative: not the fp32 result.
-//      Each operand is split instead, a = a_hi + a_lo with a_hi = tf32(a) and
-//      a_lo = tf32(a - a_hi), and the product is taken as
-//          a_lo*b_hi + a_hi*b_lo + a_hi*b_hi
-//      (small terms first), three tensor-core products that together carry
-//      about 21 bits; the dropped a_lo*b_lo is ~2^-22 of the product. That is
-//      within fp32's own accumulation error over the sums pycnn's layers take.
+//      Each operand is split instead into a TF32 part and a TF32 remainder, and
+//      each product taken as three tensor-core products ("3xTF32", explained in
+//      tf32x3_tile.cuh, which holds this multiply and the epilogue below).
 //   3. The epilogue stores each warp's fragments through a small shared-memory
 //      stage (their lane layout is unspecified), from where every lane writes one
 //      output per channel: 32 consecutive m, one 128-byte store per channel.
@@ -34,77 +31,28 @@
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"
-#include "conv2d/igemm_tile.cuh"
-
-#ifndef PYCNN_KERNEL_EMULATION
-#include <mma.h>
-#endif
+#include "conv2d/tf32x3_tile.cuh"
 
 namespace pycnn {
 
-// A block tile of BM x BN outputs, BK values of kk per step, split among warps in
-// WM x WN pieces of 16x16 fragments. PAD keeps every fragment's first row on a
-// 32-byte boundary (WMMA's requirement) while shifting successive rows by 4 banks.
-template <int BM_, int BN_, int BK_, int WM_, int WN_>
-struct Tf32x3Tile {
-  static constexpr int BM = BM_, BN = BN_, BK = BK_, WM = WM_, WN = WN_;
-  static constexpr int WARPS_M = BM / WM, WARPS_N = BN / WN;
-  static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
-  static constexpr int FM = WM / 16, FN = WN / 16;  // fragments per warp along m and kg
-  static constexpr int PAD = 4;
-  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 32 == 0 && WN % 16 == 0,
-                "warp pieces tile the block; the epilogue stages 32 rows (two fragments) at a time");
-  static_assert(BK % 8 == 0 && BK <= 32 && 32 % BK == 0, "whole k-steps of 8; k-fastest filter loader");
-  static_assert(THREADS % BM == 0 && BK % (THREADS / BM) == 0, "X loader: whole rows of the tile");
-  static_assert(BN % (THREADS / BK) == 0, "filter loader: whole columns of the tile");
-  // ldm a multiple of 4 floats; with BK and the k-steps multiples of 8 and the
-  // fragment columns multiples of 16, every fragment then starts 32-byte aligned.
-  static_assert((BM + PAD) % 4 == 0 && (BN + PAD) % 4 == 0, "WMMA's ldm: a multiple of 16 bytes");
-};
-
-namespace wmma = nvcuda::wmma;
-
-using Tf32FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
-using Tf32FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
-using Tf32FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
-
-// hi <- tf32(v), lo <- tf32(v - tf32(v)), element by element (the same for every
-// element, as a fragment's lane layout is unspecified).
-template <class Frag>
-__device__ __forceinline__ void tf32_split(Frag& hi, Frag& lo) {
-#pragma unroll
-  for (int t = 0; t < hi.num_elements; ++t) {
-    const float v = hi.x[t];
-    hi.x[t] = wmma::__float_to_tf32(v);
-    lo.x[t] = wmma::__float_to_tf32(v - hi.x[t]);
-  }
-}
-
-// Resident blocks per SM asked of the compiler: the large tile takes 236 registers
+// Resident blocks per SM asked of the compiler: the large tile takes 224 registers
 // unconstrained (one block of 8 warps per SM) and spills when held to 128; the
 // small tile fits 128 (four blocks of 4 warps). ptxas, sm_90.
 template <class T, bool RELU>
 __global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 4)
 conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
                    const float* __restrict__ b, float* __restrict__ y, Conv2dParams p) {
+  static_assert(T::THREADS % T::BM == 0 && T::BK % (T::THREADS / T::BM) == 0,
+                "X loader: whole rows of the tile");
+  static_assert(T::BN % (T::THREADS / T::BK) == 0, "filter loader: whole columns of the tile");
   constexpr int A_STEP = T::THREADS / T::BM;  // X loader: m-fastest, as version 7's
   constexpr int A_LOADS = T::BK / A_STEP;
   constexpr int B_STEP = T::THREADS / T::BK;  // filter loader: k-fastest
   constexpr int B_LOADS = T::BN / B_STEP;
-  constexpr int WARPS = T::WARPS_M * T::WARPS_N;
 
-  // Shared memory: the double-buffered tiles during the main loop; afterwards the
-  // same bytes hold each warp's epilogue stage (32 rows x 16 channels, m fastest).
-  union alignas(32) Smem {
-    struct {
-      float As[2][T::BK][T::BM + T::PAD];  // As[kk][m]: X, read as col-major 16x8 fragments
-      float Bs[2][T::BK][T::BN + T::PAD];  // Bs[kk][kg]: the filter, row-major 8x16 fragments
-    } tiles;
-    float stage[WARPS][32 * 16];
-  };
-  __shared__ Smem smem;
-  auto& As = smem.tiles.As;
-  auto& Bs = smem.tiles.Bs;
+  __shared__ Tf32x3Smem<T> smem;
+  auto& As = smem.tiles.As;  // As[kk][m]: X
+  auto& Bs = smem.tiles.Bs;  // Bs[kk][kg]: the filter
 
   const int Cg = p.C / p.groups, Kg = p.K / p.groups;
   const int PQ = p.P * p.Q, RS = p.R * p.S, HW = p.H * p.W;
@@ -170,10 +118,7 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
   const int wm = (warp % T::WARPS_M) * T::WM;
   const int wn = (warp / T::WARPS_M) * T::WN;
   Tf32FragC acc[T::FM][T::FN];
-#pragma unroll
-  for (int i = 0; i < T::FM; ++i)
-#pragma unroll
-    for (int j = 0; j < T::FN; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+  tf32x3_fill_zero<T>(acc);
 
   const int steps = (Kdim + T::BK - 1) / T::BK;
   load(0);
@@ -183,60 +128,26 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
     const int cur = step & 1;
     const bool more = step + 1 < steps;  // the same for every thread of the block
     if (more) load((step + 1) * T::BK);  // global loads in flight behind the products
-#pragma unroll
-    for (int kk = 0; kk < T::BK; kk += 8) {
-      Tf32FragB b_hi[T::FN], b_lo[T::FN];
-#pragma unroll
-      for (int j = 0; j < T::FN; ++j) {
-        wmma::load_matrix_sync(b_hi[j], &Bs[cur][kk][wn + 16 * j], T::BN + T::PAD);
-        tf32_split(b_hi[j], b_lo[j]);
-      }
-#pragma unroll
-      for (int i = 0; i < T::FM; ++i) {
-        Tf32FragA a_hi, a_lo;
-        wmma::load_matrix_sync(a_hi, &As[cur][kk][wm + 16 * i], T::BM + T::PAD);
-        tf32_split(a_hi, a_lo);
-#pragma unroll
-        for (int j = 0; j < T::FN; ++j) {
-          wmma::mma_sync(acc[i][j], a_lo, b_hi[j], acc[i][j]);
-          wmma::mma_sync(acc[i][j], a_hi, b_lo[j], acc[i][j]);
-          wmma::mma_sync(acc[i][j], a_hi, b_hi[j], acc[i][j]);
-        }
-      }
-    }
+    tf32x3_tile_multiply<T>(As[cur], Bs[cur], acc, wm, wn);
     // The other buffer was last read in the previous step, before that step's barrier.
     if (more) store(cur ^ 1);
     __syncthreads();  // after the last step: every warp is done with the tiles (the stage reuses them)
   }
 
-  // ---- epilogue: y[n_o, g*Kg + kg, pq_o] = act(acc + b). Two fragments (32 rows)
-  // by one (16 channels) at a time go to this warp's stage, m fastest; lane l then
-  // writes row m = ... + l of each of the 16 channels.
-  float* stage = smem.stage[warp];
-#pragma unroll
-  for (int i = 0; i < T::FM; i += 2) {
-    const int m = m_block + wm + 16 * i + lane;
+  // ---- epilogue: y[n_o, g*Kg + kg, pq_o] = act(acc + b)
+  const float* b_g = b != nullptr ? b + (size_t)g * Kg : nullptr;
+  tf32x3_store<T>(acc, smem.stage[warp], lane, m_block + wm, n_block + wn, [&](int m) {
     const bool m_in = m < M;
-    const int m_safe_o = m_in ? m : 0;
-    const int n_o = m_safe_o / PQ;
-    const int pq_o = m_safe_o - n_o * PQ;
+    const int n_o = (m_in ? m : 0) / PQ;
+    const int pq_o = (m_in ? m : 0) - n_o * PQ;
     float* y_m = y + ((size_t)n_o * p.K + (size_t)g * Kg) * PQ + pq_o;
-#pragma unroll
-    for (int j = 0; j < T::FN; ++j) {
-      wmma::store_matrix_sync(stage, acc[i][j], 32, wmma::mem_col_major);
-      wmma::store_matrix_sync(stage + 16, acc[i + 1][j], 32, wmma::mem_col_major);
-      __syncwarp();  // every lane's elements are in the stage
-#pragma unroll 4
-      for (int c = 0; c < 16; ++c) {
-        const int kg = n_block + wn + 16 * j + c;
-        if (!m_in || kg >= Kg) continue;
-        float v = stage[lane + 32 * c] + (b != nullptr ? b[g * Kg + kg] : 0.f);
-        if (RELU) v = fmaxf(v, 0.f);
-        y_m[(size_t)kg * PQ] = v;
-      }
-      __syncwarp();  // read before the next fragments overwrite the stage
-    }
-  }
+    return [=](int kg, float v) {
+      if (!m_in || kg >= Kg) return;
+      v += b_g != nullptr ? b_g[kg] : 0.f;
+      if (RELU) v = fmaxf(v, 0.f);
+      y_m[(size_t)kg * PQ] = v;
+    };
+  });
 }
 
 // 128x128 with 8 warps of 64x32 (4x2 fragments); 64x64 with 4 warps of 32x32 for
@@ -245,22 +156,6 @@ using Fwd8Large = Tf32x3Tile<128, 128, 16, 64, 32>;
 using Fwd8Small = Tf32x3Tile<64, 64, 16, 32, 32>;
 
 #ifndef PYCNN_KERNEL_EMULATION
-
-// TF32 tensor cores need compute capability 8.0. A failed query is not this
-// check's to report: the launch that follows reports it.
-static void require_tf32_tensor_cores(const char* launcher) {
-  int dev = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return;
-  }
-  if (major < 8)
-    throw std::runtime_error(std::string(launcher) + ": needs TF32 tensor cores (compute capability "
-                             "8.0 or later); this GPU is " + std::to_string(major) + "." +
-                             std::to_string(minor));
-}
 
 template <class T>
 static void launch_fwd8(const float* x, const float* w, const float* b, float* y,

@@ -88,6 +88,10 @@ void bind_conv2d(py::module_& m) {
   def_bwd_data("conv2d_bwd_data3", &pycnn::conv2d_bwd_data3,
                "dx = gradient of conv2d with respect to x (overwritten); implicit GEMM "
                "(kernels/conv2d/03_implicit_gemm_bwd_data.cu).");
+  def_bwd_data("conv2d_bwd_data9", &pycnn::conv2d_bwd_data9,
+               "dx = gradient of conv2d with respect to x (overwritten); version 3's implicit "
+               "GEMM on TF32 tensor cores with the 3xTF32 split for fp32 accuracy; compute "
+               "capability 8.0+ (kernels/conv2d/09_implicit_gemm_bwd_data_tf32x3.cu).");
 
   // ---- backward-filter
   m.def("conv2d_bwd_filter1",

@@ -78,6 +78,8 @@ void conv2d_bwd_data1(const float* dy, const float* w, float* dx, const Conv2dPa
                       cudaStream_t stream);
 void conv2d_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                       cudaStream_t stream);
+void conv2d_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dParams& p,
+                      cudaStream_t stream);
 
 // ---- backward-filter: dw[k,c,r,s] = sum over n,p,q of dy * x; dw is overwritten ----
 void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2dParams& p,

@@ -28,6 +28,7 @@
 #include "conv2d/07_implicit_gemm_pipelined.cu"
 #include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for version 8
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
+#include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
 
 using pycnn::Conv2dParams;
 
@@ -265,6 +266,17 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
                 [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
     compare("bwd_data3 128x128", p, dx, ref.dx);
+  }
+  {  // backward-data 9 (tensor cores, 3xTF32), both tunings, at forward 8's tolerance
+    auto run9 = [&](auto tile, const char* name) {
+      using T = decltype(tile);
+      dx.fill(NAN);
+      emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
+                  [&] { pycnn::conv2d_bwd_data_kernel9<T>(dyp, wp, dx.data(), p); });
+      compare(name, p, dx, ref.dx, false, 1e-5);
+    };
+    run9(pycnn::BwdData9Small{}, "bwd_data9 64x64");
+    run9(pycnn::BwdData9Large{}, "bwd_data9 128x128");
   }
   // backward-filter 4: both tunings, one split (plain store), several splits with
   // atomics, several through the workspace and the fixed-order reduction; the
