@@ -422,6 +422,8 @@ def case_runs(case: Case, fn, conv=None) -> list:
             short = "fwd" if case.op == "conv2d_bias_relu_fwd" else case.op.replace("conv2d_", "")
             versions = [v for v in versions if v in conv.versions_for(short, w_shape)]
         runs += [(v, {"version": v}) for v in versions]
+    # bwd_filter: every version that splits N*P*Q (all but the direct version 1)
+    split_versions = [kw.get("version") for _, kw in runs if kw.get("version") != 1]
     if "deterministic" in params:       # bwd_filter: atomic and fixed-order split-K reductions
         runs = [(f"{v if v is not None else 'default'}-{mode}", {**kw, "deterministic": det})
                 for v, kw in runs for det, mode in ((False, "atomic"), (True, "deterministic"))]
@@ -429,7 +431,9 @@ def case_runs(case: Case, fn, conv=None) -> list:
         # The grid's reductions (N*P*Q <= 442) get one or two splits by default, so
         # the atomic and fixed-order split paths would go nearly unchecked: force them, 7
         # splits also leaving trailing splits an empty range (they must write zeros).
-        runs += [(f"default-splits{s}-{mode}", {"splits": s, "deterministic": det})
+        runs += [(f"{v if v is not None else 'default'}-splits{s}-{mode}",
+                  {**({} if v is None else {"version": v}), "splits": s, "deterministic": det})
+                 for v in split_versions
                  for s in SPLIT_K_RUNS for det, mode in ((False, "atomic"), (True, "deterministic"))]
     return runs
 

@@ -187,6 +187,9 @@ def test_verify_forces_split_k_on_every_conv_backward_filter_case():
     for splits in verify.SPLIT_K_RUNS:
         assert {"splits": splits, "deterministic": False} in kwargs
         assert {"splits": splits, "deterministic": True} in kwargs
+        for det in (False, True):                  # every split-K version, not just the default
+            assert {"version": 4, "splits": splits, "deterministic": det} in kwargs
+            assert {"version": 1, "splits": splits, "deterministic": det} not in kwargs
     assert len({label for label, _ in runs}) == len(runs), "every run needs its own label"
     # N*P*Q of the first case is 2*5*7 = 70: 7 splits of ceil(ceil(70/7)/8)*8 = 16 leave
     # the last two splits empty, the case the kernel must get right (they write zeros).
@@ -268,7 +271,7 @@ def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8]
     assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8]    # C/groups = 1, multiplier 8
     assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9]
-    assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4]
+    assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4, 10]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
 
@@ -423,7 +426,9 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
     for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),
-                           ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4")):
+                           ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4"),
+                           ({"version": 10, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel10"),
+                           ({"version": 10}, "conv2d_bwd_filter_kernel10")):
         _, args = _launches(g, conv.conv2d_bwd_filter, xc, dyc, (6, 2, 3, 3), *geometry, **kwargs,
                             kernel=kernel)
         if kwargs.get("deterministic"):

@@ -116,17 +116,28 @@ void bind_conv2d(py::module_& m) {
         PYCNN_CONV2D_ARGS, arg("splits"), arg("deterministic"),
         "Bytes of workspace conv2d_bwd_filter4 needs (0 unless deterministic and "
         "splits > 1; no GPU needed).");
-  m.def("conv2d_bwd_filter4",
-        [](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, std::uintptr_t workspace,
-           PYCNN_CONV2D_PARAMS, int splits, bool deterministic, std::uintptr_t stream) {
-          pycnn::conv2d_bwd_filter4(cf(x), cf(dy), f(dw), f(workspace), PYCNN_CONV2D_MAKE,
-                                    splits, deterministic, st(stream));
-        },
-        arg("x"), arg("dy"), arg("dw"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("splits"),
-        arg("deterministic"), arg("stream"), nogil,
-        "dw = gradient of conv2d with respect to w (overwritten); implicit GEMM split-K over "
-        "N*P*Q: atomics into dw, or (deterministic) per-split sums in workspace reduced in a "
-        "fixed order (kernels/conv2d/04_implicit_gemm_bwd_filter.cu).");
+  // Versions 4 and 10 take the same arguments.
+  auto def_bwd_filter_split_k = [&](const char* name, auto launcher, const char* doc) {
+    m.def(name,
+          [launcher](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, std::uintptr_t workspace,
+                     PYCNN_CONV2D_PARAMS, int splits, bool deterministic, std::uintptr_t stream) {
+            launcher(cf(x), cf(dy), f(dw), f(workspace), PYCNN_CONV2D_MAKE, splits, deterministic,
+                     st(stream));
+          },
+          arg("x"), arg("dy"), arg("dw"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("splits"),
+          arg("deterministic"), arg("stream"), nogil, doc);
+  };
+  def_bwd_filter_split_k(
+      "conv2d_bwd_filter4", &pycnn::conv2d_bwd_filter4,
+      "dw = gradient of conv2d with respect to w (overwritten); implicit GEMM split-K over "
+      "N*P*Q: atomics into dw, or (deterministic) per-split sums in workspace reduced in a "
+      "fixed order (kernels/conv2d/04_implicit_gemm_bwd_filter.cu).");
+  def_bwd_filter_split_k(
+      "conv2d_bwd_filter10", &pycnn::conv2d_bwd_filter10,
+      "dw = gradient of conv2d with respect to w (overwritten); version 4's split-K implicit "
+      "GEMM on TF32 tensor cores with the 3xTF32 split for fp32 accuracy; sized by "
+      "conv2d_bwd_filter4_splits and _workspace_bytes; compute capability 8.0+ "
+      "(kernels/conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu).");
 
   // ---- depthwise
   def_fwd("conv2d_fwd6", &pycnn::conv2d_fwd6,

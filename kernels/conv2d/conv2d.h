@@ -94,6 +94,11 @@ size_t conv2d_bwd_filter4_workspace_bytes(const Conv2dParams& p, int splits, boo
 void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,
                         const Conv2dParams& p, int splits, bool deterministic,
                         cudaStream_t stream);
+// Version 10: version 4 on TF32 tensor cores (3xTF32); the same arguments, split
+// count and workspace size (conv2d_bwd_filter4_splits, _workspace_bytes).
+void conv2d_bwd_filter10(const float* x, const float* dy, float* dw, float* workspace,
+                         const Conv2dParams& p, int splits, bool deterministic,
+                         cudaStream_t stream);
 
 // ---- depthwise (C/groups = 1; K/groups, the channel multiplier, may be > 1).
 // Any other shape is std::invalid_argument naming the launcher.

@@ -1,7 +1,8 @@
 // The second half of a deterministic split reduction, shared by the backward-filter
-// versions that split N*P*Q (04_implicit_gemm_bwd_filter.cu, 06_depthwise.cu): every
-// split stored its partial sums as one row of workspace, and this adds the rows in
-// split order, so the result has the same bits on every run.
+// versions that split N*P*Q (04_implicit_gemm_bwd_filter.cu, 06_depthwise.cu,
+// 10_implicit_gemm_bwd_filter_tf32x3.cu): every split stored its partial sums as one
+// row of workspace, and this adds the rows in split order, so the result has the
+// same bits on every run.
 #pragma once
 
 #include "common.cuh"

@@ -1,5 +1,5 @@
 // The tensor-core block tile shared by the 3xTF32 implicit-GEMM kernels (08 forward,
-// 09 backward-data): its shape, the multiply of one BK-slice of shared memory on
+// 09 backward-data, 10 backward-filter): its shape, the multiply of one BK-slice of shared memory on
 // TF32 tensor cores (WMMA) with fp32 accuracy, and the epilogue that takes the
 // accumulators out of their fragments. Each kernel keeps its own gathers and
 // output indexing, as the CUDA-core kernels do around igemm_tile.cuh.

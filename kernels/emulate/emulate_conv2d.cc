@@ -29,6 +29,7 @@
 #include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for version 8
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
 #include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
+#include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
 
 using pycnn::Conv2dParams;
 
@@ -278,52 +279,62 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     run9(pycnn::BwdData9Small{}, "bwd_data9 64x64");
     run9(pycnn::BwdData9Large{}, "bwd_data9 128x128");
   }
-  // backward-filter 4: both tunings, one split (plain store), several splits with
-  // atomics, several through the workspace and the fixed-order reduction; the
-  // split count leaves trailing splits with an empty range (chunks are whole BK steps).
+  // backward-filter 4 and 10 (the same split-K scheme): both tunings, one split (plain
+  // store), several splits with atomics, several through the workspace and the
+  // fixed-order reduction; the split count leaves trailing splits with an empty range
+  // (chunks are whole BK steps). `kernel(tile, atomic, out, chunk, split_stride)`
+  // runs one block of the version's kernel; version 10 at forward 8's tolerance.
   const int NPQ = N * p.P * p.Q;
-  for (int splits : {1, 3, 15}) {
-    for (int mode = 0; mode < 2; ++mode) {
-      const bool deterministic = mode == 1;
-      if (splits == 1 && deterministic) continue;
-      auto run = [&](auto tile, const char* name) {
-        using T = decltype(tile);
+  auto run_bwd_filter = [&](auto tile, auto kernel, const char* name, double tol) {
+    using T = decltype(tile);
+    for (int splits : {1, 3, 15}) {
+      for (bool deterministic : {false, true}) {
+        if (splits == 1 && deterministic) continue;
         const int chunk = pycnn::ceil_div(pycnn::ceil_div(NPQ, splits), T::BK) * T::BK;
         const dim3 grid(pycnn::ceil_div(Cg * R * S, T::BM), pycnn::ceil_div(Kg, T::BN), splits * groups);
         const int total = (int)ref.dw.size();
+        char label[64];
         if (splits > 1 && !deterministic) {
           dwv.fill(0.f);
-          emu::launch(grid, dim3(T::THREADS), [&] {
-            pycnn::conv2d_bwd_filter_kernel4<T, true>(xp, dyp, dwv.data(), p, chunk, 0);
-          });
-        } else {
-          dwv.fill(NAN);
-          emu::Guarded<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
-          float* out = splits > 1 ? ws.data() : dwv.data();
-          emu::launch(grid, dim3(T::THREADS), [&] {
-            pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, splits > 1 ? total : 0);
-          });
-          if (splits > 1) {  // conv2d_bwd_filter4's reduction: 256 threads, grid_for(total, 256)
-            for (int rgrid : emu::grids(pycnn::grid_for(total, 256))) {
-              dwv.fill(NAN);
-              emu::launch(dim3(rgrid), dim3(256), [&] {
-                pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits);
-              });
-              char label[64];
-              std::snprintf(label, sizeof label, "%s s%d det%s", name, splits, rgrid == 1 ? " (reduce grid 1)" : "");
-              compare(label, p, dwv, ref.dw);
-            }
-            return;
-          }
+          emu::launch(grid, dim3(T::THREADS), [&] { kernel(T{}, true, dwv.data(), chunk, 0); });
+          std::snprintf(label, sizeof label, "%s s%d atomic", name, splits);
+          compare(label, p, dwv, ref.dw, false, tol);
+          continue;
         }
-        char label[64];
-        std::snprintf(label, sizeof label, "%s s%d %s", name, splits, splits == 1 ? "store" : "atomic");
-        compare(label, p, dwv, ref.dw);
-      };
-      run(pycnn::BwdFilter4Small{}, "bwd_filter4 64");
-      run(pycnn::BwdFilter4Large{}, "bwd_filter4 128");
+        dwv.fill(NAN);
+        emu::Guarded<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
+        float* out = splits > 1 ? ws.data() : dwv.data();
+        emu::launch(grid, dim3(T::THREADS), [&] { kernel(T{}, false, out, chunk, splits > 1 ? total : 0); });
+        if (splits == 1) {
+          std::snprintf(label, sizeof label, "%s s1 store", name);
+          compare(label, p, dwv, ref.dw, false, tol);
+          continue;
+        }
+        for (int rgrid : emu::grids(pycnn::grid_for(total, 256))) {  // the launchers' reduction
+          dwv.fill(NAN);
+          emu::launch(dim3(rgrid), dim3(256), [&] {
+            pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits);
+          });
+          std::snprintf(label, sizeof label, "%s s%d det%s", name, splits, rgrid == 1 ? " (reduce grid 1)" : "");
+          compare(label, p, dwv, ref.dw, false, tol);
+        }
+      }
     }
-  }
+  };
+  auto kernel4 = [&](auto tile, bool atomic, float* out, int chunk, int stride) {
+    using T = decltype(tile);
+    if (atomic) pycnn::conv2d_bwd_filter_kernel4<T, true>(xp, dyp, out, p, chunk, stride);
+    else pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, stride);
+  };
+  auto kernel10 = [&](auto tile, bool atomic, float* out, int chunk, int stride) {
+    using T = decltype(tile);
+    if (atomic) pycnn::conv2d_bwd_filter_kernel10<T, true>(xp, dyp, out, p, chunk, stride);
+    else pycnn::conv2d_bwd_filter_kernel10<T, false>(xp, dyp, out, p, chunk, stride);
+  };
+  run_bwd_filter(pycnn::BwdFilter4Small{}, kernel4, "bwd_filter4 64", 1e-4);
+  run_bwd_filter(pycnn::BwdFilter4Large{}, kernel4, "bwd_filter4 128", 1e-4);
+  run_bwd_filter(pycnn::BwdFilter10Small{}, kernel10, "bwd_filter10 64", 1e-5);
+  run_bwd_filter(pycnn::BwdFilter10Large{}, kernel10, "bwd_filter10 128", 1e-5);
 }
 
 int main() {

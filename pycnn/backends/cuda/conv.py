@@ -8,7 +8,7 @@ with guarded fallbacks:
 
     fwd         2 (implicit GEMM)            depthwise -> 6   (on trial: 7 pipelined, 8 tensor cores)
     bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores)
-    bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6
+    bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6   (on trial: 10 tensor cores)
     bwd_bias    5
 
 Depthwise means one input channel per group (C/groups = 1, any channel
@@ -19,9 +19,9 @@ structure; not yet measured on a GPU.) Version 6 runs only such shapes:
 ``versions_for`` lists the versions that can run a given shape.
 
 Forward versions 7 (version 2 double-buffered) and 8 (tensor cores, 3xTF32: fp32
-accuracy from three TF32 products per term; compute capability 8.0+), and
-backward-data version 9 (version 3 the way 8 is version 2) are callable but not
-the default until a GPU run shows one is faster.
+accuracy from three TF32 products per term; compute capability 8.0+), backward-data
+version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2)
+are callable but not the default until a GPU run shows one is faster.
 
 A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
 (more than 65535 groups, or more than 65535 * 64 channels per group) goes to
@@ -44,7 +44,8 @@ VERSIONS = {
             8: _C.conv2d_fwd8},
     "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6,
                  9: _C.conv2d_bwd_data9},
-    "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6},
+    "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6,
+                   10: _C.conv2d_bwd_filter10},
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
 }
 
@@ -58,7 +59,7 @@ DEPTHWISE_VERSION = 6
 LAUNCHERS = (
     "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7", "conv2d_fwd8",
     "conv2d_bwd_data1", "conv2d_bwd_data3", "conv2d_bwd_data9",
-    "conv2d_bwd_filter1", "conv2d_bwd_filter4",
+    "conv2d_bwd_filter1", "conv2d_bwd_filter4", "conv2d_bwd_filter10",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
     "conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6",
     "conv2d_bwd_filter6_splits", "conv2d_bwd_filter6_workspace_bytes",
@@ -210,10 +211,10 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
                       deterministic=False, splits=None):
     """dw, the gradient of conv2d_fwd with respect to w.
 
-    Versions 4 and 6 split the N*P*Q reduction into ``splits`` parts (default:
-    enough to fill the GPU). ``deterministic=True`` makes version 4 reduce the
-    parts in a fixed order through a workspace (same bits on every run);
-    otherwise it adds them with atomics. Versions 1 and 6 are deterministic in
+    Versions 4, 6 and 10 split the N*P*Q reduction into ``splits`` parts (default:
+    enough to fill the GPU). ``deterministic=True`` makes versions 4 and 10 reduce
+    the parts in a fixed order through a workspace (same bits on every run);
+    otherwise they add them with atomics. Versions 1 and 6 are deterministic in
     any case.
     """
     check_array(x, "x", ndim=4)
@@ -250,9 +251,9 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
     workspace = empty((nbytes // 4,)) if nbytes else None
     if v == 6:
         _C.conv2d_bwd_filter6(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits, stream())
-    else:
-        _C.conv2d_bwd_filter4(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
-                              bool(deterministic), stream())
+    else:                                     # 4 and 10: the same arguments and sizes
+        VERSIONS["bwd_filter"][v](ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
+                                  bool(deterministic), stream())
     return dw
 
 
