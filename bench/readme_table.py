@@ -45,19 +45,24 @@ def table(results) -> str:
     lines = ["| set | GPU | batch | precision | op | cuDNN default / pycnn | cuDNN autotuned / pycnn | cases |",
              "|---|---|---|---|---|---|---|---|"]
     for result in results:
+        name = result["set"] if result.get("complete", True) else f"{result['set']} (partial)"
         for s in summarize(result["results"]):
             if s["impl"] != "pycnn":        # the promoted default; versions are in the per-run tables
                 continue
             cases = str(s["cases"] - s["failed"])
             if s["failed"]:
                 cases += f" ({s['failed']} failed)"
-            lines.append(f"| {result['set']} | {result['env']['gpu']} | {result['batch']} | "
+            lines.append(f"| {name} | {result['env']['gpu']} | {result['batch']} | "
                          f"{result['precision']} | {s['op']} | {_fmt(s['geomean_ratio_default'])} | "
                          f"{_fmt(s['geomean_ratio_autotuned'])} | {cases} |")
     commits = sorted({r["env"].get("git_commit") or "?" for r in results})
     lines += ["", "Geometric means over each set's cases of baseline time / pycnn time (> 1: pycnn is "
               "faster); pools and activations are compared with PyTorch's own CUDA kernels. "
               f"Measured at commit {', '.join(c[:10] for c in commits)}; every figure is in bench/results/."]
+    for result in results:
+        if not result.get("complete", True):
+            lines.append(f"\n{result['set']} (partial): the run was {result['stopped']}; its means "
+                         "cover those cases only.")
     return "\n".join(lines)
 
 

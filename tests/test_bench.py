@@ -149,6 +149,35 @@ def test_cpu_run_honours_ops_and_batch(tmp_path):
     assert {r["N"] for r in result["results"]} == {3}
 
 
+def test_a_run_stopped_by_sigterm_writes_what_it_measured(tmp_path, monkeypatch, capsys):
+    # `timeout` ends a GPU session's bench step with SIGTERM: the finished cases must
+    # still reach the files, marked incomplete, and the exit status must say so.
+    import os
+    import signal
+
+    from pycnn.bench import harness
+    real_run_op, seen = harness._run_op, []
+
+    def run_op(op, case, *args):
+        if case["name"] not in seen:
+            seen.append(case["name"])
+            if len(seen) == 3:                       # the third case: a real signal, mid-set
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_run_op(op, case, *args)
+
+    monkeypatch.setattr(harness, "_run_op", run_op)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["--set", "tiny", "--device", "cpu", "--reps", "1", "--out", str(tmp_path)]) == 1
+    assert signal.getsignal(signal.SIGTERM) is before, "the handler is restored"
+    assert "stopped by SIGTERM after 2 of 8 cases" in capsys.readouterr().out
+    stem = tmp_path / "bench-tiny-cpu-b2"
+    result = json.loads(stem.with_suffix(".json").read_text())
+    assert result["complete"] is False and "after 2 of 8 cases" in result["stopped"]
+    assert [c for c in dict.fromkeys(r["case"] for r in result["results"])] == seen[:2]
+    assert "**incomplete**" in stem.with_suffix(".md").read_text()
+    assert stem.with_suffix(".png").exists()
+
+
 def _row(op, impl, default, autotuned, ok=True, error=None):
     return {"op": op, "impl": impl, "ratio_default": default, "ratio_autotuned": autotuned,
             "ok": ok, "error": error}
@@ -179,7 +208,10 @@ def test_readme_table_geometric_means(tmp_path):
     # conv: cbrt(2 * 0.5 * 8) = 2 and cbrt(1 * 0.25 * 4) = 1; relu: sqrt(1.5 * 6) = 3
     assert "| conv_fwd | 2.00 | 1.00 | 3 (1 failed) |" in text
     assert "| relu_fwd | 3.00 | - | 2 |" in text
-    assert "pycnn v01" not in text and "NVIDIA H100 80GB HBM3" in text
+    assert "pycnn v01" not in text and "NVIDIA H100 80GB HBM3" in text and "partial" not in text
+    cut = dict(fake, complete=False, stopped="stopped by SIGTERM after 18 of 23 cases")
+    cut_text = rt.table([cut])
+    assert "| resnet50 (partial) |" in cut_text and "after 18 of 23 cases" in cut_text
     summary = {(s["op"], s["impl"]): s for s in report.summarize(rows)}
     assert math.isclose(summary["conv_fwd", "pycnn"]["geomean_ratio_default"], 2.0)
 

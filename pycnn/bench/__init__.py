@@ -6,10 +6,15 @@ real layer shapes; with no GPU, a smoke run of the NumPy reference.
 
 Writes ``bench-<set>-<gpu>-b<N>.json`` (every figure and the setup), ``.md`` (the
 table) and ``.png`` (the roofline) per set. Shape sets are data: bench/shapes/.
+
+Stopped part way (SIGTERM, as ``timeout`` sends, or Ctrl-C), it still writes the
+set's files with the cases finished so far, marked ``"complete": false``, and
+exits with status 1: a long run cut short by a time limit keeps what it measured.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import tempfile
 from pathlib import Path
 
@@ -62,7 +67,23 @@ def _parse_ops(parser, text):
     return ops
 
 
+class Stopped(Exception):
+    """SIGTERM arrived: finish the files of the set in progress, then exit 1."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv=None) -> int:
     from pycnn.bench import harness, report, roofline, timing
 
     parser = _parser()
@@ -120,7 +141,14 @@ def main(argv=None) -> int:
         doc = _sets.load_set(name, args.shapes_dir)
         batch = _sets.batch_for(doc, args.batch)
         print(f"pycnn bench: set {name}, batch {batch}, {env['gpu'] or 'CPU'}")
-        rows = harness.run_set(doc, batch, ops, be, xp, timer, roof, args.tol, gpu)
+        rows, stopped = [], None
+        try:
+            harness.run_set(doc, batch, ops, be, xp, timer, roof, args.tol, gpu, rows=rows)
+        except (Stopped, KeyboardInterrupt) as exc:
+            done = len({r["case"] for r in rows})
+            stopped = (f"stopped by {exc or type(exc).__name__} after {done} of "
+                       f"{len(doc['cases'])} cases")
+            print(f"pycnn bench: {stopped}; writing what was measured")
         result = {
             "schema": 1, "set": name, "set_description": doc["description"], "set_source": doc["source"],
             "batch": batch, "device": "cuda" if cp is not None else "cpu", "backend": be.__name__,
@@ -129,7 +157,10 @@ def main(argv=None) -> int:
                             "autotuned": "cudnn.benchmark=True, timed after the search"} if torch else None,
             "ratio": harness.RATIO, "tolerance": args.tol, "timing": timer.setup(), "roofline": roof,
             "env": env, "results": rows, "summary": report.summarize(rows),
+            "complete": stopped is None, "stopped": stopped,
         }
         for path in report.write_all(result, out):
             print(f"  wrote {path}")
+        if stopped:
+            return 1
     return 0

@@ -181,9 +181,11 @@ def figures(stats, flops, nbytes, roof) -> dict:
     return out
 
 
-def run_set(doc, batch, ops, be, xp, timer, roof, tol, gpu: Gpu | None = None, log=print):
-    """Every (case, op, implementation) of one set, as a list of result rows."""
-    rows = []
+def run_set(doc, batch, ops, be, xp, timer, roof, tol, gpu: Gpu | None = None, log=print,
+            rows: list | None = None):
+    """Every (case, op, implementation) of one set, as a list of result rows; appended
+    to ``rows`` as each op finishes, so that a caller stopped part way keeps them."""
+    rows = [] if rows is None else rows
     torch = gpu.torch if gpu else None
     for case in doc["cases"]:
         n = case.get("N", batch)
@@ -194,7 +196,7 @@ def run_set(doc, batch, ops, be, xp, timer, roof, tol, gpu: Gpu | None = None, l
                 new = _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch)
             for row in new:
                 log(_one_line(row))
-            rows += new
+            rows.extend(new)
         if gpu:
             gpu.free()
     return rows

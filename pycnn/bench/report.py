@@ -75,6 +75,10 @@ def markdown(result: dict) -> str:
         f"(max |pycnn - baseline| / max |baseline|)",
         f"- commit {env.get('git_commit') or '?'}{' (dirty)' if env.get('git_dirty') else ''}, "
         f"{env['timestamp']}",
+    ]
+    if result.get("stopped"):
+        lines.append(f"- **incomplete**: {result['stopped']}; the figures below cover those cases only")
+    lines += [
         "",
         "| op | impl | geomean default / pycnn | geomean autotuned / pycnn | cases | failed |",
         "|---|---|---|---|---|---|",
