@@ -202,32 +202,9 @@ template <class T>
 static void launch_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,
                                const Conv2dParams& p, int splits, bool deterministic,
                                cudaStream_t stream) {
-  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
-  const int total = p.K * Cg * p.R * p.S;
-  const int64_t npq = (int64_t)p.N * p.P * p.Q;
-  // Each split's range, rounded up to whole BK steps.
-  const int chunk = (int)(ceil_div(ceil_div(npq, (int64_t)splits), (int64_t)T::BK) * T::BK);
-  check_grid_yz(ceil_div(Kg, T::BN), (int64_t)splits * p.groups, "conv2d_bwd_filter4");
-  const dim3 grid(ceil_div(Cg * p.R * p.S, T::BM), ceil_div(Kg, T::BN), splits * p.groups);
-  if (splits == 1) {
-    conv2d_bwd_filter_kernel4<T, false><<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
-  } else if (deterministic) {
-    conv2d_bwd_filter_kernel4<T, false>
-        <<<grid, T::THREADS, 0, stream>>>(x, dy, workspace, p, chunk, total);
-    PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel4");
-    const int block = 256;
-    conv2d_split_sum_kernel<<<grid_for(total, block), block, 0, stream>>>(workspace, dw, total,
-                                                                        splits);
-    PYCNN_CHECK_LAUNCH("conv2d_split_sum_kernel");
-    return;
-  } else {
-    const cudaError_t err = cudaMemsetAsync(dw, 0, (size_t)total * sizeof(float), stream);
-    if (err != cudaSuccess)
-      throw std::runtime_error(std::string("conv2d_bwd_filter4: zeroing dw: ") +
-                               cudaGetErrorString(err));
-    conv2d_bwd_filter_kernel4<T, true><<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
-  }
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel4");
+  launch_split_k_bwd_filter<T>(conv2d_bwd_filter_kernel4<T, false>, conv2d_bwd_filter_kernel4<T, true>,
+                               x, dy, dw, workspace, p, splits, deterministic, stream,
+                               "conv2d_bwd_filter_kernel4", "conv2d_bwd_filter4");
 }
 
 void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,

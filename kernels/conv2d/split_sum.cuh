@@ -2,10 +2,14 @@
 // versions that split N*P*Q (04_implicit_gemm_bwd_filter.cu, 06_depthwise.cu,
 // 10_implicit_gemm_bwd_filter_tf32x3.cu): every split stored its partial sums as one
 // row of workspace, and this adds the rows in split order, so the result has the
-// same bits on every run.
+// same bits on every run. Below it, the whole split-K launch of versions 4 and 10.
 #pragma once
 
+#include <stdexcept>
+#include <string>
+
 #include "common.cuh"
+#include "conv2d/conv2d.h"
 
 namespace pycnn {
 
@@ -20,5 +24,49 @@ static __global__ void conv2d_split_sum_kernel(const float* __restrict__ workspa
     out[i] = sum;
   }
 }
+
+#ifndef PYCNN_KERNEL_EMULATION
+
+// A split-K backward-filter kernel (versions 4 and 10): (x, dy, out, p, chunk,
+// split_stride), split s writing at out + s * split_stride.
+using SplitKFilterKernel = void (*)(const float*, const float*, float*, Conv2dParams, int, int);
+
+// The launch both split-K versions share, for a tile T (BM crs rows, BN channels,
+// BK rows of the reduction per step). Grid z = splits * groups; each split takes a
+// chunk of N*P*Q rounded up to whole BK steps. One split stores straight into dw;
+// several either atomicAdd into dw zeroed first (`atomic`, the kernel's ATOMIC
+// instantiation) or, deterministic, store per-split sums into the workspace
+// (`store`), which conv2d_split_sum_kernel adds in split order.
+template <class T>
+void launch_split_k_bwd_filter(SplitKFilterKernel store, SplitKFilterKernel atomic, const float* x,
+                               const float* dy, float* dw, float* workspace, const Conv2dParams& p,
+                               int splits, bool deterministic, cudaStream_t stream,
+                               const char* kernel, const char* launcher) {
+  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
+  const int total = p.K * Cg * p.R * p.S;
+  const int64_t npq = (int64_t)p.N * p.P * p.Q;
+  const int chunk = (int)(ceil_div(ceil_div(npq, (int64_t)splits), (int64_t)T::BK) * T::BK);
+  check_grid_yz(ceil_div(Kg, T::BN), (int64_t)splits * p.groups, launcher);
+  const dim3 grid(ceil_div(Cg * p.R * p.S, T::BM), ceil_div(Kg, T::BN), splits * p.groups);
+  if (splits == 1) {
+    store<<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
+  } else if (deterministic) {
+    store<<<grid, T::THREADS, 0, stream>>>(x, dy, workspace, p, chunk, total);
+    PYCNN_CHECK_LAUNCH(kernel);
+    const int block = 256;
+    conv2d_split_sum_kernel<<<grid_for(total, block), block, 0, stream>>>(workspace, dw, total,
+                                                                        splits);
+    PYCNN_CHECK_LAUNCH("conv2d_split_sum_kernel");
+    return;
+  } else {
+    const cudaError_t err = cudaMemsetAsync(dw, 0, (size_t)total * sizeof(float), stream);
+    if (err != cudaSuccess)
+      throw std::runtime_error(std::string(launcher) + ": zeroing dw: " + cudaGetErrorString(err));
+    atomic<<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
+  }
+  PYCNN_CHECK_LAUNCH(kernel);
+}
+
+#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn
