@@ -17,7 +17,9 @@
 //      P*Q is a multiple of 4 (the 4 then lie in one image plane, 16-byte aligned).
 //
 // Changed from version 2: the three points above. The gathers, the index math
-// and the tiles' shapes are the same; so is the result, up to float rounding.
+// and the tiles' shapes are the same (the gathers, split into a load and a store
+// half, are in fwd_gather.cuh, shared with version 8); so is the result, up to
+// float rounding.
 //
 // What limits it: the gather still decodes kk -> (c, r, s) with two integer
 // divisions per element; the loads go through registers (no cp.async straight to
@@ -27,6 +29,7 @@
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"
+#include "conv2d/fwd_gather.cuh"
 #include "conv2d/igemm_tile.cuh"
 
 namespace pycnn {
@@ -38,15 +41,6 @@ template <class T, bool RELU>
 __global__ void __launch_bounds__(T::THREADS, T::TM * T::TN >= 64 ? 2 : 4)
 conv2d_fwd_kernel7(const float* __restrict__ x, const float* __restrict__ w,
                    const float* __restrict__ b, float* __restrict__ y, Conv2dParams p) {
-  // Loaders as in version 2: X m-fastest (thread t fills row t % BM, k rows
-  // t / BM + i * A_STEP), the filter k-fastest (k row t % BK, columns t / BK + i * B_STEP).
-  static_assert(T::THREADS % T::BM == 0, "X loader: THREADS must be a multiple of BM");
-  constexpr int A_STEP = T::THREADS / T::BM;
-  constexpr int A_LOADS = T::BK / A_STEP;
-  static_assert(T::BK % A_STEP == 0, "X loader: BK must be a multiple of THREADS/BM");
-  constexpr int B_STEP = T::THREADS / T::BK;
-  constexpr int B_LOADS = T::BN / B_STEP;
-
   // Rows start on 16-byte boundaries (the float4 reads): the struct carries the alignment.
   struct alignas(16) Tiles {
     float As[2][T::BK][T::BM + T::PAD];
@@ -56,81 +50,31 @@ conv2d_fwd_kernel7(const float* __restrict__ x, const float* __restrict__ w,
   auto& As = tiles.As;
   auto& Bs = tiles.Bs;
 
-  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
-  const int PQ = p.P * p.Q, RS = p.R * p.S, HW = p.H * p.W;
+  const int Kg = p.K / p.groups;
+  const int PQ = p.P * p.Q;
   const int M = p.N * PQ;
-  const int Kdim = Cg * RS;
   const int g = blockIdx.z;
   const int m_block = blockIdx.x * T::BM;
   const int n_block = blockIdx.y * T::BN;
   const int tid = threadIdx.x;
 
-  // ---- X loader: this thread's row m, decoded once.
-  const int a_m = tid % T::BM;
-  const int a_k = tid / T::BM;
-  const int m_ld = m_block + a_m;
-  const bool m_ok = m_ld < M;
-  const int m_safe = m_ok ? m_ld : 0;
-  const int n_img = m_safe / PQ;
-  const int pq = m_safe - n_img * PQ;
-  const int op = pq / p.Q;
-  const int oq = pq - op * p.Q;
-  const int h0 = op * p.stride_h - p.pad_top;
-  const int w0 = oq * p.stride_w - p.pad_left;
-  const float* x_m = x + ((size_t)n_img * p.C + (size_t)g * Cg) * HW;
-
-  // ---- filter loader
-  const int b_k = tid % T::BK;
-  const int b_n = tid / T::BK;
-  const float* w_g = w + (size_t)g * Kg * Kdim;
-
-  // The next step's elements, in flight in registers during the current multiply.
-  float a_next[A_LOADS], b_next[B_LOADS];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) {
-      const int kk = k0 + a_k + i * A_STEP;
-      float v = 0.f;
-      if (m_ok && kk < Kdim) {
-        const int c = kk / RS;
-        const int rs = kk - c * RS;
-        const int r = rs / p.S;
-        const int s = rs - r * p.S;
-        const int h = h0 + r * p.dilation_h;
-        const int ww = w0 + s * p.dilation_w;
-        if (h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = x_m[c * HW + h * p.W + ww];
-      }
-      a_next[i] = v;
-    }
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) {
-      const int kg = n_block + b_n + i * B_STEP;
-      const int kk = k0 + b_k;
-      b_next[i] = (kg < Kg && kk < Kdim) ? w_g[(size_t)kg * Kdim + kk] : 0.f;
-    }
-  };
-  auto store = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) As[buf][a_k + i * A_STEP][a_m] = a_next[i];
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) Bs[buf][b_k][b_n + i * B_STEP] = b_next[i];
-  };
-
+  // Version 2's gathers, as load (global -> registers) and store (-> shared) halves.
+  FwdGather<T> gather(x, w, p, g, m_block, n_block, tid);
   const int tm = tid % T::ROWS, tn = tid / T::ROWS;
   float acc[T::TM][T::TN] = {};
 
-  const int steps = (Kdim + T::BK - 1) / T::BK;
-  load(0);
-  store(0);
+  const int steps = (gather.Kdim + T::BK - 1) / T::BK;
+  gather.load(0);
+  gather.store(As[0], Bs[0]);
   __syncthreads();
   for (int step = 0; step < steps; ++step) {
     const int cur = step & 1;
-    const bool more = step + 1 < steps;       // the same for every thread of the block
-    if (more) load((step + 1) * T::BK);       // global loads in flight ...
+    const bool more = step + 1 < steps;            // the same for every thread of the block
+    if (more) gather.load((step + 1) * T::BK);     // global loads in flight ...
     igemm_tile_multiply_vec4<T>(As[cur], Bs[cur], acc, tm, tn);  // ... behind these FMAs
     // The other buffer was last read in the previous step's multiply, which every
     // thread finished before that step's barrier: safe to overwrite now.
-    if (more) store(cur ^ 1);
+    if (more) gather.store(As[cur ^ 1], Bs[cur ^ 1]);
     __syncthreads();
   }
 

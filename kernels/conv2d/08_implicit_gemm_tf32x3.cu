@@ -31,87 +31,33 @@
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"
+#include "conv2d/fwd_gather.cuh"
 #include "conv2d/tf32x3_tile.cuh"
 
 namespace pycnn {
 
-// Resident blocks per SM asked of the compiler: the large tile takes 224 registers
+// Resident blocks per SM asked of the compiler: the large tile takes 200 registers
 // unconstrained (one block of 8 warps per SM) and spills when held to 128; the
-// small tile fits 128 (four blocks of 4 warps). ptxas, sm_90.
+// small tile spills a little at 128 (four blocks of 4 warps) and takes 146 at
+// three blocks' cap of 168. ptxas, sm_90.
 template <class T, bool RELU>
-__global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 4)
+__global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 3)
 conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
                    const float* __restrict__ b, float* __restrict__ y, Conv2dParams p) {
-  static_assert(T::THREADS % T::BM == 0 && T::BK % (T::THREADS / T::BM) == 0,
-                "X loader: whole rows of the tile");
-  static_assert(T::BN % (T::THREADS / T::BK) == 0, "filter loader: whole columns of the tile");
-  constexpr int A_STEP = T::THREADS / T::BM;  // X loader: m-fastest, as version 7's
-  constexpr int A_LOADS = T::BK / A_STEP;
-  constexpr int B_STEP = T::THREADS / T::BK;  // filter loader: k-fastest
-  constexpr int B_LOADS = T::BN / B_STEP;
-
   __shared__ Tf32x3Smem<T> smem;
   auto& As = smem.tiles.As;  // As[kk][m]: X
   auto& Bs = smem.tiles.Bs;  // Bs[kk][kg]: the filter
 
-  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
-  const int PQ = p.P * p.Q, RS = p.R * p.S, HW = p.H * p.W;
+  const int Kg = p.K / p.groups;
+  const int PQ = p.P * p.Q;
   const int M = p.N * PQ;
-  const int Kdim = Cg * RS;
   const int g = blockIdx.z;
   const int m_block = blockIdx.x * T::BM;
   const int n_block = blockIdx.y * T::BN;
   const int tid = threadIdx.x;
 
-  // ---- X loader: this thread's row m, decoded once (version 7's gather).
-  const int a_m = tid % T::BM;
-  const int a_k = tid / T::BM;
-  const int m_ld = m_block + a_m;
-  const bool m_ok = m_ld < M;
-  const int m_safe = m_ok ? m_ld : 0;
-  const int n_img = m_safe / PQ;
-  const int pq = m_safe - n_img * PQ;
-  const int op = pq / p.Q;
-  const int oq = pq - op * p.Q;
-  const int h0 = op * p.stride_h - p.pad_top;
-  const int w0 = oq * p.stride_w - p.pad_left;
-  const float* x_m = x + ((size_t)n_img * p.C + (size_t)g * Cg) * HW;
-
-  // ---- filter loader
-  const int b_k = tid % T::BK;
-  const int b_n = tid / T::BK;
-  const float* w_g = w + (size_t)g * Kg * Kdim;
-
-  float a_next[A_LOADS], b_next[B_LOADS];
-  auto load = [&](int k0) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) {
-      const int kk = k0 + a_k + i * A_STEP;
-      float v = 0.f;
-      if (m_ok && kk < Kdim) {
-        const int c = kk / RS;
-        const int rs = kk - c * RS;
-        const int r = rs / p.S;
-        const int s = rs - r * p.S;
-        const int h = h0 + r * p.dilation_h;
-        const int ww = w0 + s * p.dilation_w;
-        if (h >= 0 && h < p.H && ww >= 0 && ww < p.W) v = x_m[c * HW + h * p.W + ww];
-      }
-      a_next[i] = v;
-    }
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) {
-      const int kg = n_block + b_n + i * B_STEP;
-      const int kk = k0 + b_k;
-      b_next[i] = (kg < Kg && kk < Kdim) ? w_g[(size_t)kg * Kdim + kk] : 0.f;
-    }
-  };
-  auto store = [&](int buf) {
-#pragma unroll
-    for (int i = 0; i < A_LOADS; ++i) As[buf][a_k + i * A_STEP][a_m] = a_next[i];
-#pragma unroll
-    for (int i = 0; i < B_LOADS; ++i) Bs[buf][b_k][b_n + i * B_STEP] = b_next[i];
-  };
+  // Version 7's gathers (fwd_gather.cuh): load (global -> registers), store (-> shared).
+  FwdGather<T> gather(x, w, p, g, m_block, n_block, tid);
 
   // ---- this warp's piece of the tile: rows wm .. wm+WM-1, channels wn .. wn+WN-1
   const int warp = tid / 32, lane = tid % 32;
@@ -120,17 +66,17 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
   Tf32FragC acc[T::FM][T::FN];
   tf32x3_fill_zero<T>(acc);
 
-  const int steps = (Kdim + T::BK - 1) / T::BK;
-  load(0);
-  store(0);
+  const int steps = (gather.Kdim + T::BK - 1) / T::BK;
+  gather.load(0);
+  gather.store(As[0], Bs[0]);
   __syncthreads();
   for (int step = 0; step < steps; ++step) {
     const int cur = step & 1;
-    const bool more = step + 1 < steps;  // the same for every thread of the block
-    if (more) load((step + 1) * T::BK);  // global loads in flight behind the products
+    const bool more = step + 1 < steps;             // the same for every thread of the block
+    if (more) gather.load((step + 1) * T::BK);      // global loads in flight behind the products
     tf32x3_tile_multiply<T>(As[cur], Bs[cur], acc, wm, wn);
     // The other buffer was last read in the previous step, before that step's barrier.
-    if (more) store(cur ^ 1);
+    if (more) gather.store(As[cur ^ 1], Bs[cur ^ 1]);
     __syncthreads();  // after the last step: every warp is done with the tiles (the stage reuses them)
   }
 
