@@ -59,18 +59,18 @@ conv2d_fwd_kernel7(const float* __restrict__ x, const float* __restrict__ w,
   const int tid = threadIdx.x;
 
   // Version 2's gathers, as load (global -> registers) and store (-> shared) halves.
-  FwdGather<T> gather(x, w, p, g, m_block, n_block, tid);
+  FwdGather<T, false> gather(x, w, p, g, m_block, n_block, tid);  // dividing, as version 2
   const int tm = tid % T::ROWS, tn = tid / T::ROWS;
   float acc[T::TM][T::TN] = {};
 
   const int steps = (gather.Kdim + T::BK - 1) / T::BK;
-  gather.load(0);
+  gather.load();
   gather.store(As[0], Bs[0]);
   __syncthreads();
   for (int step = 0; step < steps; ++step) {
     const int cur = step & 1;
     const bool more = step + 1 < steps;            // the same for every thread of the block
-    if (more) gather.load((step + 1) * T::BK);     // global loads in flight ...
+    if (more) gather.load();     // global loads in flight ...
     igemm_tile_multiply_vec4<T>(As[cur], Bs[cur], acc, tm, tn);  // ... behind these FMAs
     // The other buffer was last read in the previous step's multiply, which every
     // thread finished before that step's barrier: safe to overwrite now.

@@ -22,12 +22,15 @@
 // this kernel gets there is for the benchmark to say.
 //
 // Changed from version 7: the multiply (tensor cores, 3xTF32) and the epilogue
-// (staged through shared memory); BK = 16 instead of 8. The gathers are version 7's.
+// (staged through shared memory); BK = 16 instead of 8; the gathers are version
+// 7's (fwd_gather.cuh), stepping through kk instead of dividing: with the FMAs
+// gone to the tensor cores, two integer divisions per gathered element would be
+// most of what the CUDA cores issue.
 //
 // What limits it: WMMA fragments are loaded from shared memory by the compiler's
 // choice of instructions (no ldmatrix/mma.sync layout control, no wgmma); the
-// gather still decodes kk with integer divisions; 3xTF32 triples the tensor-core
-// work. Needs compute capability 8.0 (A100) or later. Not the default.
+// loads go through registers (no cp.async); 3xTF32 triples the tensor-core work.
+// Needs compute capability 8.0 (A100) or later. Not the default.
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"
@@ -57,7 +60,7 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
   const int tid = threadIdx.x;
 
   // Version 7's gathers (fwd_gather.cuh): load (global -> registers), store (-> shared).
-  FwdGather<T> gather(x, w, p, g, m_block, n_block, tid);
+  FwdGather<T, true> gather(x, w, p, g, m_block, n_block, tid);  // stepping through kk
 
   // ---- this warp's piece of the tile: rows wm .. wm+WM-1, channels wn .. wn+WN-1
   const int warp = tid / 32, lane = tid % 32;
@@ -67,13 +70,13 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
   tf32x3_fill_zero<T>(acc);
 
   const int steps = (gather.Kdim + T::BK - 1) / T::BK;
-  gather.load(0);
+  gather.load();
   gather.store(As[0], Bs[0]);
   __syncthreads();
   for (int step = 0; step < steps; ++step) {
     const int cur = step & 1;
     const bool more = step + 1 < steps;             // the same for every thread of the block
-    if (more) gather.load((step + 1) * T::BK);      // global loads in flight behind the products
+    if (more) gather.load();      // global loads in flight behind the products
     tf32x3_tile_multiply<T>(As[cur], Bs[cur], acc, wm, wn);
     // The other buffer was last read in the previous step, before that step's barrier.
     if (more) gather.store(As[cur ^ 1], Bs[cur ^ 1]);

@@ -1,6 +1,6 @@
 // The forward pass's gathers, double-buffered, shared by versions 7 (CUDA cores)
-// and 8 (tensor cores): the same loads as version 2 (read its header for the
-// GEMM view), split into load(k0), which issues the global loads of step k0 into
+// and 8 (tensor cores): the loads of version 2 (read its header for the GEMM
+// view), split into load(), which issues the global loads of the next step into
 // registers, and store(As, Bs), which writes them into one buffer of the shared
 // tiles. Between the two the block multiplies the other buffer, so the loads'
 // latency hides behind the multiply.
@@ -8,6 +8,13 @@
 //     k rows t / BM + i * (THREADS / BM); its m is decoded once, here.
 //   The filter (Bs[kk][kg]): k-fastest, thread t fills k row t % BK and columns
 //     t / BK + i * (THREADS / BK).
+// STEPPED: how the X loader finds the tap (c, r, s) of each kk. false: as version
+// 2, two integer divisions (~20 instructions each) per element. true: it decodes
+// its first kk once and then steps through kk with precomputed carries (kk + d is
+// c + dc, r + dr, s + ds with at most one carry from s into r and one from r into
+// c), a few adds per element, for 11 more registers a thread. Version 8 steps;
+// version 7's 8x8 register block has no registers to spare (it spills 124 bytes
+// stepping, ptxas sm_90) and divides.
 // T is the tile: BM, BN, BK, THREADS and the shared rows' PAD.
 #pragma once
 
@@ -15,7 +22,12 @@
 
 namespace pycnn {
 
-template <class T>
+// A step of d values of kk, as a change of tap: d = dc*R*S + dr*S + ds.
+struct TapStep {
+  int dc, dr, ds;
+};
+
+template <class T, bool STEPPED>
 struct FwdGather {
   static_assert(T::THREADS % T::BM == 0 && T::BK % (T::THREADS / T::BM) == 0,
                 "X loader: whole rows of the tile");
@@ -26,23 +38,38 @@ struct FwdGather {
   static constexpr int B_STEP = T::THREADS / T::BK;
   static constexpr int B_LOADS = T::BN / B_STEP;
 
-  int S, H, W, dil_h, dil_w, RS, HW, Kdim, Kg, n_block;  // what load() needs of the shape
+  int R, S, H, W, dil_h, dil_w, HW, Kdim, Kg, n_block;  // what load() needs of the shape
   int a_m, a_k, h0, w0;  // X loader: this thread's row m, decoded
   bool m_ok;
   const float* x_m;
-  int b_k, b_n;  // filter loader
+  int kk0, c0, r0, s0;       // the first kk this thread loads in the next step, and its tap
+  TapStep a_step, bk_step;   // the taps' change over A_STEP and over BK values of kk
+  int k0;                    // the next step's first kk (the filter loader's)
+  int b_k, b_n;              // filter loader
   const float* w_g;
   float a_next[A_LOADS], b_next[B_LOADS];  // the loads in flight
+
+  __device__ __forceinline__ TapStep tap_step(int d) const {
+    return TapStep{d / (R * S), d / S % R, d % S};
+  }
+  // (c, r, s) <- the tap `d` values of kk further on.
+  __device__ __forceinline__ void advance(int& c, int& r, int& s, TapStep d) const {
+    s += d.ds;
+    r += d.dr;
+    c += d.dc;
+    if (s >= S) { s -= S; ++r; }
+    if (r >= R) { r -= R; ++c; }
+  }
 
   // Group g; the block's first row m_block (output pixel) and column n_block (channel).
   __device__ __forceinline__ FwdGather(const float* x, const float* w, const Conv2dParams& p, int g,
                                        int m_block, int n_block_, int tid)
-      : S(p.S), H(p.H), W(p.W), dil_h(p.dilation_h), dil_w(p.dilation_w), n_block(n_block_) {
+      : R(p.R), S(p.S), H(p.H), W(p.W), dil_h(p.dilation_h), dil_w(p.dilation_w),
+        n_block(n_block_), c0(0), r0(0), s0(0), a_step{0, 0, 0}, bk_step{0, 0, 0}, k0(0) {
     const int Cg = p.C / p.groups, PQ = p.P * p.Q, M = p.N * PQ;
     Kg = p.K / p.groups;
-    RS = p.R * p.S;
     HW = p.H * p.W;
-    Kdim = Cg * RS;
+    Kdim = Cg * R * S;
     a_m = tid % T::BM;
     a_k = tid / T::BM;
     const int m = m_block + a_m;
@@ -55,34 +82,51 @@ struct FwdGather {
     h0 = op * p.stride_h - p.pad_top;
     w0 = oq * p.stride_w - p.pad_left;
     x_m = x + ((size_t)n_img * p.C + (size_t)g * Cg) * HW;
+    kk0 = a_k;
+    if constexpr (STEPPED) {  // the only divisions of the stepped loader, once per thread
+      const TapStep first = tap_step(a_k);
+      c0 = first.dc;
+      r0 = first.dr;
+      s0 = first.ds;
+      a_step = tap_step(A_STEP);
+      bk_step = tap_step(T::BK);
+    }
     b_k = tid % T::BK;
     b_n = tid / T::BK;
     w_g = w + (size_t)g * Kg * Kdim;
   }
 
-  // Issue the global loads of the step starting at kk = k0 (zeros past the edges).
-  __device__ __forceinline__ void load(int k0) {
+  // Issue the global loads of the next step (kk from k0 to k0 + BK; zeros past the
+  // edges), then move on to the step after it.
+  __device__ __forceinline__ void load() {
+    int c = c0, r = r0, s = s0, kk = kk0;
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
-      const int kk = k0 + a_k + i * A_STEP;
+      if constexpr (!STEPPED) {  // version 2's decode
+        c = kk / (R * S);
+        const int rs = kk - c * (R * S);
+        r = rs / S;
+        s = rs - r * S;
+      }
       float v = 0.f;
       if (m_ok && kk < Kdim) {
-        const int c = kk / RS;
-        const int rs = kk - c * RS;
-        const int r = rs / S;
-        const int s = rs - r * S;
         const int h = h0 + r * dil_h;
         const int ww = w0 + s * dil_w;
         if (h >= 0 && h < H && ww >= 0 && ww < W) v = x_m[c * HW + h * W + ww];
       }
       a_next[i] = v;
+      if (STEPPED && i + 1 < A_LOADS) advance(c, r, s, a_step);
+      kk += A_STEP;
     }
+    if (STEPPED) advance(c0, r0, s0, bk_step);
+    kk0 += T::BK;
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {
       const int kg = n_block + b_n + i * B_STEP;
-      const int kk = k0 + b_k;
-      b_next[i] = (kg < Kg && kk < Kdim) ? w_g[(size_t)kg * Kdim + kk] : 0.f;
+      const int kk_b = k0 + b_k;
+      b_next[i] = (kg < Kg && kk_b < Kdim) ? w_g[(size_t)kg * Kdim + kk_b] : 0.f;
     }
+    k0 += T::BK;
   }
 
   // Write the loaded step into one buffer of the tiles.
