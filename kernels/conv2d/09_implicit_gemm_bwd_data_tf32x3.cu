@@ -15,13 +15,15 @@
 //   3. The epilogue stages the fragments in shared memory; lane l writes pixel
 //      m = ... + l of each channel: 32 consecutive pixels per 128-byte store.
 //
-// Changed from version 3: the three points above; BK = 16 instead of 8. The
-// gathers and the index math are version 3's.
+// Changed from version 3: the three points above; BK = 16 instead of 8; the DY
+// gather steps through kk = kg*R*S + r*S + s (TapStep, igemm_tile.cuh) instead of
+// dividing. Otherwise the gathers and the index math are version 3's.
 //
 // What limits it: version 3's, less the FMA rate: at stride > 1 most gathered DY
-// elements are zeros that still cost products; integer divisions in the gather;
-// WMMA fragments loaded from shared memory without layout control. Needs compute
-// capability 8.0 (A100) or later. Not the default.
+// elements are zeros that still cost products, and the stride test divides; the
+// filter gather still divides by R*S; WMMA fragments are loaded from shared memory
+// without layout control. Needs compute capability 8.0 (A100) or later. Not the
+// default.
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"
@@ -29,10 +31,11 @@
 
 namespace pycnn {
 
-// Resident blocks per SM: as forward version 8 (the large tile unconstrained, one
-// block of 8 warps; the small tile at 128 registers, four blocks of 4 warps).
+// Resident blocks per SM asked of the compiler, as forward version 8: one for the
+// large tile (204 registers), three for the small one (at four, capped at 128, it
+// spills). ptxas, sm_90.
 template <class T>
-__global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 4)
+__global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 3)
 conv2d_bwd_data_kernel9(const float* __restrict__ dy, const float* __restrict__ w,
                         float* __restrict__ dx, Conv2dParams p) {
   static_assert(T::THREADS % T::BM == 0 && T::BK % (T::THREADS / T::BM) == 0,
@@ -76,17 +79,20 @@ conv2d_bwd_data_kernel9(const float* __restrict__ dy, const float* __restrict__ 
   const int b_k = tid / T::BN;
   const float* w_g = w + (size_t)g * Kg * Cg * RS;
 
+  // The DY loader steps through kk = kg*R*S + r*S + s (TapStep, igemm_tile.cuh)
+  // instead of dividing: (kg0, r0, s0) is the tap of its first kk in the next step.
+  const TapStep a_step = tap_step(A_STEP, p.R, p.S), bk_step = tap_step(T::BK, p.R, p.S);
+  const TapStep first = tap_step(a_k, p.R, p.S);
+  int kg0 = first.dc, r0 = first.dr, s0 = first.ds;
+
   float a_next[A_LOADS], b_next[B_LOADS];
   auto load = [&](int k0) {
+    int kg = kg0, r = r0, s = s0;
 #pragma unroll
     for (int i = 0; i < A_LOADS; ++i) {
       const int kk = k0 + a_k + i * A_STEP;
       float v = 0.f;
       if (m_ok && kk < Kdim) {
-        const int kg = kk / RS;
-        const int rs = kk - kg * RS;
-        const int r = rs / p.S;
-        const int s = rs - r * p.S;
         const int hp = hp0 - r * p.dilation_h;  // must be op*sh, 0 <= op < P
         const int wq = wq0 - s * p.dilation_w;  // must be oq*sw, 0 <= oq < Q
         // hp >= 0 is tested first: % of a negative int is negative or zero in C++.
@@ -97,7 +103,9 @@ conv2d_bwd_data_kernel9(const float* __restrict__ dy, const float* __restrict__ 
         }
       }
       a_next[i] = v;
+      if (i + 1 < A_LOADS) tap_advance(kg, r, s, a_step, p.R, p.S);
     }
+    tap_advance(kg0, r0, s0, bk_step, p.R, p.S);  // load() runs once per step, in order
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {
       const int kk = k0 + b_k + i * B_STEP;

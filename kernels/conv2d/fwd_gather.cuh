@@ -10,22 +10,17 @@
 //     t / BK + i * (THREADS / BK).
 // STEPPED: how the X loader finds the tap (c, r, s) of each kk. false: as version
 // 2, two integer divisions (~20 instructions each) per element. true: it decodes
-// its first kk once and then steps through kk with precomputed carries (kk + d is
-// c + dc, r + dr, s + ds with at most one carry from s into r and one from r into
-// c), a few adds per element, for 11 more registers a thread. Version 8 steps;
-// version 7's 8x8 register block has no registers to spare (it spills 124 bytes
-// stepping, ptxas sm_90) and divides.
+// its first kk once and then steps through kk (TapStep, igemm_tile.cuh), a few
+// adds per element, for 11 more registers a thread. Version 8 steps; version 7's
+// 8x8 register block has no registers to spare (it spills 124 bytes stepping,
+// ptxas sm_90) and divides.
 // T is the tile: BM, BN, BK, THREADS and the shared rows' PAD.
 #pragma once
 
 #include "conv2d/conv2d.h"
+#include "conv2d/igemm_tile.cuh"
 
 namespace pycnn {
-
-// A step of d values of kk, as a change of tap: d = dc*R*S + dr*S + ds.
-struct TapStep {
-  int dc, dr, ds;
-};
 
 template <class T, bool STEPPED>
 struct FwdGather {
@@ -48,18 +43,6 @@ struct FwdGather {
   int b_k, b_n;              // filter loader
   const float* w_g;
   float a_next[A_LOADS], b_next[B_LOADS];  // the loads in flight
-
-  __device__ __forceinline__ TapStep tap_step(int d) const {
-    return TapStep{d / (R * S), d / S % R, d % S};
-  }
-  // (c, r, s) <- the tap `d` values of kk further on.
-  __device__ __forceinline__ void advance(int& c, int& r, int& s, TapStep d) const {
-    s += d.ds;
-    r += d.dr;
-    c += d.dc;
-    if (s >= S) { s -= S; ++r; }
-    if (r >= R) { r -= R; ++c; }
-  }
 
   // Group g; the block's first row m_block (output pixel) and column n_block (channel).
   __device__ __forceinline__ FwdGather(const float* x, const float* w, const Conv2dParams& p, int g,
@@ -84,12 +67,12 @@ struct FwdGather {
     x_m = x + ((size_t)n_img * p.C + (size_t)g * Cg) * HW;
     kk0 = a_k;
     if constexpr (STEPPED) {  // the only divisions of the stepped loader, once per thread
-      const TapStep first = tap_step(a_k);
+      const TapStep first = tap_step(a_k, R, S);
       c0 = first.dc;
       r0 = first.dr;
       s0 = first.ds;
-      a_step = tap_step(A_STEP);
-      bk_step = tap_step(T::BK);
+      a_step = tap_step(A_STEP, R, S);
+      bk_step = tap_step(T::BK, R, S);
     }
     b_k = tid % T::BK;
     b_n = tid / T::BK;
@@ -115,10 +98,10 @@ struct FwdGather {
         if (h >= 0 && h < H && ww >= 0 && ww < W) v = x_m[c * HW + h * W + ww];
       }
       a_next[i] = v;
-      if (STEPPED && i + 1 < A_LOADS) advance(c, r, s, a_step);
+      if (STEPPED && i + 1 < A_LOADS) tap_advance(c, r, s, a_step, R, S);
       kk += A_STEP;
     }
-    if (STEPPED) advance(c0, r0, s0, bk_step);
+    if (STEPPED) tap_advance(c0, r0, s0, bk_step, R, S);
     kk0 += T::BK;
 #pragma unroll
     for (int i = 0; i < B_LOADS; ++i) {

@@ -62,6 +62,27 @@ inline bool igemm_use_large_tile(int64_t M, int64_t columns, int64_t groups) {
   return columns >= 96 && blocks >= num_sms_of_current_device();
 }
 
+// Stepping through a reduction index kk = c*R*S + r*S + s (c: a channel; r, s: a
+// filter tap) without dividing: a step of d values of kk is a change (dc, dr, ds)
+// with d = dc*R*S + dr*S + ds, ds < S, dr < R, so adding it to (c, r, s) carries at
+// most once from s into r and once from r into c. Three divisions make a TapStep
+// once; each step after costs a few adds (two divisions per element otherwise).
+struct TapStep {
+  int dc, dr, ds;
+};
+
+__host__ __device__ __forceinline__ TapStep tap_step(int d, int R, int S) {
+  return TapStep{d / (R * S), d / S % R, d % S};
+}
+
+__host__ __device__ __forceinline__ void tap_advance(int& c, int& r, int& s, TapStep d, int R, int S) {
+  s += d.ds;
+  r += d.dr;
+  c += d.dc;
+  if (s >= S) { s -= S; ++r; }
+  if (r >= R) { r -= R; ++c; }
+}
+
 // acc[i][j] += sum_kk As[kk][tm + i*ROWS] * Bs[kk][tn + j*COLS]
 template <class T>
 __device__ __forceinline__ void igemm_tile_multiply(const float (&As)[T::BK][T::BM + T::PAD],
