@@ -280,6 +280,7 @@ T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
     case kShflUp: src = lane - arg >= 0 ? lane - arg : lane; break;
     case kShflDown: src = lane + arg < 32 ? lane + arg : lane; break;
     case kShflXor: src = lane ^ (arg & 31); break;
+    default: fail("shuffle: %ld is not a shuffle kind", static_cast<long>(kind));
   }
   const unsigned gen = fibers[t].shuffles++ & 1u;
   uint64_t bits = 0;
