@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from pycnn.bench import sets as _sets
@@ -76,6 +77,8 @@ def _stop(signum, frame):
 
 
 def main(argv=None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)          # only the main thread may take signals
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         return _main(argv)
