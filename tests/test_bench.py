@@ -4,6 +4,7 @@ cuDNN baseline) is exercised only on a GPU machine."""
 import importlib.util
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,21 @@ def test_readme_table_geometric_means(tmp_path):
     readme.write_text("no markers\n")
     assert rt.main(["--write", "--results", str(empty), "--readme", str(readme)]) == 1
     assert readme.read_text() == "no markers\n"
+
+
+def test_a_call_slower_than_slow_s_is_timed_once_by_its_first_call():
+    from pycnn.bench.timing import CpuTimer
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.03)
+
+    stats = CpuTimer(slow_s=0.01).measure(slow)
+    assert len(calls) == 1 and stats["reps"] == 1 and stats["median_ms"] >= 30
+    calls.clear()
+    stats = CpuTimer(slow_s=1.0, warmup=3, reps=4).measure(slow)
+    assert len(calls) == 3 + 4 and stats["reps"] == 4  # below slow_s: warm-ups, then the reps
 
 
 def test_repetitions_fill_min_time_but_a_slow_call_stops_at_max_time():

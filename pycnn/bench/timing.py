@@ -4,7 +4,10 @@ Each measurement warms up, estimates one call, then repeats until both at least
 ``min_reps`` repetitions and ``min_time`` seconds of measured work are reached
 (or exactly ``reps`` when given), except that a slow call (a direct kernel on a
 large layer can take a second) stops after ``max_time`` seconds but never below
-``floor_reps`` repetitions, so that one slow case cannot eat a GPU session. On the GPU, L2 is flushed before every
+``floor_reps`` repetitions, so that one slow case cannot eat a GPU session; and a
+call slower than ``slow_s`` (the direct kernels' backward-filter on a large layer can
+take seconds) is timed once, by its first call, with no warm-ups: statistics over
+several such calls would cost more than a GPU session has. On the GPU, L2 is flushed before every
 repetition by writing a buffer much larger than L2, outside the timed region, so
 that no repetition finds its inputs in cache from the previous one.
 """
@@ -34,13 +37,17 @@ def repetitions(estimate_ms, min_reps, min_time, max_reps, max_time, floor_reps)
 
 class _Timer:
     def __init__(self, reps=None, min_reps=20, min_time=0.2, max_reps=2000, warmup=3,
-                 max_time=2.0, floor_reps=5):
+                 max_time=2.0, floor_reps=5, slow_s=1.0):
         self.reps, self.min_reps, self.min_time = reps, min_reps, min_time
         self.max_reps, self.warmup = max_reps, warmup
         self.max_time, self.floor_reps = max_time, floor_reps
+        self.slow_s = slow_s
 
     def measure(self, fn) -> dict:
-        for _ in range(self.warmup):
+        first = self._run(fn, 1)            # the first warm-up, timed
+        if first[0] > self.slow_s * 1e3:
+            return summarize(first)         # reps = 1: too slow for statistics
+        for _ in range(self.warmup - 1):
             fn()
         reps = self.reps
         if reps is None:
@@ -52,7 +59,8 @@ class _Timer:
     def setup(self) -> dict:
         return {"method": self.method, "warmup": self.warmup, "reps": self.reps,
                 "min_reps": self.min_reps, "min_time_s": self.min_time, "max_reps": self.max_reps,
-                "max_time_s": self.max_time, "floor_reps": self.floor_reps}
+                "max_time_s": self.max_time, "floor_reps": self.floor_reps,
+                "slow_s": self.slow_s}
 
 
 class CpuTimer(_Timer):
