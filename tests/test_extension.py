@@ -275,6 +275,16 @@ def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
 
+def test_bench_labels_the_tensor_core_versions():
+    _cuda_conv()
+    from pycnn.bench.harness import conv_versions
+    be = importlib.import_module("pycnn.backends.cuda")
+    _, runs = conv_versions(be, "conv_fwd", (8, 4, 3, 3))
+    assert runs == [("pycnn v01", 1), ("pycnn v02", 2), ("pycnn v07", 7), ("pycnn v08 3xTF32", 8)]
+    _, runs = conv_versions(be, "conv_bwd_filter", (8, 4, 3, 3))
+    assert runs == [("pycnn v01", 1), ("pycnn v04", 4), ("pycnn v10 3xTF32", 10)]
+
+
 def _conv_shape(**kw):
     shape = dict(N=1, C=1, H=1, W=1, K=1, R=1, S=1, P=1, Q=1, stride_h=1, stride_w=1,
                  dilation_h=1, dilation_w=1, pad_top=0, pad_left=0, groups=1)

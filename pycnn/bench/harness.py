@@ -132,7 +132,9 @@ def conv_versions(be, op: str, w_shape=None):
     ``"fwd"``) or flat (one set of versions, for every pass whose function takes
     ``version=``; a version a pass lacks then shows as an error row). Given the
     weight shape, versions that cannot run it (the depthwise-only kernels on a
-    dense layer) are left out, through the module's ``versions_for``.
+    dense layer) are left out, through the module's ``versions_for``. Versions in
+    the module's ``TENSOR_CORE_VERSIONS`` are labelled "3xTF32": fp32 accuracy
+    from TF32 tensor cores, not fp32 FMAs.
     """
     try:
         conv = importlib.import_module(be.__name__ + ".conv")
@@ -153,7 +155,12 @@ def conv_versions(be, op: str, w_shape=None):
         keys = [k for k in versions if k not in passes]
     if w_shape is not None and hasattr(conv, "versions_for") and short in versions:
         keys = [k for k in keys if k in conv.versions_for(short, tuple(w_shape))]
-    return conv, [(f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn v{k}", k) for k in keys]
+    tensor_cores = getattr(conv, "TENSOR_CORE_VERSIONS", ())
+
+    def label(k):
+        name = f"pycnn v{k:02d}" if isinstance(k, int) else f"pycnn v{k}"
+        return name + " 3xTF32" if k in tensor_cores else name
+    return conv, [(label(k), k) for k in keys]
 
 
 def rel_err(xp, ours, ref) -> float:

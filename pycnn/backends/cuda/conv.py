@@ -55,6 +55,10 @@ DEFAULT_VERSIONS = {"fwd": 2, "bwd_data": 3, "bwd_filter": 4, "bwd_bias": 5}
 #: Versions that run depthwise shapes only (C/groups = 1), and the default for those.
 DEPTHWISE_VERSION = 6
 
+#: Versions that multiply on TF32 tensor cores, three products per term (3xTF32) for
+#: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them.
+TENSOR_CORE_VERSIONS = (8, 9, 10)
+
 #: Every pycnn._C function this module calls.
 LAUNCHERS = (
     "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7", "conv2d_fwd8",
