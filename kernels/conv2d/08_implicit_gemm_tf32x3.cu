@@ -39,9 +39,9 @@
 
 namespace pycnn {
 
-// Resident blocks per SM asked of the compiler: the large tile takes 200 registers
+// Resident blocks per SM asked of the compiler: the large tile takes 210 registers
 // unconstrained (one block of 8 warps per SM) and spills when held to 128; the
-// small tile spills a little at 128 (four blocks of 4 warps) and takes 146 at
+// small tile spills a little at 128 (four blocks of 4 warps) and takes 154 at
 // three blocks' cap of 168. ptxas, sm_90.
 template <class T, bool RELU>
 __global__ void __launch_bounds__(T::THREADS, T::THREADS >= 256 ? 1 : 3)
