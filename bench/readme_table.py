@@ -5,7 +5,9 @@
 
 Reads bench/results/bench-*.json (written by ``pycnn bench``), keeps the GPU runs
 that had a baseline, and lists per set and op the geometric mean over the cases
-of cuDNN time / pycnn time for both cuDNN modes (> 1: pycnn is faster). Only the
+of cuDNN time / pycnn time for cuDNN's fp32 modes (heuristic and autotuned) and,
+for convolutions, against cuDNN autotuned with TF32 on (the tensor cores' ceiling,
+less accurate than fp32) (> 1: pycnn is faster). Only the
 text between ``<!-- bench-table:start -->`` and ``<!-- bench-table:end -->`` is
 ever rewritten.
 """
@@ -42,8 +44,9 @@ def _fmt(value):
 def table(results) -> str:
     if not results:
         return "No GPU results are committed yet (run `pycnn bench` on a GPU and commit bench/results/)."
-    lines = ["| set | GPU | batch | precision | op | cuDNN default / pycnn | cuDNN autotuned / pycnn | cases |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| set | GPU | batch | precision | op | cuDNN default / pycnn | cuDNN autotuned / pycnn "
+             "| cuDNN TF32 / pycnn | cases |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for result in results:
         name = result["set"] if result.get("complete", True) else f"{result['set']} (partial)"
         for s in summarize(result["results"]):
@@ -54,10 +57,14 @@ def table(results) -> str:
                 cases += f" ({s['failed']} failed)"
             lines.append(f"| {name} | {result['env']['gpu']} | {result['batch']} | "
                          f"{result['precision']} | {s['op']} | {_fmt(s['geomean_ratio_default'])} | "
-                         f"{_fmt(s['geomean_ratio_autotuned'])} | {cases} |")
+                         f"{_fmt(s['geomean_ratio_autotuned'])} | {_fmt(s['geomean_ratio_tf32'])} | "
+                         f"{cases} |")
     commits = sorted({r["env"].get("git_commit") or "?" for r in results})
     lines += ["", "Geometric means over each set's cases of baseline time / pycnn time (> 1: pycnn is "
-              "faster); pools and activations are compared with PyTorch's own CUDA kernels. "
+              "faster); cuDNN default and autotuned run fp32 with TF32 off, like pycnn; \"cuDNN "
+              "TF32\" is cuDNN autotuned with TF32 tensor cores allowed, faster and less accurate "
+              "(its error is in the per-run tables); pools and activations are compared with "
+              "PyTorch's own CUDA kernels. "
               f"Measured at commit {', '.join(c[:10] for c in commits)}; every figure is in bench/results/."]
     for result in results:
         if not result.get("complete", True):

@@ -179,9 +179,9 @@ def test_a_run_stopped_by_sigterm_writes_what_it_measured(tmp_path, monkeypatch,
     assert stem.with_suffix(".png").exists()
 
 
-def _row(op, impl, default, autotuned, ok=True, error=None):
+def _row(op, impl, default, autotuned, tf32=None, ok=True, error=None):
     return {"op": op, "impl": impl, "ratio_default": default, "ratio_autotuned": autotuned,
-            "ok": ok, "error": error}
+            "ratio_tf32": tf32, "ok": ok, "error": error}
 
 
 def _readme_table():
@@ -192,8 +192,8 @@ def _readme_table():
 
 
 def test_readme_table_geometric_means(tmp_path):
-    rows = [_row("conv_fwd", "pycnn", 2.0, 1.0), _row("conv_fwd", "pycnn", 0.5, 0.25),
-            _row("conv_fwd", "pycnn", 8.0, 4.0),
+    rows = [_row("conv_fwd", "pycnn", 2.0, 1.0, 0.5), _row("conv_fwd", "pycnn", 0.5, 0.25, 0.125),
+            _row("conv_fwd", "pycnn", 8.0, 4.0, 2.0),
             _row("conv_fwd", "pycnn", 100.0, 100.0, ok=False),        # wrong result: not counted
             _row("conv_fwd", "pycnn v01", 0.1, 0.1),                  # a version: not in the README
             _row("relu_fwd", "pycnn", 1.5, None), _row("relu_fwd", "pycnn", 6.0, None)]
@@ -206,9 +206,10 @@ def test_readme_table_geometric_means(tmp_path):
     results = rt.load_results(tmp_path)
     assert len(results) == 1
     text = rt.table(results)
-    # conv: cbrt(2 * 0.5 * 8) = 2 and cbrt(1 * 0.25 * 4) = 1; relu: sqrt(1.5 * 6) = 3
-    assert "| conv_fwd | 2.00 | 1.00 | 3 (1 failed) |" in text
-    assert "| relu_fwd | 3.00 | - | 2 |" in text
+    # conv: cbrt(2 * 0.5 * 8) = 2, cbrt(1 * 0.25 * 4) = 1 and cbrt(0.5 * 0.125 * 2) = 0.5;
+    # relu: sqrt(1.5 * 6) = 3, and no autotuned or TF32 mode
+    assert "| conv_fwd | 2.00 | 1.00 | 0.50 | 3 (1 failed) |" in text
+    assert "| relu_fwd | 3.00 | - | - | 2 |" in text
     assert "pycnn v01" not in text and "NVIDIA H100 80GB HBM3" in text and "partial" not in text
     cut = dict(fake, complete=False, stopped="stopped by SIGTERM after 18 of 23 cases")
     cut_text = rt.table([cut])
@@ -288,3 +289,100 @@ def test_force_fp32_turns_tf32_off_with_the_installed_pytorch():
         assert settings["cudnn.conv.fp32_precision"] == "ieee"
     else:
         assert settings["cudnn.allow_tf32"] is False
+
+
+# ------------------------------------------------------------ the baseline path, on the CPU
+# On a GPU, _run_op checks pycnn against cuDNN and times cuDNN in three modes on
+# their own threads. PyTorch's CPU build takes every call and flag involved, so the
+# whole path (modes, threads, ratios, the files written) runs here with NumPy in
+# CuPy's place and the CPU PyTorch in cuDNN's.
+
+def _cpu_baseline(torch):
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import nullcontext
+
+    from pycnn.backends import numpy_ref
+    from pycnn.bench import harness
+    from pycnn.bench.timing import CpuTimer
+
+    class CpuBaseline(harness.Gpu):
+        def __init__(self):     # no CuPy stream: only the streams are GPU-specific
+            self.cp, self.be, self.torch, self.timer = None, numpy_ref, torch, CpuTimer(reps=1, warmup=1)
+            self.tuners = {tf32: ThreadPoolExecutor(max_workers=1) for tf32 in (False, True)}
+
+        def on_stream(self):
+            return nullcontext()
+
+        def free(self):
+            pass
+    return CpuBaseline()
+
+
+def test_cudnn_mode_allows_tf32_inside_and_restores_fp32_even_on_error():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the CPU build suffices)")
+    from pycnn.bench.harness import cudnn_mode, force_fp32
+    fp32 = force_fp32(torch)
+
+    def tf32_on():
+        conv = getattr(torch.backends.cudnn, "conv", None)
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            return conv.fp32_precision == "tf32"
+        return torch.backends.cudnn.allow_tf32
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with cudnn_mode(torch, tf32=True):
+            assert torch.backends.cudnn.benchmark and tf32_on()
+            raise RuntimeError("inside")
+    assert not torch.backends.cudnn.benchmark and not tf32_on()
+    with cudnn_mode(torch):
+        assert torch.backends.cudnn.benchmark and not tf32_on()
+    assert force_fp32(torch) == fp32
+
+
+def test_baseline_path_times_three_cudnn_modes_and_writes_their_columns(tmp_path):
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (the CPU build suffices)")
+    import numpy as np
+    from pycnn.backends import numpy_ref
+    from pycnn.bench import harness
+    from pycnn.bench.metrics import CONV_OPS
+    harness.force_fp32(torch)
+    gpu = _cpu_baseline(torch)
+    roof = {"peak_fp32_tflops": 66.9, "peak_tf32_tflops": 494.7, "copy_bandwidth_gbps": 3000.0}
+    doc = sets.load_set("tiny")
+    rows = harness.run_set(doc, 1, set(ALL_OPS), numpy_ref, np, gpu.timer, roof, 1e-4, gpu,
+                           log=lambda line: None)
+    assert {r["op"] for r in rows} == set(ALL_OPS) and {r["impl"] for r in rows} == {"pycnn"}
+    for r in rows:
+        assert r["error"] is None and r["baseline_error"] is None, r
+        assert r["ok"] is True and r["max_rel_err"] <= 1e-5, (r["case"], r["op"])
+        assert r["ratio_default"] == pytest.approx(
+            r["baseline"]["time"]["median_ms"] / r["time"]["median_ms"])
+        conv = r["op"] in CONV_OPS
+        for key in ("baseline_autotuned", "baseline_tf32", "ratio_autotuned", "ratio_tf32"):
+            assert (r[key] is not None) == conv, (r["op"], key)
+        if conv:     # no TF32 on a CPU: the "TF32" result is the fp32 one
+            assert r["baseline_tf32_rel_err"] <= 1e-6
+            assert r["ratio_tf32"] == pytest.approx(
+                r["baseline_tf32"]["time"]["median_ms"] / r["time"]["median_ms"])
+            assert r["baseline_tf32"]["roof_fraction"] < r["baseline_autotuned"]["roof_fraction"] * 494.7
+    assert not torch.backends.cudnn.benchmark, "every mode hands back the fp32 heuristic"
+
+    summary = {(s["op"], s["impl"]): s for s in report.summarize(rows)}
+    assert summary["conv_fwd", "pycnn"]["geomean_ratio_tf32"] is not None
+    assert summary["relu_fwd", "pycnn"]["geomean_ratio_tf32"] is None
+    result = {"set": "tiny", "batch": 1, "device": "cuda", "backend": "cpu stand-in",
+              "precision": "fp32", "baseline_library": "PyTorch (CPU)", "ratio": harness.RATIO,
+              "tolerance": 1e-4, "timing": gpu.timer.setup(), "roofline": roof,
+              "env": {"gpu": "test", "timestamp": "now", "git_commit": "abc"},
+              "results": rows, "summary": report.summarize(rows)}
+    md_path = report.write_all(result, tmp_path)[1]
+    md = md_path.read_text()
+    assert "| geomean TF32 / pycnn |" in md and "| TF32 ms (its err) | x TF32 |" in md
+    lines = md.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("| case |"))
+    case_lines = lines[at + 2:]
+    assert len(case_lines) == len(rows)
+    for line in case_lines:     # every case row has the header's columns
+        assert line.count("|") == lines[at].count("|"), line
+    rt = _readme_table()
+    assert "| cuDNN TF32 / pycnn |" in rt.table([result])

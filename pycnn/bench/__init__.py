@@ -125,17 +125,21 @@ def _main(argv=None) -> int:
         with gpu.on_stream():
             bandwidth = timing.copy_bandwidth(cp, timer, 1 << 30)
         # cuDNN with TF32 off; pycnn's versions labelled 3xTF32 reach fp32 accuracy
-        # on TF32 tensor cores (their max rel err column shows it), the rest use FMAs
-        precision = "fp32 (cuDNN TF32 off; pycnn FFMA, or 3xTF32 where labelled)" if torch else "fp32"
+        # on TF32 tensor cores (their max rel err column shows it), the rest use FMAs.
+        # cuDNN with TF32 on is timed beside them as the tensor cores' ceiling.
+        precision = ("fp32 (cuDNN TF32 off; pycnn FFMA, or 3xTF32 where labelled; "
+                     "cuDNN TF32 on shown apart)") if torch else "fp32"
 
     env = harness.environment(_sets.REPO_ROOT, cp, torch)
     peak = args.peak_tflops if args.peak_tflops is not None else roofline.peak_fp32_tflops(env["gpu"])
-    roof = {"peak_fp32_tflops": peak, "copy_bandwidth_gbps": bandwidth,
+    roof = {"peak_fp32_tflops": peak, "peak_tf32_tflops": roofline.peak_tf32_tflops(env["gpu"]),
+            "copy_bandwidth_gbps": bandwidth,
             "peak_source": "--peak-tflops" if args.peak_tflops is not None else "table by GPU name"}
     library = None
     if torch is not None:
         library = (f"PyTorch {torch.__version__} on the same GPU: cuDNN {env['cudnn']} for "
-                   "convolutions (default heuristic, and autotuned with cudnn.benchmark=True), "
+                   "convolutions (default heuristic; autotuned with cudnn.benchmark=True; and "
+                   "autotuned with TF32 allowed, as the tensor-core reference), "
                    "PyTorch's own CUDA kernels for pools and activations (cuDNN has none in "
                    "PyTorch's path); bias+ReLU is PyTorch's unfused add + relu")
     out = args.out
@@ -158,8 +162,11 @@ def _main(argv=None) -> int:
             "schema": 1, "set": name, "set_description": doc["description"], "set_source": doc["source"],
             "batch": batch, "device": "cuda" if cp is not None else "cpu", "backend": be.__name__,
             "precision": precision, "baseline_library": library, "fp32_settings": fp32,
-            "cudnn_modes": {"default": "cudnn.benchmark=False (heuristic)",
-                            "autotuned": "cudnn.benchmark=True, timed after the search"} if torch else None,
+            "cudnn_modes": {"default": "cudnn.benchmark=False (heuristic), TF32 off",
+                            "autotuned": "cudnn.benchmark=True, TF32 off, timed after the search",
+                            "tf32": "cudnn.benchmark=True, TF32 on, timed after the search; less "
+                                    "accurate (baseline_tf32_rel_err: its error against TF32 off)"}
+                           if torch else None,
             "ratio": harness.RATIO, "tolerance": args.tol, "timing": timer.setup(), "roofline": roof,
             "env": env, "results": rows, "summary": report.summarize(rows),
             "complete": stopped is None, "stopped": stopped,

@@ -3,11 +3,14 @@
 GPU path: pycnn's CUDA backend against PyTorch on the same device and the same
 buffers (DLPack, zero copy), FP32 against FP32 (TF32 off). Everything runs on one
 CuPy stream, which PyTorch also uses (ExternalStream), so CUDA events bracket
-exactly the work of one call. cuDNN is measured twice: with its default
-heuristic on this thread, and autotuned (cudnn.benchmark) on a second thread.
-PyTorch keeps its cuDNN plan cache per thread and consults it in both modes, so
-one thread per mode keeps a heuristic plan from being reused as the "autotuned"
-one and the other way round.
+exactly the work of one call. cuDNN convolutions are measured in three modes:
+with the default heuristic on this thread; autotuned (cudnn.benchmark) on a second
+thread; and, as the tensor-core reference, autotuned with TF32 allowed on a third.
+PyTorch keeps its cuDNN plan cache per thread and consults it in every mode, so one
+thread per mode keeps a plan chosen in one mode from being reused in another. The
+TF32 mode is less accurate than fp32 (its error against the fp32 result is recorded
+beside its time): it is the ceiling of TF32 tensor cores, the figure PERF.md asks a
+TF32 kernel to be compared with, not an fp32 baseline.
 
 CPU path: the NumPy reference alone, timed with time.perf_counter.
 """
@@ -24,6 +27,8 @@ from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
 
 RATIO = "baseline time / pycnn time: > 1 means pycnn is faster"
+#: ratio_<mode> of a result row -> the row's key holding that baseline's figures
+BASELINES = {"default": "baseline", "autotuned": "baseline_autotuned", "tf32": "baseline_tf32"}
 #: The backend functions the benchmark calls.
 NEEDED = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "max_pool2d_fwd", "max_pool2d_bwd",
           "avg_pool2d_fwd", "avg_pool2d_bwd", "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
@@ -66,27 +71,53 @@ def find_torch():
     return torch, None
 
 
-def force_fp32(torch) -> dict:
-    """Turn TF32 off for cuDNN convolutions and cuBLAS; return the settings as recorded.
-
-    Newer PyTorch has per-backend ``fp32_precision`` attributes and raises if they
-    are mixed with the legacy ``allow_tf32`` flags, so only one API is used.
-    """
+def _has_fp32_precision(torch) -> bool:
     conv = getattr(torch.backends.cudnn, "conv", None)
-    torch.backends.cudnn.benchmark = False
-    if conv is not None and hasattr(conv, "fp32_precision"):
-        # cuDNN-wide, conv and RNN all "ieee": PyTorch raises on a cuDNN-wide
-        # query when conv and RNN disagree.
-        for scope in (torch.backends.cudnn, getattr(torch.backends.cudnn, "rnn", None), conv):
+    return conv is not None and hasattr(conv, "fp32_precision")
+
+
+def _set_cudnn_tf32(torch, on: bool):
+    """Allow (or forbid) TF32 in cuDNN convolutions, through whichever API this
+    PyTorch has. Newer PyTorch has per-backend ``fp32_precision`` attributes and
+    raises if they are mixed with the legacy ``allow_tf32`` flags, so only one API
+    is used; cuDNN-wide, conv and RNN are set alike because PyTorch raises on a
+    cuDNN-wide query when conv and RNN disagree."""
+    if _has_fp32_precision(torch):
+        for scope in (torch.backends.cudnn, getattr(torch.backends.cudnn, "rnn", None),
+                      torch.backends.cudnn.conv):
             if scope is not None and hasattr(scope, "fp32_precision"):
-                scope.fp32_precision = "ieee"
+                scope.fp32_precision = "tf32" if on else "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = on
+
+
+def force_fp32(torch) -> dict:
+    """Turn TF32 off for cuDNN convolutions and cuBLAS; return the settings as recorded."""
+    torch.backends.cudnn.benchmark = False
+    _set_cudnn_tf32(torch, False)
+    if _has_fp32_precision(torch):
         torch.backends.cuda.matmul.fp32_precision = "ieee"
-        return {"api": "fp32_precision", "cudnn.conv.fp32_precision": conv.fp32_precision,
+        return {"api": "fp32_precision", "cudnn.conv.fp32_precision": torch.backends.cudnn.conv.fp32_precision,
                 "cuda.matmul.fp32_precision": torch.backends.cuda.matmul.fp32_precision}
-    torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     return {"api": "allow_tf32", "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
             "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+@contextmanager
+def cudnn_mode(torch, tf32: bool = False):
+    """cuDNN autotuned (cudnn.benchmark: the first call of a shape searches the
+    algorithms), with TF32 tensor cores allowed if ``tf32``; back to the fp32
+    heuristic on the way out, whatever happens inside."""
+    torch.backends.cudnn.benchmark = True
+    if tf32:
+        _set_cudnn_tf32(torch, True)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = False
+        if tf32:
+            _set_cudnn_tf32(torch, False)
 
 
 class Gpu:
@@ -96,7 +127,8 @@ class Gpu:
         self.cp, self.be, self.torch, self.timer = cp, be, torch, timer
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.torch_stream = torch.cuda.ExternalStream(self.stream.ptr) if torch else None
-        self.tuner = ThreadPoolExecutor(max_workers=1) if torch else None
+        # one thread per autotuned mode (fp32, TF32): PyTorch's plan caches are per thread
+        self.tuners = {tf32: ThreadPoolExecutor(max_workers=1) for tf32 in (False, True)} if torch else None
 
     @contextmanager
     def on_stream(self):
@@ -105,18 +137,15 @@ class Gpu:
             with self.torch.cuda.stream(self.torch_stream) if self.torch else nullcontext():
                 yield
 
-    def autotuned(self, problem):
-        """Time the baseline with cudnn.benchmark on the tuner thread, past the tuning."""
+    def autotuned(self, problem, tf32: bool = False):
+        """(timing, output) of the baseline autotuned, past the search, on the mode's
+        own thread; with ``tf32``, cuDNN may use TF32 tensor cores."""
         def work():
-            with self.on_stream():
-                self.torch.backends.cudnn.benchmark = True
-                try:
-                    fn = problem.theirs(self.torch)
-                    fn()        # the first call runs cuDNN's algorithm search
-                    return self.timer.measure(fn)
-                finally:
-                    self.torch.backends.cudnn.benchmark = False
-        return self.tuner.submit(work).result()
+            with self.on_stream(), cudnn_mode(self.torch, tf32):
+                fn = problem.theirs(self.torch)
+                out = fn()      # the first call runs cuDNN's algorithm search
+                return self.timer.measure(fn), out
+        return self.tuners[tf32].submit(work).result()
 
     def free(self):
         self.stream.synchronize()
@@ -175,14 +204,15 @@ def rel_err(xp, ours, ref) -> float:
     return float(xp.abs(ours - ref).max()) / scale
 
 
-def figures(stats, flops, nbytes, roof) -> dict:
-    """Throughput and roofline fraction of one timing."""
+def figures(stats, flops, nbytes, roof, peak="peak_fp32_tflops") -> dict:
+    """Throughput and roofline fraction of one timing, under the compute roof
+    ``roof[peak]`` (FP32 FFMA; TF32 tensor cores for cuDNN's TF32 mode)."""
     seconds = stats["median_ms"] * 1e-3
     tflops = flops / seconds / 1e12
     out = {"time": stats, "tflops": tflops, "gbps": nbytes / seconds / 1e9}
-    if roof["peak_fp32_tflops"] is not None:
+    if roof.get(peak) is not None:
         out["roof_fraction"] = tflops / attainable_tflops(
-            flops / nbytes, roof["peak_fp32_tflops"], roof["copy_bandwidth_gbps"])
+            flops / nbytes, roof[peak], roof["copy_bandwidth_gbps"])
     else:
         out["roof_fraction"] = None
     return out
@@ -214,7 +244,8 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
     base = {"case": case["name"], "op": op, "N": n, "count": case["count"],
             "flops": flops, "bytes": nbytes, "ai": flops / nbytes,
             "baseline": None, "baseline_autotuned": None, "baseline_error": None,
-            "ratio_default": None, "ratio_autotuned": None}
+            "baseline_tf32": None, "baseline_tf32_rel_err": None,
+            "ratio_default": None, "ratio_autotuned": None, "ratio_tf32": None}
     problem = build(op, case, n, be, xp)
     ref = None
     if torch is not None:
@@ -223,7 +254,10 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
             ref = xp.from_dlpack(fn())
             base["baseline"] = figures(timer.measure(fn), flops, nbytes, roof)
             if op in CONV_OPS:
-                base["baseline_autotuned"] = figures(gpu.autotuned(problem), flops, nbytes, roof)
+                base["baseline_autotuned"] = figures(gpu.autotuned(problem)[0], flops, nbytes, roof)
+                stats, out = gpu.autotuned(problem, tf32=True)
+                base["baseline_tf32"] = figures(stats, flops, nbytes, roof, "peak_tf32_tflops")
+                base["baseline_tf32_rel_err"] = rel_err(xp, xp.from_dlpack(out), ref)
         except Exception as exc:     # keep going: pycnn's figures are still worth having
             base["baseline_error"] = f"{type(exc).__name__}: {exc}"
 
@@ -245,10 +279,9 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
             row.update(error=f"{type(exc).__name__}: {exc}", ok=False)
             rows.append(row)
             continue
-        for mode in ("default", "autotuned"):
-            other = base["baseline" if mode == "default" else "baseline_autotuned"]
-            if other is not None:
-                row[f"ratio_{mode}"] = other["time"]["median_ms"] / row["time"]["median_ms"]
+        for mode, key in BASELINES.items():
+            if base[key] is not None:
+                row[f"ratio_{mode}"] = base[key]["time"]["median_ms"] / row["time"]["median_ms"]
         rows.append(row)
     return rows
 

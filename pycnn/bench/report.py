@@ -27,6 +27,7 @@ def summarize(rows) -> list[dict]:
             "op": op, "impl": impl, "cases": len(group), "failed": len(group) - len(good),
             "geomean_ratio_default": geomean([r["ratio_default"] for r in good]),
             "geomean_ratio_autotuned": geomean([r["ratio_autotuned"] for r in good]),
+            "geomean_ratio_tf32": geomean([r.get("ratio_tf32") for r in good]),
         })
     return summary
 
@@ -46,13 +47,15 @@ def write_all(result: dict, out_dir) -> list[Path]:
     points = {"pycnn": [(r["ai"], r["tflops"]) for r in result["results"]
                         if r["impl"] == "pycnn" and not r["error"]]}
     for key, label in (("baseline", "PyTorch: cuDNN default heuristic"),
-                       ("baseline_autotuned", "PyTorch: cuDNN autotuned")):
-        pts = {(r["case"], r["op"]): (r["ai"], r[key]["tflops"]) for r in result["results"] if r[key]}
+                       ("baseline_autotuned", "PyTorch: cuDNN autotuned"),
+                       ("baseline_tf32", "PyTorch: cuDNN autotuned, TF32 on")):
+        pts = {(r["case"], r["op"]): (r["ai"], r[key]["tflops"]) for r in result["results"] if r.get(key)}
         if pts:
             points[label] = list(pts.values())
+    tf32_peak = roof.get("peak_tf32_tflops") if "PyTorch: cuDNN autotuned, TF32 on" in points else None
     plot(paths[2], points, roof["peak_fp32_tflops"], roof["copy_bandwidth_gbps"],
          f"pycnn bench: {result['set']}, {result['env'].get('gpu') or 'CPU (NumPy reference)'}, "
-         f"batch {result['batch']}, {result['precision']}")
+         f"batch {result['batch']}, {result['precision']}", tf32_peak=tf32_peak)
     return paths
 
 
@@ -70,9 +73,10 @@ def markdown(result: dict) -> str:
         f"- baseline: {result['baseline_library'] or 'none (no GPU baseline available)'}",
         f"- ratio: {result['ratio']}",
         f"- timing: {result['timing']['method']}, median of the repetitions; spread p10-p90",
-        f"- roofline: FP32 peak {_fmt(roof['peak_fp32_tflops'], 'g')} TFLOP/s, measured copy "
+        f"- roofline: FP32 peak {_fmt(roof['peak_fp32_tflops'], 'g')} TFLOP/s (cuDNN TF32: "
+        f"TF32 peak {_fmt(roof.get('peak_tf32_tflops'), 'g')}), measured copy "
         f"bandwidth {roof['copy_bandwidth_gbps']:.0f} GB/s; check tolerance {result['tolerance']:g} "
-        f"(max |pycnn - baseline| / max |baseline|)",
+        f"(max |pycnn - baseline| / max |baseline|, against cuDNN with TF32 off)",
         f"- commit {env.get('git_commit') or '?'}{' (dirty)' if env.get('git_dirty') else ''}, "
         f"{env['timestamp']}",
     ]
@@ -80,28 +84,36 @@ def markdown(result: dict) -> str:
         lines.append(f"- **incomplete**: {result['stopped']}; the figures below cover those cases only")
     lines += [
         "",
-        "| op | impl | geomean default / pycnn | geomean autotuned / pycnn | cases | failed |",
-        "|---|---|---|---|---|---|",
+        "| op | impl | geomean default / pycnn | geomean autotuned / pycnn "
+        "| geomean TF32 / pycnn | cases | failed |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in result["summary"]:
         lines.append(f"| {s['op']} | {s['impl']} | {_fmt(s['geomean_ratio_default'], '.2f')} | "
-                     f"{_fmt(s['geomean_ratio_autotuned'], '.2f')} | {s['cases']} | {s['failed']} |")
+                     f"{_fmt(s['geomean_ratio_autotuned'], '.2f')} | "
+                     f"{_fmt(s.get('geomean_ratio_tf32'), '.2f')} | {s['cases']} | {s['failed']} |")
     lines += ["", "| case | op | impl | N | ms (p10-p90) | TFLOP/s | GB/s | % roof | max rel err "
-              "| default ms | x default | autotuned ms | x autotuned |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| default ms | x default | autotuned ms | x autotuned | TF32 ms (its err) | x TF32 |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
         if r["error"]:
             lines.append(f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | error: "
-                         f"{r['error'][:80]} |||||||||")
+                         f"{r['error'][:80]} |||||||||||")
             continue
         t = r["time"]
-        base = r["baseline"]["time"]["median_ms"] if r["baseline"] else None
-        tuned = r["baseline_autotuned"]["time"]["median_ms"] if r["baseline_autotuned"] else None
         frac = None if r["roof_fraction"] is None else 100 * r["roof_fraction"]
         err = _fmt(r["max_rel_err"], ".1e") + (" FAIL" if r["ok"] is False else "")
+        tf32 = _baseline_ms(r, "baseline_tf32")
+        if r.get("baseline_tf32_rel_err") is not None:
+            tf32 += f" ({r['baseline_tf32_rel_err']:.1e})"
         lines.append(
             f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | {t['median_ms']:.4f} "
             f"({t['p10_ms']:.4f}-{t['p90_ms']:.4f}) | {r['tflops']:.3f} | {r['gbps']:.1f} | "
-            f"{_fmt(frac, '.1f')} | {err} | {_fmt(base, '.4f')} | {_fmt(r['ratio_default'], '.2f')} | "
-            f"{_fmt(tuned, '.4f')} | {_fmt(r['ratio_autotuned'], '.2f')} |")
+            f"{_fmt(frac, '.1f')} | {err} | {_baseline_ms(r, 'baseline')} | "
+            f"{_fmt(r['ratio_default'], '.2f')} | {_baseline_ms(r, 'baseline_autotuned')} | "
+            f"{_fmt(r['ratio_autotuned'], '.2f')} | {tf32} | {_fmt(r.get('ratio_tf32'), '.2f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _baseline_ms(row, key) -> str:
+    return _fmt(row[key]["time"]["median_ms"] if row.get(key) else None, ".4f")
