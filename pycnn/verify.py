@@ -118,6 +118,8 @@ CONV_CASES = CONV_GRID + [
     ((2, 8, 24, 23), (16, 5, 5), (1, 1), (4, 3, 4, 2), (2, 2), 8, True),  # depthwise x2, 5x5 dilated,
                                                                            # planes past 256 pixels
     ((1, 6, 19, 18), (6, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 6, False),  # depthwise 7x7 stride 2
+    ((2, 24, 15, 14), (40, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),  # stride 2, phases past a tile
+    ((1, 4, 16, 17), (5, 3, 3), (3, 3), (2, 2, 2, 2), (2, 2), 1, False),   # stride 3, dilation 2
 ]
 
 POOL_GRID_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6)]          # also tests/test_reference.py's

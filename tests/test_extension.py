@@ -270,7 +270,7 @@ def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     conv = _cuda_conv()
     assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8]
     assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8]    # C/groups = 1, multiplier 8
-    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9]
+    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9, 11]
     assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4, 10]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
@@ -305,6 +305,13 @@ def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
     many = 65536                      # groups: z
     with pytest.raises(ValueError, match="groups=65536"):
         ext.conv2d_fwd2(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), relu=False, stream=0)
+    # version 11 puts groups * stride phases in z
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data11: groups \* stride_h \* stride_w = "
+                                         r"16384 \* 2 \* 2 = 65536 exceeds the grid's z limit"):
+        ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(C=16384, K=16384, groups=16384, H=2, W=2,
+                                                     stride_h=2, stride_w=2), stream=0)
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data11: grid y=65536.*65535"):
+        ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(C=wide), stream=0)
     with pytest.raises(ValueError, match="splits"):
         ext.conv2d_bwd_filter4(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), splits=1,
                                deterministic=False, stream=0)
@@ -432,7 +439,8 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
     for version, kernel in ((None, "conv2d_bwd_data_kernel3"), (1, "conv2d_bwd_data_kernel1"),
-                            (3, "conv2d_bwd_data_kernel3"), (9, "conv2d_bwd_data_kernel9")):
+                            (3, "conv2d_bwd_data_kernel3"), (9, "conv2d_bwd_data_kernel9"),
+                            (11, "conv2d_bwd_data_kernel11")):
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
     for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),

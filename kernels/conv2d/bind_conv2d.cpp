@@ -92,6 +92,10 @@ void bind_conv2d(py::module_& m) {
                "dx = gradient of conv2d with respect to x (overwritten); version 3's implicit "
                "GEMM on TF32 tensor cores with the 3xTF32 split for fp32 accuracy; compute "
                "capability 8.0+ (kernels/conv2d/09_implicit_gemm_bwd_data_tf32x3.cu).");
+  def_bwd_data("conv2d_bwd_data11", &pycnn::conv2d_bwd_data11,
+               "dx = gradient of conv2d with respect to x (overwritten); version 3's implicit "
+               "GEMM split into stride phases, one dense GEMM per phase "
+               "(kernels/conv2d/11_implicit_gemm_bwd_data_phased.cu).");
 
   // ---- backward-filter
   m.def("conv2d_bwd_filter1",

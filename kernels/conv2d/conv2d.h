@@ -9,6 +9,7 @@
 //   fwd         1 direct           2 implicit GEMM (+ fused bias / ReLU)
 //               7 version 2 double-buffered, float4 shared-memory reads and y stores
 //   bwd_data    1 direct           3 implicit GEMM
+//               11 version 3 split into stride phases (no zero products at stride > 1)
 //   bwd_filter  1 direct           4 implicit GEMM, split-K (atomic or deterministic)
 //   bwd_bias    5 one block per channel, warp-shuffle reduction (deterministic)
 //   depthwise   6 fwd, bwd_data, bwd_filter for C/groups = 1 (bwd_filter deterministic)
@@ -80,6 +81,8 @@ void conv2d_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dPa
                       cudaStream_t stream);
 void conv2d_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                       cudaStream_t stream);
+void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
+                       cudaStream_t stream);
 
 // ---- backward-filter: dw[k,c,r,s] = sum over n,p,q of dy * x; dw is overwritten ----
 void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2dParams& p,

@@ -30,6 +30,7 @@
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
 #include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
+#include "conv2d/11_implicit_gemm_bwd_data_phased.cu"
 
 using pycnn::Conv2dParams;
 
@@ -279,6 +280,22 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
     run9(pycnn::BwdData9Small{}, "bwd_data9 64x64");
     run9(pycnn::BwdData9Large{}, "bwd_data9 128x128");
   }
+  {  // backward-data 11 (stride phases), both tunings: the launcher's grid, sized for the
+     // largest phase, with groups * phases in z; also the 128-row tile on the 64-row
+     // tile's grid x, to show that blocks past a phase's end leave dx alone
+    auto run11 = [&](auto tile, int rows_per_block, const char* name) {
+      using T = decltype(tile);
+      const int z = groups * sh * sw;
+      const int mx = (int)pycnn::bwd_data11_max_rows(p);
+      dx.fill(NAN);
+      emu::launch(dim3(pycnn::ceil_div(mx, rows_per_block), pycnn::ceil_div(Cg, T::BN), z),
+                  dim3(T::THREADS), [&] { pycnn::conv2d_bwd_data_kernel11<T>(dyp, wp, dx.data(), p); });
+      compare(name, p, dx, ref.dx);
+    };
+    run11(pycnn::BwdData11Small{}, pycnn::BwdData11Small::BM, "bwd_data11 64x64");
+    run11(pycnn::BwdData11Large{}, pycnn::BwdData11Large::BM, "bwd_data11 128x128");
+    run11(pycnn::BwdData11Large{}, pycnn::BwdData11Small::BM, "bwd_data11 128x128 idle blocks");
+  }
   // backward-filter 4 and 10 (the same split-K scheme): both tunings, one split (plain
   // store), several splits with atomics, several through the workspace and the
   // fixed-order reduction; the split count leaves trailing splits with an empty range
@@ -351,5 +368,8 @@ int main() {
   run_case(2, 4, 13, 12, 8, 5, 5, 1, 1, 2, 2, 4, 3, 4, 2, 4, true);    // depthwise x2, 5x5, dilation 2
   run_case(2, 1, 17, 19, 3, 3, 2, 2, 3, 1, 1, 1, 0, 0, 1, 1, true);    // one input channel, 3x2, stride 2,3
   run_case(1, 2, 20, 18, 2, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 2, false);   // depthwise 7x7, planes past 256
+  run_case(2, 5, 11, 12, 7, 3, 3, 2, 4, 2, 2, 2, 1, 2, 0, 1, false);   // dilation sharing a factor with
+                                                                       // the stride: phases with no tap
+  run_case(2, 6, 9, 10, 130, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, false);  // 1x1 stride 2 (ResNet downsample)
   return emu::finish();
 }

@@ -7,7 +7,8 @@ reference. The default (``version=None``) calls the promoted version by name,
 with guarded fallbacks:
 
     fwd         2 (implicit GEMM)            depthwise -> 6   (on trial: 7 pipelined, 8 tensor cores)
-    bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores)
+    bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores,
+                                                                11 stride phases)
     bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6   (on trial: 10 tensor cores)
     bwd_bias    5
 
@@ -20,8 +21,10 @@ structure; not yet measured on a GPU.) Version 6 runs only such shapes:
 
 Forward versions 7 (version 2 double-buffered) and 8 (tensor cores, 3xTF32: fp32
 accuracy from three TF32 products per term; compute capability 8.0+), backward-data
-version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2)
-are callable but not the default until a GPU run shows one is faster.
+version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2),
+and backward-data version 11 (version 3 split into stride phases, so that a strided
+layer's backward pass multiplies no zeros: a quarter of version 3's products at
+stride 2) are callable but not the default until a GPU run shows one is faster.
 
 A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
 (more than 65535 groups, or more than 65535 * 64 channels per group) goes to
@@ -43,7 +46,7 @@ VERSIONS = {
     "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6, 7: _C.conv2d_fwd7,
             8: _C.conv2d_fwd8},
     "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6,
-                 9: _C.conv2d_bwd_data9},
+                 9: _C.conv2d_bwd_data9, 11: _C.conv2d_bwd_data11},
     "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6,
                    10: _C.conv2d_bwd_filter10},
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
@@ -62,7 +65,7 @@ TENSOR_CORE_VERSIONS = (8, 9, 10)
 #: Every pycnn._C function this module calls.
 LAUNCHERS = (
     "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7", "conv2d_fwd8",
-    "conv2d_bwd_data1", "conv2d_bwd_data3", "conv2d_bwd_data9",
+    "conv2d_bwd_data1", "conv2d_bwd_data3", "conv2d_bwd_data9", "conv2d_bwd_data11",
     "conv2d_bwd_filter1", "conv2d_bwd_filter4", "conv2d_bwd_filter10",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
     "conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6",
