@@ -262,6 +262,13 @@ def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
         assert conv._version(pass_name, None, True) == 6
         assert conv._version(pass_name, None, True, gemm_fits=False) == 6
     assert conv._version("fwd", 2, False, gemm_fits=False) == 2   # asked for by name: as asked
+    # strided backward-data: version 11 where its grid (groups * stride phases in z) fits
+    assert conv._version("bwd_data", None, False, strided=True) == 11
+    assert conv._version("bwd_data", None, False, gemm_fits=False, strided=False) == 1
+    assert conv._version("bwd_data", None, True, strided=True) == 6
+    assert conv._version("bwd_data", 3, False, strided=True) == 3
+    for pass_name in ("fwd", "bwd_filter"):
+        assert conv._version(pass_name, None, False, strided=True) == conv.DEFAULT_VERSIONS[pass_name]
     with pytest.raises(ValueError, match="version: 6 runs depthwise convolutions only"):
         conv._version("bwd_data", 6, False)
 
@@ -438,10 +445,12 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
                             (7, "conv2d_fwd_kernel7"), (8, "conv2d_fwd_kernel8")):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
-    for version, kernel in ((None, "conv2d_bwd_data_kernel3"), (1, "conv2d_bwd_data_kernel1"),
+    for version, kernel in ((None, "conv2d_bwd_data_kernel11"), (1, "conv2d_bwd_data_kernel1"),
                             (3, "conv2d_bwd_data_kernel3"), (9, "conv2d_bwd_data_kernel9"),
-                            (11, "conv2d_bwd_data_kernel11")):
+                            (11, "conv2d_bwd_data_kernel11")):      # stride (2, 1): 11 by default
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
+    _launches(g, conv.conv2d_bwd_data, f((2, 6, 9, 9)), w, (2, 4, 9, 9), (1, 1), (1, 1, 0, 2), (1, 1), 2,
+              kernel="conv2d_bwd_data_kernel3")                      # stride 1: version 3
     for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),
                            ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4"),

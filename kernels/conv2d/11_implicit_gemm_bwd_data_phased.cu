@@ -34,7 +34,8 @@
 // What limits it: dx is written at a stride of sw floats (half-used 128-byte
 // lines at stride 2); phases of unequal size leave blocks idle at the grid's end;
 // no double buffering and integer divisions in the gathers, as in version 3.
-// Not the default until a GPU run shows it faster than version 3 at stride > 1.
+// The default for strided backward-data (pycnn/backends/cuda/conv.py), chosen from
+// the product count above; to be confirmed against version 3 on a GPU.
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"

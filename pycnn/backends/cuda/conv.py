@@ -7,8 +7,8 @@ reference. The default (``version=None``) calls the promoted version by name,
 with guarded fallbacks:
 
     fwd         2 (implicit GEMM)            depthwise -> 6   (on trial: 7 pipelined, 8 tensor cores)
-    bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores,
-                                                                11 stride phases)
+    bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores)
+                strided -> 11 (stride phases)
     bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6   (on trial: 10 tensor cores)
     bwd_bias    5
 
@@ -19,12 +19,15 @@ columns wide would compute one useful column. (Chosen from the kernels'
 structure; not yet measured on a GPU.) Version 6 runs only such shapes:
 ``versions_for`` lists the versions that can run a given shape.
 
+Strided means stride > 1 on either axis, where backward-data goes to version 11:
+version 3 split into stride phases, so that it multiplies none of the zeros version 3
+gathers for taps that miss an output (three products in four at stride 2, with the
+same tiles and loaders otherwise). Chosen from that count; not yet measured on a GPU.
+
 Forward versions 7 (version 2 double-buffered) and 8 (tensor cores, 3xTF32: fp32
 accuracy from three TF32 products per term; compute capability 8.0+), backward-data
-version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2),
-and backward-data version 11 (version 3 split into stride phases, so that a strided
-layer's backward pass multiplies no zeros: a quarter of version 3's products at
-stride 2) are callable but not the default until a GPU run shows one is faster.
+version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2)
+are callable but not the default until a GPU run shows one is faster.
 
 A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
 (more than 65535 groups, or more than 65535 * 64 channels per group) goes to
@@ -58,6 +61,9 @@ DEFAULT_VERSIONS = {"fwd": 2, "bwd_data": 3, "bwd_filter": 4, "bwd_bias": 5}
 #: Versions that run depthwise shapes only (C/groups = 1), and the default for those.
 DEPTHWISE_VERSION = 6
 
+#: The default for strided shapes (stride > 1), per pass where it differs.
+STRIDED_VERSIONS = {"bwd_data": 11}
+
 #: Versions that multiply on TF32 tensor cores, three products per term (3xTF32) for
 #: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them.
 TENSOR_CORE_VERSIONS = (8, 9, 10)
@@ -84,13 +90,17 @@ def _gemm_grid_fits(columns: int, groups: int) -> bool:
     return groups <= _GRID_YZ_MAX and -(-columns // _GEMM_MIN_BN) <= _GRID_YZ_MAX
 
 
-def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True) -> int:
-    """The version to run: the one asked for, or the promoted one (with its fallbacks)."""
+def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True,
+             strided: bool = False) -> int:
+    """The version to run: the one asked for, or the promoted one (with its fallbacks).
+    ``strided``: stride > 1 and the strided version's grid fits."""
     if version is None:
         if depthwise and DEPTHWISE_VERSION in VERSIONS[pass_name]:
             return DEPTHWISE_VERSION
         if not gemm_fits and pass_name in ("fwd", "bwd_data", "bwd_filter"):
             return 1
+        if strided and pass_name in STRIDED_VERSIONS:
+            return STRIDED_VERSIONS[pass_name]
         return DEFAULT_VERSIONS[pass_name]
     if isinstance(version, bool) or version not in VERSIONS[pass_name]:
         raise ValueError(f"version: expected None or one of {sorted(VERSIONS[pass_name])} "
@@ -205,8 +215,9 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
     if dy.size == 0 or w.size == 0 or 0 in x_shape:
         return cp.zeros(x_shape, dtype=cp.float32)
     dx = empty(x_shape)
-    v = _version("bwd_data", version, _is_depthwise(w.shape),
-                 _gemm_grid_fits(x_shape[1] // groups, groups))
+    cg, phases = x_shape[1] // groups, stride[0] * stride[1]    # version 11: groups * phases in z
+    v = _version("bwd_data", version, _is_depthwise(w.shape), _gemm_grid_fits(cg, groups),
+                 phases > 1 and _gemm_grid_fits(cg, groups * phases))
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
                             *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
                                      groups),
