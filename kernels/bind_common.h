@@ -10,6 +10,7 @@ namespace pycnn::bind {
 
 inline const float* cf(std::uintptr_t p) { return reinterpret_cast<const float*>(p); }
 inline float* f(std::uintptr_t p) { return reinterpret_cast<float*>(p); }
+inline double* dbl(std::uintptr_t p) { return reinterpret_cast<double*>(p); }
 inline cudaStream_t st(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
 }  // namespace pycnn::bind

@@ -148,7 +148,8 @@ ACT_SHAPES = [(2, 3, 4, 5), (3, 5, 7), (1,), (4099,), (8, 16, 33, 31)]
 SOFTMAX = [((3, 5), 1), ((3, 5), 0), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4), 2),
            ((4, 1000), 1), ((2, 10, 7, 7), 1), ((3, 1), 1), ((5, 70), 1)]
 CROSS_ENTROPY = [(8, 10), (1, 1), (33, 1000), (5, 3), (1500, 7)]
-BATCH_NORM = [(5, 3), (3, 2, 3, 2), (4, 16, 7, 7), (3, 3, 1, 1), (64, 10), (8, 3, 33, 17)]
+BATCH_NORM = [(5, 3), (3, 2, 3, 2), (4, 16, 7, 7), (3, 3, 1, 1), (64, 10), (8, 3, 33, 17),
+              (16, 4, 32, 32)]     # 16384 values per channel: split by default (version 2)
 DROPOUT = [((1000,), 0.5, 0), ((2, 3, 5, 7), 0.3, 12345), ((4099,), 0.0, 7),
            ((64, 33), 1.0, 3), ((3, 7), 0.9, -1), ((256,), 0.5, 2**40 + 7)]
 
@@ -295,18 +296,26 @@ def _batch_norm_cases(rng):
                 bias = _rand(rng, c) if affine else None
                 rmean = _rand(rng, c)
                 rvar = np.abs(_rand(rng, c)) + 0.5
-                out.append(Case(f"batch_norm_fwd[{tag}]", "batch_norm_fwd",
-                                (x, weight, bias, rmean, rvar, training, 0.1, 1e-5),
-                                TOL_BATCH_NORM, inplace=(3, 4)))
-                if training:                                  # no running statistics at all
-                    out.append(Case(f"batch_norm_fwd[{tag}-norunning]", "batch_norm_fwd",
-                                    (x, weight, bias, None, None, True, 0.1, 1e-5), TOL_BATCH_NORM))
+                # training runs the default and both versions by name (version 2's splits
+                # as many as the shape gives: one for the small shapes)
+                versions = (None, 1, 2) if training else (None,)
+                for v in versions:
+                    vtag, kw = (tag, {}) if v is None else (f"v{v}-{tag}", {"version": v})
+                    out.append(Case(f"batch_norm_fwd[{vtag}]", "batch_norm_fwd",
+                                    (x, weight, bias, rmean, rvar, training, 0.1, 1e-5),
+                                    TOL_BATCH_NORM, inplace=(3, 4), kwargs=kw))
+                    if training:                              # no running statistics at all
+                        out.append(Case(f"batch_norm_fwd[{vtag}-norunning]", "batch_norm_fwd",
+                                        (x, weight, bias, None, None, True, 0.1, 1e-5), TOL_BATCH_NORM,
+                                        kwargs=kw))
                 axes = (0,) if x.ndim == 2 else (0, 2, 3)
                 mean = x.mean(axis=axes).astype(np.float32).astype(np.float64)
                 invstd = (1 / np.sqrt(x.var(axis=axes) + 1e-5)).astype(np.float32).astype(np.float64)
                 dy = _rand(rng, *shape)
-                out.append(Case(f"batch_norm_bwd[{tag}]", "batch_norm_bwd",
-                                (dy, x, weight, mean, invstd, training), TOL_BATCH_NORM))
+                for v in (None, 1, 2):
+                    vtag, kw = (tag, {}) if v is None else (f"v{v}-{tag}", {"version": v})
+                    out.append(Case(f"batch_norm_bwd[{vtag}]", "batch_norm_bwd",
+                                    (dy, x, weight, mean, invstd, training), TOL_BATCH_NORM, kwargs=kw))
     return out
 
 

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CUDA_PKG = ROOT / "pycnn" / "backends" / "cuda"
 CONV_PY = CUDA_PKG / "conv.py"
+BATCH_NORM_PY = CUDA_PKG / "batch_norm.py"
 
 
 def _load_by_path(path: Path):
@@ -47,16 +48,16 @@ def _literal_assignment(path: Path, name: str):
     return None
 
 
-def conv_launchers():
-    """conv.LAUNCHERS: parsed from the source when it is a literal (no CuPy needed),
-    else imported (needs CuPy); None if neither works."""
-    if not CONV_PY.exists():
+def module_launchers(path: Path = CONV_PY):
+    """LAUNCHERS of a backend module (conv.py by default): parsed from the source when
+    it is a literal (no CuPy needed), else imported (needs CuPy); None if neither works."""
+    if not path.exists():
         return None
-    names = _literal_assignment(CONV_PY, "LAUNCHERS")
+    names = _literal_assignment(path, "LAUNCHERS")
     if names is not None:
         return tuple(names)
     try:
-        return tuple(importlib.import_module("pycnn.backends.cuda.conv").LAUNCHERS)
+        return tuple(importlib.import_module(f"pycnn.backends.cuda.{path.stem}").LAUNCHERS)
     except ImportError:
         return None
 
@@ -74,13 +75,14 @@ def test_extension_has_every_launcher_of_the_backend():
     assert not missing, f"pycnn._C lacks launchers the CUDA backend calls: {missing}"
 
 
-def test_extension_has_every_conv_launcher():
+@pytest.mark.parametrize("path", [CONV_PY, BATCH_NORM_PY], ids=lambda p: p.stem)
+def test_extension_has_every_multi_kernel_launcher(path):
     ext = _extension()
-    names = conv_launchers()
+    names = module_launchers(path)
     if names is None:
-        pytest.skip("conv.LAUNCHERS is not a literal and CuPy is not installed to import it")
+        pytest.skip(f"{path.stem}.LAUNCHERS is not a literal and CuPy is not installed to import it")
     missing = [name for name in names if not hasattr(ext, name)]
-    assert not missing, f"pycnn._C lacks conv launchers: {missing}"
+    assert not missing, f"pycnn._C lacks {path.stem} launchers: {missing}"
 
 
 def test_launcher_names_follow_the_naming_scheme():
@@ -384,6 +386,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(module, "stream", lambda: FAKE_STREAM)
         monkeypatch.setattr(module, "empty", lambda shape, dtype=cp.float32: fake(tuple(shape), dtype))
     monkeypatch.setattr(conv, "_num_sms", lambda: 132)
+    monkeypatch.setattr(batch_norm, "_num_sms", lambda: 132)
     for name in [n for n in cuda.LAUNCHERS if hasattr(_common._C, n)]:
         monkeypatch.setattr(_common._C, name, recording(name, getattr(_common._C, name)))
     for table in conv.VERSIONS.values():
@@ -436,6 +439,20 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
               kernel="batch_norm_fwd_train_kernel1")
     _launches(g, be.batch_norm_fwd, x, *c3, False, 0.1, 1e-5, kernel="batch_norm_fwd_infer_kernel1")
     _launches(g, be.batch_norm_bwd, dy, x, c3[0], c3[1], c3[2], True, kernel="batch_norm_bwd_kernel1")
+    # 65536 values in each of 3 channels: version 2 splits them, 16 splits of 4096
+    xb, dyb = f((64, 3, 32, 32)), f((64, 3, 32, 32))
+    name, args = _launches(g, be.batch_norm_fwd, xb, *c3, True, 0.1, 1e-5, kernel="batch_norm_fwd_sums_kernel2")
+    assert name == "batch_norm_fwd_train2" and args[8] != 0 and args[9:13] == (64, 3, 1024, 16)
+    name, args = _launches(g, be.batch_norm_bwd, dyb, xb, c3[0], c3[1], c3[2], False,
+                           kernel="batch_norm_bwd_sums_kernel2")
+    assert name == "batch_norm_bwd2" and args[8] != 0 and args[9:13] == (64, 3, 1024, 16)
+    _launches(g, be.batch_norm_fwd, xb, *c3, True, 0.1, 1e-5, version=1, kernel="batch_norm_fwd_train_kernel1")
+    _launches(g, be.batch_norm_bwd, dyb, xb, c3[0], c3[1], c3[2], True, version=1,
+              kernel="batch_norm_bwd_kernel1")
+    _launches(g, be.batch_norm_fwd, x, *c3, True, 0.1, 1e-5, version=2,       # asked for: one split
+              kernel="batch_norm_fwd_sums_kernel2")
+    with pytest.raises(ValueError, match=r"version: expected None or one of \[1, 2\] for batch norm bwd"):
+        be.batch_norm_bwd(dyb, xb, c3[0], c3[1], c3[2], True, version=3)
 
     conv = g.conv
     xc, w, b = f((2, 4, 9, 9)), f((6, 2, 3, 3)), f((6,))

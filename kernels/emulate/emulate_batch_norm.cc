@@ -1,4 +1,5 @@
-// Runs the batch-norm kernels (kernels/batch_norm/01_batch_norm.cu) on the CPU
+// Runs the batch-norm kernels (kernels/batch_norm/01_batch_norm.cu and the split
+// version 2, 02_batch_norm_split.cu) on the CPU
 // through emu.h and compares them with the definitions evaluated in long double:
 // per channel over its M = N*inner values, mean and biased variance normalise
 // x; running_mean/var move by momentum towards the mean and the unbiased
@@ -10,7 +11,9 @@
 // 0.01 (the two-pass variance), weight/bias/running statistics present or null,
 // an empty batch for inference. The block-per-channel kernels run on the
 // launcher's grid (C blocks); the pointwise inference kernel also on grids of
-// one and two blocks.
+// one and two blocks. Version 2 runs its three steps with 1, several and as many
+// splits as values (chunks of one value, some splits empty), its per-channel and
+// per-element steps on the launcher's grids and on one block.
 //
 // Build and run (tests/test_kernel_emulation.py does this):
 //   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
@@ -23,6 +26,7 @@
 
 #include "emulate/emu.h"  // CUDA as C++; defines PYCNN_KERNEL_EMULATION
 #include "batch_norm/01_batch_norm.cu"
+#include "batch_norm/02_batch_norm_split.cu"
 
 using pycnn::kBnBlock;
 using Real = long double;
@@ -74,7 +78,21 @@ static T* ptr(emu::Guarded<T>& g, bool present) {
   return present ? g.data() : nullptr;
 }
 
-static void check_train(int N, int C, int inner, bool affine, bool running) {
+// Version 2's three launches, as batch_norm_fwd_train2 / batch_norm_bwd2 make them,
+// with `splits` blocks per channel; `one_block`: the per-channel and per-element
+// steps on a single block (grid-stride) instead of the launcher's grids.
+template <class Sums, class PerChannel, class PerElement>
+static void launch_split(int C, int M, int total, int splits, bool one_block, Sums sums, PerChannel per_channel,
+                         PerElement per_element) {
+  const int chunk = pycnn::ceil_div(M, splits);
+  emu::launch(dim3(C, splits), dim3(kBnBlock), [&] { sums(chunk); });
+  emu::launch(dim3(one_block ? 1 : pycnn::grid_for(C, kBnBlock)), dim3(kBnBlock), per_channel);
+  emu::launch(dim3(one_block ? 1 : pycnn::grid_for(total, kBnBlock)), dim3(kBnBlock), per_element);
+}
+
+// version 1, or version 2 with `splits` splits
+static void check_train(int N, int C, int inner, bool affine, bool running, int version = 1, int splits = 1,
+                        bool one_block = false) {
   const float momentum = 0.1f, eps = 1e-5f;
   const int M = N * inner;
   const std::vector<float> x = make_x(N, C, inner), w = uniform(C, 0.5f, 2.f), b = uniform(C, -1.f, 1.f);
@@ -95,11 +113,27 @@ static void check_train(int N, int C, int inner, bool affine, bool running) {
   }
   const emu::Guarded<float> xg(x), wg(w), bg(b);
   emu::Guarded<float> rmg(rm0), rvg(rv0), y(x.size()), save_mean(C), save_invstd(C);
-  emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_fwd_train1: one block per channel
-    pycnn::batch_norm_fwd_train_kernel1(xg.data(), ptr(wg, affine), ptr(bg, affine), ptr(rmg, running),
-                                        ptr(rvg, running), y.data(), save_mean.data(), save_invstd.data(), N, C,
-                                        inner, momentum, eps);
-  });
+  emu::Guarded<double> ws(static_cast<size_t>(C) * splits * 2, NAN);
+  if (version == 1) {
+    emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_fwd_train1: one block per channel
+      pycnn::batch_norm_fwd_train_kernel1(xg.data(), ptr(wg, affine), ptr(bg, affine), ptr(rmg, running),
+                                          ptr(rvg, running), y.data(), save_mean.data(), save_invstd.data(), N, C,
+                                          inner, momentum, eps);
+    });
+  } else {
+    launch_split(
+        C, M, N * C * inner, splits, one_block,
+        [&](int chunk) { pycnn::batch_norm_fwd_sums_kernel2(xg.data(), ws.data(), N, C, inner, chunk); },
+        [&] {
+          pycnn::batch_norm_fwd_stats_kernel2(xg.data(), ws.data(), ptr(rmg, running), ptr(rvg, running),
+                                              save_mean.data(), save_invstd.data(), N, C, inner, splits, momentum,
+                                              eps);
+        },
+        [&] {
+          pycnn::batch_norm_fwd_apply_kernel2(xg.data(), ptr(wg, affine), ptr(bg, affine), save_mean.data(),
+                                              save_invstd.data(), y.data(), N * C * inner, C, inner);
+        });
+  }
   // y is computed from the mean rounded to float, as the reference does: allow
   // that rounding (|mean| * 2^-24, times invstd * |w|) on top of 1e-5.
   double y_err = emu::max_rel_err(y, y_ref, x.size()) < INFINITY ? 0 : INFINITY;
@@ -112,9 +146,11 @@ static void check_train(int N, int C, int inner, bool affine, bool running) {
   double err = std::max({y_err, emu::max_rel_err(save_mean, mean, C), emu::max_rel_err(save_invstd, invstd, C)});
   if (running) err = std::max({err, emu::max_rel_err(rmg, rm, C), emu::max_rel_err(rvg, rv, C)});
   else err = std::max({err, emu::max_rel_err(rmg, rm0, C), emu::max_rel_err(rvg, rv0, C)});  // untouched
-  const bool intact = y.intact() && save_mean.intact() && save_invstd.intact() && rmg.intact() && rvg.intact();
-  emu::report(err < 1e-5 && intact, "batch_norm fwd train N%d C%d inner %3d (M %3d)%s%s grid %d: err %.1e", N, C,
-              inner, M, affine ? "" : " no affine", running ? "" : " no running", C, err);
+  const bool intact = y.intact() && save_mean.intact() && save_invstd.intact() && rmg.intact() && rvg.intact() &&
+                      ws.intact();
+  emu::report(err < 1e-5 && intact, "batch_norm fwd train%d N%d C%d inner %3d (M %3d)%s%s %s %d: err %.1e",
+              version, N, C, inner, M, affine ? "" : " no affine", running ? "" : " no running",
+              version == 1 ? "grid" : one_block ? "splits (one block)" : "splits", version == 1 ? C : splits, err);
 }
 
 static void check_infer(int N, int C, int inner, bool affine) {
@@ -145,7 +181,8 @@ static void check_infer(int N, int C, int inner, bool affine) {
   }
 }
 
-static void check_bwd(int N, int C, int inner, bool affine, bool training) {
+static void check_bwd(int N, int C, int inner, bool affine, bool training, int version = 1, int splits = 1,
+                      bool one_block = false) {
   const int M = N * inner;
   const std::vector<float> x = make_x(N, C, inner), dy = uniform(x.size(), -1.f, 1.f), w = uniform(C, 0.5f, 2.f);
   const Stats st = stats(x, N, C, inner);
@@ -175,10 +212,25 @@ static void check_bwd(int N, int C, int inner, bool affine, bool training) {
   }
   const emu::Guarded<float> xg(x), dyg(dy), wg(w), mg(mean), ig(invstd);
   emu::Guarded<float> dx(x.size()), dwv(C), dbv(C);
-  emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_bwd1: one block per channel
-    pycnn::batch_norm_bwd_kernel1(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dx.data(), dwv.data(),
-                                  dbv.data(), N, C, inner, training);
-  });
+  emu::Guarded<double> ws(static_cast<size_t>(C) * splits * 2, NAN);
+  if (version == 1) {
+    emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_bwd1: one block per channel
+      pycnn::batch_norm_bwd_kernel1(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dx.data(),
+                                    dwv.data(), dbv.data(), N, C, inner, training);
+    });
+  } else {
+    launch_split(
+        C, M, N * C * inner, splits, one_block,
+        [&](int chunk) {
+          pycnn::batch_norm_bwd_sums_kernel2(dyg.data(), xg.data(), mg.data(), ig.data(), ws.data(), N, C, inner,
+                                             chunk);
+        },
+        [&] { pycnn::batch_norm_bwd_totals_kernel2(ws.data(), dwv.data(), dbv.data(), C, splits); },
+        [&] {
+          pycnn::batch_norm_bwd_dx_kernel2(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dwv.data(),
+                                           dbv.data(), dx.data(), N, C, inner, training);
+        });
+  }
   // dx is a difference of O(1) terms scaled by invstd (up to ~170 here): relative to that scale
   double dx_err = 0;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -187,9 +239,10 @@ static void check_bwd(int N, int C, int inner, bool affine, bool training) {
   }
   if (!std::isfinite(emu::max_rel_err(dx, dx_ref, x.size()))) dx_err = INFINITY;
   const double err = std::max({dx_err, emu::max_rel_err(dwv, dw_ref, C), emu::max_rel_err(dbv, db_ref, C)});
-  emu::report(err < 1e-5 && dx.intact() && dwv.intact() && dbv.intact(),
-              "batch_norm bwd %s N%d C%d inner %3d (M %3d)%s grid %d: err %.1e", training ? "train" : "infer", N, C,
-              inner, M, affine ? "" : " no affine", C, err);
+  emu::report(err < 1e-5 && dx.intact() && dwv.intact() && dbv.intact() && ws.intact(),
+              "batch_norm bwd%d %s N%d C%d inner %3d (M %3d)%s %s %d: err %.1e", version, training ? "train" : "infer",
+              N, C, inner, M, affine ? "" : " no affine",
+              version == 1 ? "grid" : one_block ? "splits (one block)" : "splits", version == 1 ? C : splits, err);
 }
 
 int main() {
@@ -207,5 +260,17 @@ int main() {
   check_infer(9, 37, 11, true);         // 3663 elements: several blocks, grid-stride on 1 and 2
   check_infer(0, 5, 7, true);           // empty batch: only the statistics are written
   check_bwd(5, 3, 7, false, true);
+  // version 2: split counts of 1, a few (the last chunk short), more than the values of a
+  // block's chunk would fill (chunks shorter than a block), and one split per value
+  const int split_shapes[][4] = {{5, 3, 7, 1}, {5, 3, 7, 4}, {5, 3, 7, 35}, {4, 2, 1, 3}, {3, 4, 100, 7},
+                                 {2, 1, 1, 2}, {1, 3, 600, 2}, {600, 3, 1, 5}, {7, 5, 49, 16}, {7, 5, 49, 300}};
+  for (auto& s : split_shapes) {
+    check_train(s[0], s[1], s[2], true, true, 2, s[3]);
+    check_bwd(s[0], s[1], s[2], true, true, 2, s[3]);
+    check_bwd(s[0], s[1], s[2], true, false, 2, s[3]);
+  }
+  check_train(5, 3, 7, false, false, 2, 4);          // no affine, no running statistics
+  check_train(7, 5, 49, true, true, 2, 16, true);    // per-channel and per-element steps on one block
+  check_bwd(7, 5, 49, false, true, 2, 16, true);
   return emu::finish();
 }

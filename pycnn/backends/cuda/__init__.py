@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pycnn.backends import INTERFACE
 
+from . import batch_norm as _batch_norm
 from . import conv as _conv
 from .batch_norm import batch_norm_bwd, batch_norm_fwd
 from .conv import (conv2d_bias_relu_fwd, conv2d_bwd_bias, conv2d_bwd_data, conv2d_bwd_filter,
@@ -26,6 +27,6 @@ from .softmax import (cross_entropy_bwd, cross_entropy_fwd, log_softmax_bwd, log
                       softmax_bwd, softmax_fwd)
 
 #: Every pycnn._C launcher this backend calls (convolution and the rest).
-LAUNCHERS = tuple(_conv.LAUNCHERS) + _OWN_LAUNCHERS
+LAUNCHERS = tuple(_conv.LAUNCHERS) + tuple(_batch_norm.LAUNCHERS) + _OWN_LAUNCHERS
 
 __all__ = [*INTERFACE, "LAUNCHERS"]

@@ -52,6 +52,17 @@ def current_device() -> int:
     return cp.cuda.Device().id
 
 
+_NUM_SMS: dict[int, int] = {}
+
+
+def num_sms() -> int:
+    """SM count of the current GPU (the launchers that split work to fill it ask)."""
+    dev = cp.cuda.Device()
+    if dev.id not in _NUM_SMS:
+        _NUM_SMS[dev.id] = int(dev.attributes["MultiProcessorCount"])
+    return _NUM_SMS[dev.id]
+
+
 def ptr(a) -> int:
     """Device pointer of a cupy array, as the int a launcher takes (0 for None)."""
     return 0 if a is None else a.data.ptr

@@ -43,6 +43,7 @@ import cupy as cp
 from pycnn.shapes import conv2d_output_shape
 
 from ._common import _C, check_array, empty, ptr, stream
+from ._common import num_sms as _num_sms
 
 #: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
 VERSIONS = {
@@ -153,16 +154,6 @@ def _params(x_shape, w_shape, out_hw, stride, padding, dilation, groups) -> tupl
 def _is_depthwise(w_shape) -> bool:
     """One input channel per group: dimension 1 of w (C/groups) is 1."""
     return w_shape[1] == 1
-
-
-_NUM_SMS: dict[int, int] = {}
-
-
-def _num_sms() -> int:
-    dev = cp.cuda.Device()
-    if dev.id not in _NUM_SMS:
-        _NUM_SMS[dev.id] = int(dev.attributes["MultiProcessorCount"])
-    return _NUM_SMS[dev.id]
 
 
 # ------------------------------------------------------------------ forward

@@ -3,8 +3,9 @@ that defines it. Plain data, no CuPy: tests/test_extension.py reads it on
 machines without a GPU to check the built extension against it, and to check
 that every kernel file named here carries its header block (STYLE.md #2).
 
-The convolution launchers are listed by ``pycnn.backends.cuda.conv.LAUNCHERS``;
-the package's ``LAUNCHERS`` joins both lists.
+The convolution launchers are listed by ``pycnn.backends.cuda.conv.LAUNCHERS``
+and batch norm version 2's by ``pycnn.backends.cuda.batch_norm.LAUNCHERS`` (their
+launchers run several kernels each); the package's ``LAUNCHERS`` joins the lists.
 """
 from __future__ import annotations
 
