@@ -170,10 +170,10 @@ def test_a_run_stopped_by_sigterm_writes_what_it_measured(tmp_path, monkeypatch,
     before = signal.getsignal(signal.SIGTERM)
     assert main(["--set", "tiny", "--device", "cpu", "--reps", "1", "--out", str(tmp_path)]) == 1
     assert signal.getsignal(signal.SIGTERM) is before, "the handler is restored"
-    assert "stopped by SIGTERM after 2 of 8 cases" in capsys.readouterr().out
+    assert "stopped by SIGTERM after 2 of 9 cases" in capsys.readouterr().out
     stem = tmp_path / "bench-tiny-cpu-b2"
     result = json.loads(stem.with_suffix(".json").read_text())
-    assert result["complete"] is False and "after 2 of 8 cases" in result["stopped"]
+    assert result["complete"] is False and "after 2 of 9 cases" in result["stopped"]
     assert [c for c in dict.fromkeys(r["case"] for r in result["results"])] == seen[:2]
     assert "**incomplete**" in stem.with_suffix(".md").read_text()
     assert stem.with_suffix(".png").exists()

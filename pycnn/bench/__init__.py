@@ -141,7 +141,8 @@ def _main(argv=None) -> int:
                    "convolutions (default heuristic; autotuned with cudnn.benchmark=True; and "
                    "autotuned with TF32 allowed, as the tensor-core reference), "
                    "PyTorch's own CUDA kernels for pools and activations (cuDNN has none in "
-                   "PyTorch's path); bias+ReLU is PyTorch's unfused add + relu")
+                   "PyTorch's path) and for training batch norm (aten.native_batch_norm and "
+                   "its backward); bias+ReLU is PyTorch's unfused add + relu")
     out = args.out
     if out is None:
         out = (_sets.REPO_ROOT / "bench" / "results" if cp is not None

@@ -22,7 +22,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
-from pycnn.bench.metrics import CONV_OPS, OPS, conv_shapes, op_metrics
+from pycnn.bench.metrics import BATCH_NORM_OPS, CONV_OPS, OPS, conv_shapes, op_metrics
 from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
 
@@ -33,7 +33,7 @@ BASELINES = {"default": "baseline", "autotuned": "baseline_autotuned", "tf32": "
 NEEDED = ("conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "max_pool2d_fwd", "max_pool2d_bwd",
           "avg_pool2d_fwd", "avg_pool2d_bwd", "adaptive_avg_pool2d_fwd", "adaptive_avg_pool2d_bwd",
           "relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd", "sigmoid_fwd", "sigmoid_bwd",
-          "tanh_fwd", "tanh_bwd", "bias_relu_fwd")
+          "tanh_fwd", "tanh_bwd", "bias_relu_fwd", "batch_norm_fwd", "batch_norm_bwd")
 
 
 def find_gpu():
@@ -192,6 +192,18 @@ def conv_versions(be, op: str, w_shape=None):
     return conv, [(label(k), k) for k in keys]
 
 
+def batch_norm_versions(be, op: str):
+    """[(label, version)] of the CUDA batch-norm module's versions of this pass
+    (``VERSIONS`` keyed "fwd_train" and "bwd"), with the module; (None, []) without one."""
+    try:
+        bn = importlib.import_module(be.__name__ + ".batch_norm")
+    except ImportError:
+        return None, []
+    keys = (getattr(bn, "VERSIONS", None) or {}).get(
+        {"batch_norm_fwd": "fwd_train", "batch_norm_bwd": "bwd"}[op], ())
+    return bn, [(f"pycnn v{k:02d}", k) for k in keys]
+
+
 def rel_err(xp, ours, ref) -> float:
     """max |ours - ref| / max |ref|: relative to the output's scale, so that
     entries near zero do not blow it up."""
@@ -265,6 +277,9 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
     if gpu and op in CONV_OPS:
         conv, versions = conv_versions(be, op, conv_shapes(case, n)[1])
         impls += [(label, v, conv) for label, v in versions]
+    elif gpu and op in BATCH_NORM_OPS:
+        bn, versions = batch_norm_versions(be, op)
+        impls += [(label, v, bn) for label, v in versions]
     rows = []
     for label, version, target in impls:
         kw = {} if version is None else {"version": version}

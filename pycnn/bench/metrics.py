@@ -22,7 +22,9 @@ OPS = {
     "act": ("relu_fwd", "relu_bwd", "leaky_relu_fwd", "leaky_relu_bwd",
             "sigmoid_fwd", "sigmoid_bwd", "tanh_fwd", "tanh_bwd"),
     "bias_relu": ("bias_relu_fwd",),
+    "batch_norm": ("batch_norm_fwd", "batch_norm_bwd"),     # training: batch statistics
 }
+BATCH_NORM_OPS = OPS["batch_norm"]
 ALL_OPS = tuple(op for ops in OPS.values() for op in ops)
 
 
@@ -73,6 +75,9 @@ def op_metrics(op: str, case: dict, n: int) -> tuple[int, int]:
             "gap_bwd": (x, F32 * (y + x)),
         }[op]
     x = n * case["C"] * case["H"] * case["W"]
+    if op in BATCH_NORM_OPS:          # nominal FLOPs: a few per element; params are per channel
+        params = 6 * case["C"]       # weight, bias, running mean and variance, saved mean and invstd
+        return 4 * x, F32 * ((2 if op == "batch_norm_fwd" else 3) * x + params)   # x -> y; dy, x -> dx
     if op == "bias_relu_fwd":
         return 2 * x, F32 * (2 * x + case["C"])                      # x, b -> y
     if op.endswith("_fwd"):

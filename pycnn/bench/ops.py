@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from pycnn.bench.metrics import CONV_OPS, conv_shapes, pool_shapes
+from pycnn.bench.metrics import BATCH_NORM_OPS, CONV_OPS, conv_shapes, pool_shapes
 
 LEAKY_SLOPE = 0.01
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5
 
 
 @dataclass
@@ -39,6 +40,8 @@ def first(out):
 def build(op: str, case: dict, n: int, be, xp) -> Problem:
     if op in CONV_OPS:
         return _conv(op, case, n, xp)
+    if op in BATCH_NORM_OPS:
+        return _batch_norm(op, case, n, be, xp)
     if case["op"] in ("max_pool", "avg_pool", "global_avg_pool"):
         return _pool(op, case, n, be, xp)
     return _act(op, case, n, be, xp)
@@ -177,6 +180,42 @@ def _act(op, c, n, be, xp):
             return lambda: torch.ops.aten.threshold_backward(tdy, ty, 0)
         return lambda: getattr(torch.ops.aten, f"{name}_backward")(tdy, ty)
     return Problem(lambda be, **kw: getattr(be, op)(dy, y), theirs)
+
+
+def _batch_norm(op, c, n, be, xp):
+    """Training batch norm, affine, with running statistics (updated by every call,
+    on both sides: as in a training step). The backward takes each side's own saved
+    statistics from a forward run here, outside the timed region."""
+    shape, ch = (n, c["C"], c["H"], c["W"]), c["C"]
+    x, dy = randn(xp, shape, 1), randn(xp, shape, 3)
+    w, b = randn(xp, (ch,), 2), randn(xp, (ch,), 4)
+    rm, rv = xp.zeros(ch, dtype=xp.float32), xp.ones(ch, dtype=xp.float32)
+    if op == "batch_norm_fwd":
+        def ours(be, **kw):
+            return be.batch_norm_fwd(x, w, b, rm, rv, True, BN_MOMENTUM, BN_EPS, **kw)
+
+        def theirs(torch):
+            tx, tw, tb, trm, trv = _tensors(torch, x, w, b, rm.copy(), rv.copy())
+            # native_batch_norm(input, weight, bias, running_mean, running_var, training,
+            # momentum, eps) -> (out, save_mean, save_invstd)
+            return lambda: torch.ops.aten.native_batch_norm(tx, tw, tb, trm, trv, True,
+                                                            BN_MOMENTUM, BN_EPS)[0]
+        return Problem(ours, theirs)
+
+    _, mean, invstd = be.batch_norm_fwd(x, w, b, rm.copy(), rv.copy(), True, BN_MOMENTUM, BN_EPS)
+
+    def ours(be, **kw):
+        return be.batch_norm_bwd(dy, x, w, mean, invstd, True, **kw)
+
+    def theirs(torch):
+        tx, tdy, tw, tb, trm, trv = _tensors(torch, x, dy, w, b, rm.copy(), rv.copy())
+        _, tmean, tinvstd = torch.ops.aten.native_batch_norm(tx, tw, tb, trm, trv, True,
+                                                             BN_MOMENTUM, BN_EPS)
+        # native_batch_norm_backward(grad_out, input, weight, running_mean, running_var,
+        # save_mean, save_invstd, train, eps, output_mask) -> (dx, dweight, dbias)
+        return lambda: torch.ops.aten.native_batch_norm_backward(
+            tdy, tx, tw, trm, trv, tmean, tinvstd, True, BN_EPS, [True, True, True])[0]
+    return Problem(ours, theirs)
 
 
 def _leaky_fwd(torch, x):

@@ -4,7 +4,7 @@ A set file holds ``name``, ``description``, ``source`` and ``cases``; optionally
 ``batch`` (the batch when --batch is not given), ``N`` (a batch that --batch cannot
 change, e.g. the batch-1 set) and ``cases_from`` (reuse another set's cases).
 Every case has ``op`` (conv, max_pool, avg_pool, global_avg_pool, act,
-bias_relu), ``name``, ``C``, ``H``, ``W``, ``count`` (how often the shape occurs
+bias_relu, batch_norm), ``name``, ``C``, ``H``, ``W``, ``count`` (how often the shape occurs
 in the network) and may fix its own ``N``. A conv case adds ``K``, ``R``
 (filter height), ``S`` (filter width), ``stride``, ``padding`` (symmetric, per
 side), ``dilation`` (pairs (h, w) or ints) and ``groups``; a pool case adds
@@ -19,7 +19,7 @@ from pycnn.shapes import pair
 
 SETS = ("resnet50", "vgg16", "deepbench", "depthwise", "small", "poolact", "tiny")
 DEFAULT_BATCH = 32
-KINDS = ("conv", "max_pool", "avg_pool", "global_avg_pool", "act", "bias_relu")
+KINDS = ("conv", "max_pool", "avg_pool", "global_avg_pool", "act", "bias_relu", "batch_norm")
 
 # pycnn/bench/sets.py -> the repository root is two folders up (pycnn is installed
 # editable, so the repository and its bench/ folder are there).
