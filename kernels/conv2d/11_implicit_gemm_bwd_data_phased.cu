@@ -215,12 +215,15 @@ static void launch_bwd_data11(const float* dy, const float* w, float* dx, const 
 void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                        cudaStream_t stream) {
   check_conv2d_params(p, "conv2d_bwd_data11");
-  const int64_t z = (int64_t)p.groups * p.stride_h * p.stride_w;
-  if (z > 65535)
+  // z = groups * stride phases; the phases alone are < 2^62, and the product is
+  // formed only when they are within the limit, so neither overflows
+  const int64_t phases = (int64_t)p.stride_h * p.stride_w;
+  if (phases > 65535 || p.groups * phases > 65535)
     throw std::invalid_argument("conv2d_bwd_data11: groups * stride_h * stride_w = " +
                                 std::to_string(p.groups) + " * " + std::to_string(p.stride_h) +
-                                " * " + std::to_string(p.stride_w) + " = " + std::to_string(z) +
+                                " * " + std::to_string(p.stride_w) +
                                 " exceeds the grid's z limit of 65535");
+  const int64_t z = p.groups * phases;
   const int64_t M = bwd_data11_max_rows(p), Cg = p.C / p.groups;
   check_int32_size(M + BwdData11Large::BM, "N*ceil(H/stride_h)*ceil(W/stride_w) plus one tile");
   if (igemm_use_large_tile<BwdData11Large>(M, Cg, z))
