@@ -104,7 +104,7 @@ def test_pool_and_activation_bytes_by_hand():
     assert op_metrics("gap_fwd", gap, 2) == (294, 4 * (294 + 6))
 
 
-def test_bad_input_names_the_argument(tmp_path):
+def test_bad_input_names_the_argument(tmp_path, capsys):
     with pytest.raises(ValueError, match="set: expected one of"):
         sets.load_set("alexnet")
     with pytest.raises(FileNotFoundError, match="--shapes-dir"):
@@ -117,6 +117,10 @@ def test_bad_input_names_the_argument(tmp_path):
         main(["--ops", "conv_fwd,conv_sideways"])
     with pytest.raises(SystemExit):
         main(["--batch", "0"])
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(SystemExit):
+            main(["--min-time", bad])
+    assert "--min-time: expected a positive number, got 'fast'" in capsys.readouterr().err
 
 
 def test_cpu_smoke_run_writes_json_markdown_and_png(tmp_path, capsys):

@@ -39,6 +39,9 @@ def _parser():
                         "pycnn-bench in the temporary folder, since CPU runs are not committed)")
     p.add_argument("--reps", type=_positive, default=None,
                    help="exact repetitions per timing (default adaptive: >= 20 and >= 0.2 s)")
+    p.add_argument("--min-time", type=_positive_float, default=0.2,
+                   help="GPU: measured seconds per timing at the least, with >= 20 repetitions "
+                        "(default 0.2; a long set on a time budget can take 0.1)")
     p.add_argument("--tol", type=float, default=1e-3,
                    help="max relative error against the baseline before a case counts as failed")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
@@ -55,6 +58,16 @@ def _positive(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -120,7 +133,7 @@ def _main(argv=None) -> int:
         if torch is None:
             print(f"pycnn bench: no GPU baseline available ({no_torch}); pycnn figures only")
         fp32 = harness.force_fp32(torch) if torch else None
-        timer = timing.GpuTimer(cp, reps=args.reps)
+        timer = timing.GpuTimer(cp, reps=args.reps, min_time=args.min_time)
         gpu = harness.Gpu(cp, be, torch, timer)
         with gpu.on_stream():
             bandwidth = timing.copy_bandwidth(cp, timer, 1 << 30)
