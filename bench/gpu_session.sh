@@ -9,6 +9,11 @@
 # Each stage fits one 10-minute call and writes at most 8 files to $OUT (the device
 # tool's limit): the verification record or the benchmark JSON/Markdown/PNG files,
 # plus one log. Commit what comes back under bench/results/.
+#
+# Four full stages can outlast a 30-minute device budget (machine start included):
+# run them in the order of what they settle, verify (the kernels' record), bench
+# (the cuDNN comparison), sanitize (memcheck and racecheck, recorded beside the
+# verify results), bench2, and look at the budget left between calls.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stage="${1:?usage: gpu_session.sh verify|sanitize|bench|bench2}"
