@@ -43,6 +43,24 @@ namespace pycnn {
 // Values of one channel a split covers, at least (the launcher's split count).
 constexpr int kBn2MinChunk = 4096;
 
+// The workspace holds two partial sums per (channel, split): ws[2*(ch*splits + split) + {0, 1}].
+__device__ __forceinline__ void store_partials(double* ws, int ch, int split, int splits, double a, double b) {
+  double* out = ws + 2 * (static_cast<int64_t>(ch) * splits + split);
+  out[0] = a;
+  out[1] = b;
+}
+
+// A channel's two totals, its splits added in split order: the same bits on every run.
+__device__ __forceinline__ void sum_partials(const double* ws, int ch, int splits, double& a, double& b) {
+  a = 0.0;
+  b = 0.0;
+  for (int k = 0; k < splits; ++k) {
+    const double* part = ws + 2 * (static_cast<int64_t>(ch) * splits + k);
+    a += part[0];
+    b += part[1];
+  }
+}
+
 // ---------------------------------------------------------------- forward, training
 
 // Step 1. blockIdx.x = channel, blockIdx.y = split: the split's values m in
@@ -63,11 +81,7 @@ __global__ void batch_norm_fwd_sums_kernel2(const float* __restrict__ x, double*
   }
   s1 = block_sum(s1, scratch);
   s2 = block_sum(s2, scratch);
-  if (threadIdx.x == 0) {
-    double* out = ws + 2 * (static_cast<int64_t>(ch) * splits + split);
-    out[0] = s1;
-    out[1] = s2;
-  }
+  if (threadIdx.x == 0) store_partials(ws, ch, split, splits, s1, s2);
 }
 
 // Step 2. One thread per channel (grid-stride).
@@ -77,12 +91,8 @@ __global__ void batch_norm_fwd_stats_kernel2(const float* __restrict__ x, const 
                                              int N, int C, int inner, int splits, float momentum, float eps) {
   const int M = N * inner;
   for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < C; ch += gridDim.x * blockDim.x) {
-    double s1 = 0.0, s2 = 0.0;
-    for (int k = 0; k < splits; ++k) {  // split order: the same bits on every run
-      const double* part = ws + 2 * (static_cast<int64_t>(ch) * splits + k);
-      s1 += part[0];
-      s2 += part[1];
-    }
+    double s1, s2;
+    sum_partials(ws, ch, splits, s1, s2);
     const double x0 = x[channel_offset(0, ch, C, inner)];
     const double mean = x0 + s1 / M;
     const double var = fmax((s2 - s1 * s1 / M) / M, 0.0);  // >= 0 up to rounding
@@ -134,23 +144,15 @@ __global__ void batch_norm_bwd_sums_kernel2(const float* __restrict__ dy, const 
   }
   sdy = block_sum(sdy, scratch);
   sdyx = block_sum(sdyx, scratch);
-  if (threadIdx.x == 0) {
-    double* out = ws + 2 * (static_cast<int64_t>(ch) * splits + split);
-    out[0] = sdy;
-    out[1] = sdyx;
-  }
+  if (threadIdx.x == 0) store_partials(ws, ch, split, splits, sdy, sdyx);
 }
 
 // Step 2: dbias and dweight per channel, the splits added in order.
 __global__ void batch_norm_bwd_totals_kernel2(const double* __restrict__ ws, float* __restrict__ dweight,
                                               float* __restrict__ dbias, int C, int splits) {
   for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < C; ch += gridDim.x * blockDim.x) {
-    double sdy = 0.0, sdyx = 0.0;
-    for (int k = 0; k < splits; ++k) {
-      const double* part = ws + 2 * (static_cast<int64_t>(ch) * splits + k);
-      sdy += part[0];
-      sdyx += part[1];
-    }
+    double sdy, sdyx;
+    sum_partials(ws, ch, splits, sdy, sdyx);
     dbias[ch] = static_cast<float>(sdy);
     dweight[ch] = static_cast<float>(sdyx);
   }
