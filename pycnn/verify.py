@@ -339,12 +339,14 @@ def cases(seed: int = 0) -> list[Case]:
 
 
 def quick_cases(seed: int = 0) -> list[Case]:
-    """The first two cases of every op (for compute-sanitizer runs, which are slow)."""
-    seen: dict[str, int] = {}
+    """The first two cases of every op and version asked for by name (for
+    compute-sanitizer runs, which are slow): a conv case runs every version anyway."""
+    seen: dict[tuple, int] = {}
     out = []
     for case in cases(seed):
-        if seen.get(case.op, 0) < 2:
-            seen[case.op] = seen.get(case.op, 0) + 1
+        key = (case.op, case.kwargs.get("version"))
+        if seen.get(key, 0) < 2:
+            seen[key] = seen.get(key, 0) + 1
             out.append(case)
     return out
 
