@@ -354,7 +354,48 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   run_bwd_filter(pycnn::BwdFilter10Large{}, kernel10, "bwd_filter10 128", 1e-5);
 }
 
+// Version 11's phase arithmetic (first pixel, taps, output offsets; strides that share
+// a factor with the dilation; padding past the filter) on 60 random small shapes,
+// against the oracle's dx, with the small tile on the launcher's grid.
+static void sweep_bwd_data11() {
+  std::mt19937 rng(11);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  int done = 0, worst_case = -1;
+  double worst = 0;
+  bool ok = true;
+  while (done < 60) {
+    const int groups = pick(1, 3), N = pick(1, 2), C = groups * pick(1, 3), K = groups * pick(1, 3);
+    const int H = pick(1, 12), W = pick(1, 12), R = pick(1, 5), S = pick(1, 5);
+    const int sh = pick(1, 4), sw = pick(1, 4), dh = pick(1, 3), dw_ = pick(1, 3);
+    const int pt = pick(0, 3), pb = pick(0, 3), pl = pick(0, 3), pr = pick(0, 3);
+    if (H + pt + pb - dh * (R - 1) - 1 < 0 || W + pl + pr - dw_ * (S - 1) - 1 < 0) continue;  // no output
+    Conv2dParams p{N, C, H, W, K, R, S, out_size(H, R, sh, pt + pb, dh), out_size(W, S, sw, pl + pr, dw_),
+                   sh, sw, dh, dw_, pt, pl, groups};
+    std::vector<float> x((size_t)N * C * H * W, 0.f), w((size_t)K * (C / groups) * R * S), dy((size_t)N * K * p.P * p.Q);
+    for (auto& e : w) e = u(rng);
+    for (auto& e : dy) e = u(rng);
+    const Ref ref = reference(p, x, w, {}, dy);
+    const emu::Guarded<float> wg(w), dyg(dy);
+    emu::Guarded<float> dx(ref.dx.size(), NAN);
+    using T = pycnn::BwdData11Small;
+    emu::launch(dim3(pycnn::ceil_div((int)pycnn::bwd_data11_max_rows(p), T::BM), pycnn::ceil_div(C / groups, T::BN),
+                     groups * sh * sw),
+                dim3(T::THREADS), [&] { pycnn::conv2d_bwd_data_kernel11<T>(dyg.data(), wg.data(), dx.data(), p); });
+    double err = dx.intact() ? 0 : INFINITY;
+    for (size_t i = 0; i < ref.dx.size(); ++i) {
+      const double e = std::fabs(dx[i] - ref.dx[i]);
+      err = std::isnan(e) ? INFINITY : std::max(err, e);
+    }
+    if (!(err <= 1e-4)) ok = false;
+    if (!(err <= worst)) { worst = err; worst_case = done; }
+    ++done;
+  }
+  emu::report(ok, "bwd_data11 random sweep: 60 shapes, worst err %.2e (shape %d)", worst, worst_case);
+}
+
 int main() {
+  sweep_bwd_data11();
   //        N  C   H   W   K  R  S  sh sw dh dw pt pb pl pr groups slow
   run_case(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true);      // plain 3x3, odd sizes
   run_case(2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 2, 1, 0, 2, 1, 2, true);      // stride, dilation, uneven pad, groups
