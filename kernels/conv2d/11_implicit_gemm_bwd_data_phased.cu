@@ -63,9 +63,11 @@ __host__ __device__ inline BwdPhase bwd_phase(int a, int L, int pad, int stride,
   ph.tap_step = stride / gcd;
   ph.dout = dil / gcd;
   ph.tap0 = 0;  // the first r in [0, tap_step) with r*dil = a (mod stride), if any
-  while (ph.tap0 < ph.tap_step && (ph.tap0 * dil) % stride != a) ++ph.tap0;
+  // (64-bit products: tap0 < stride, but the dilation may be large)
+  while (ph.tap0 < ph.tap_step && (int64_t)ph.tap0 * dil % stride != a) ++ph.tap0;
   ph.taps = ph.tap0 < ph.tap_step && ph.tap0 < F ? (F - 1 - ph.tap0) / ph.tap_step + 1 : 0;
-  ph.o0 = (ph.first + pad - ph.tap0 * dil) / stride;  // exact: the numerator is = 0 mod stride
+  // exact: the numerator is = 0 mod stride
+  ph.o0 = (int)(((int64_t)ph.first + pad - (int64_t)ph.tap0 * dil) / stride);
   return ph;
 }
 
