@@ -237,6 +237,52 @@ def test_readme_table_geometric_means(tmp_path):
     assert readme.read_text() == "no markers\n"
 
 
+def test_shape_classes_of_the_sets():
+    from pycnn.bench.metrics import shape_class
+    classes = {shape_class(c) for c in sets.load_set("resnet50")["cases"]}
+    assert classes == {"7x7 strided", "1x1", "3x3", "3x3 strided", "1x1 strided"}
+    depthwise = {shape_class(c) for c in sets.load_set("depthwise")["cases"]}
+    assert "depthwise" in depthwise and "depthwise strided" in depthwise
+    assert shape_class(sets.load_set("poolact")["cases"][0]) is None
+    dilated = dict(sets.load_set("resnet50")["cases"][2], dilation=(2, 2), groups=4)
+    assert shape_class(dilated) == "grouped dilated"
+
+
+def _timed(case, op, klass, impl, ms, runs=None, ok=True, autotuned=None):
+    return {"case": case, "op": op, "shape_class": klass, "impl": impl, "runs": runs, "ok": ok,
+            "error": None, "time": {"median_ms": ms}, "ratio_autotuned": autotuned}
+
+
+def test_versions_by_shape_class_compare_each_version_with_the_default():
+    rows = [_timed("a", "conv_bwd_data", "3x3 strided", "pycnn", 2.0, runs=11, autotuned=0.5),
+            _timed("a", "conv_bwd_data", "3x3 strided", "pycnn v03", 4.0),
+            _timed("a", "conv_bwd_data", "3x3 strided", "pycnn v09 3xTF32", 1.0),
+            _timed("b", "conv_bwd_data", "3x3 strided", "pycnn", 8.0, runs=11, autotuned=2.0),
+            _timed("b", "conv_bwd_data", "3x3 strided", "pycnn v03", 8.0),
+            _timed("b", "conv_bwd_data", "3x3 strided", "pycnn v09 3xTF32", 1.0, ok=False),
+            _timed("c", "conv_bwd_data", "3x3", "pycnn", 1.0, runs=3),
+            _timed("c", "relu_fwd", None, "pycnn", 1.0)]
+    classes = {(c["op"], c["shape_class"]): c for c in report.by_shape_class(rows)}
+    assert set(classes) == {("conv_bwd_data", "3x3 strided"), ("conv_bwd_data", "3x3")}
+    strided = classes["conv_bwd_data", "3x3 strided"]
+    assert strided["cases"] == 2 and strided["default_runs"] == [11]
+    assert math.isclose(strided["geomean_ratio_autotuned"], 1.0)          # sqrt(0.5 * 2)
+    v09, v03 = strided["versions"]                                        # fastest first
+    assert v09["impl"] == "pycnn v09 3xTF32" and v09["cases"] == 1 and v09["failed"] == 1
+    assert math.isclose(v09["vs_default"], 2.0)                           # the failed case not counted
+    assert math.isclose(v03["vs_default"], math.sqrt(0.5 * 1.0))
+    assert classes["conv_bwd_data", "3x3"]["versions"] == []
+    result = {"set": "s", "batch": 2, "backend": "b", "precision": "fp32", "baseline_library": None,
+              "ratio": "r", "tolerance": 1e-4, "timing": {"method": "m"},
+              "roofline": {"peak_fp32_tflops": None, "copy_bandwidth_gbps": 1.0},
+              "env": {"gpu": "g", "timestamp": "now"}, "results": [], "summary": [],
+              "by_shape_class": list(classes.values())}
+    md = report.markdown(result)
+    assert "| conv_bwd_data | 3x3 strided | 2 | v11 | 1.00 | v09 3xTF32 2.00 (1 failed), v03 0.71 |" in md
+    assert "| conv_bwd_data | 3x3 | 1 | v03 | - | - |" in md
+    assert "Kernel versions by shape class" not in report.markdown(dict(result, by_shape_class=[]))
+
+
 def test_a_call_slower_than_slow_s_is_timed_once_by_its_first_call():
     from pycnn.bench.timing import CpuTimer
     calls = []

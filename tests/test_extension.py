@@ -499,6 +499,48 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
     assert not g.calls
 
 
+def test_default_version_names_the_kernel_a_default_call_launches(fake_gpu):
+    # The benchmark labels its default rows with default_version (no GPU needed);
+    # it must name what the call really runs, shape by shape.
+    from pycnn.backends.cuda import batch_norm
+    from pycnn.bench.harness import default_runs
+    g, f, conv = fake_gpu, fake_gpu.fake, fake_gpu.conv
+    shapes = [  # x, w, stride, padding, groups
+        ((2, 4, 9, 9), (6, 4, 3, 3), (1, 1), (1, 1, 1, 1), 1),     # dense: 2 / 3 / 4
+        ((2, 4, 9, 9), (6, 2, 3, 3), (2, 1), (1, 1, 0, 2), 2),     # strided, grouped: bwd_data 11
+        ((2, 4, 9, 9), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 4),     # depthwise wins over strided
+        ((1, 2, 4, 4), (65535 * 64 + 1, 2, 1, 1), (1, 1), (0, 0, 0, 0), 1),  # grid too tall: 1
+    ]
+    for xs, ws, stride, pad, groups in shapes:
+        ys = (xs[0], ws[0], (xs[2] + pad[0] + pad[1] - ws[2]) // stride[0] + 1,
+              (xs[3] + pad[2] + pad[3] - ws[3]) // stride[1] + 1)
+        geometry = (stride, pad, (1, 1), groups)
+        calls = {"fwd": lambda: conv.conv2d_fwd(f(xs), f(ws), None, *geometry),
+                 "bwd_data": lambda: conv.conv2d_bwd_data(f(ys), f(ws), xs, *geometry),
+                 "bwd_filter": lambda: conv.conv2d_bwd_filter(f(xs), f(ys), ws, *geometry)}
+        for pass_name, call in calls.items():
+            want = conv.default_version(pass_name, xs, ws, stride, groups)
+            g.calls.clear()
+            with pytest.raises(RuntimeError):
+                call()
+            assert g.calls[-1][0] == f"conv2d_{pass_name}{want}", (xs, ws, stride, pass_name)
+            case = {"C": xs[1], "H": xs[2], "W": xs[3], "K": ws[0], "R": ws[2], "S": ws[3],
+                    "stride": stride, "padding4": pad, "dilation": (1, 1), "groups": groups}
+            assert default_runs(g.cuda, "conv_" + pass_name, case, xs[0]) == want
+    assert conv.default_version("bwd_data", (2, 4, 9, 9), (6, 4, 3, 3), (2, 2)) == 11
+    assert conv.default_version("bwd_bias", None, None) == 5
+    c3 = [f((3,)) for _ in range(4)]
+    for xs, want in (((2, 3, 4, 5), 1), ((64, 3, 32, 32), 2)):      # 2 where it splits
+        assert batch_norm.default_version(xs[0], xs[1], xs[2] * xs[3]) == want
+        g.calls.clear()
+        with pytest.raises(RuntimeError):
+            g.cuda.batch_norm_fwd(f(xs), *c3, True, 0.1, 1e-5)
+        assert g.calls[-1][0] == f"batch_norm_fwd_train{want}"
+        case = {"C": xs[1], "H": xs[2], "W": xs[3]}
+        assert default_runs(g.cuda, "batch_norm_bwd", case, xs[0]) == want
+    assert default_runs(g.cuda, "relu_fwd", {}, 1) is None
+
+
 def test_cuda_backend_empty_tensors_launch_nothing(fake_gpu):
     g = fake_gpu
     be, f = g.cuda, g.fake

@@ -183,7 +183,7 @@ def _main(argv=None) -> int:
                            if torch else None,
             "ratio": harness.RATIO, "tolerance": args.tol, "timing": timer.setup(), "roofline": roof,
             "env": env, "results": rows, "summary": report.summarize(rows),
-            "complete": stopped is None, "stopped": stopped,
+            "by_shape_class": report.by_shape_class(rows), "complete": stopped is None, "stopped": stopped,
         }
         for path in report.write_all(result, out):
             print(f"  wrote {path}")

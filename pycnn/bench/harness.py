@@ -22,7 +22,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
-from pycnn.bench.metrics import BATCH_NORM_OPS, CONV_OPS, OPS, conv_shapes, op_metrics
+from pycnn.bench.metrics import BATCH_NORM_OPS, CONV_OPS, OPS, conv_shapes, op_metrics, shape_class
 from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
 
@@ -154,6 +154,11 @@ class Gpu:
             self.torch.cuda.empty_cache()
 
 
+#: bench op -> the pass name of the CUDA conv and batch-norm modules
+PASS_NAMES = {"conv_fwd": "fwd", "conv_bias_relu_fwd": "fwd", "conv_bwd_data": "bwd_data",
+              "conv_bwd_filter": "bwd_filter", "batch_norm_fwd": "fwd_train", "batch_norm_bwd": "bwd"}
+
+
 def conv_versions(be, op: str, w_shape=None):
     """[(label, version)] of the CUDA conv module's kernel versions for this pass.
 
@@ -170,13 +175,12 @@ def conv_versions(be, op: str, w_shape=None):
     except ImportError:
         return None, []
     versions = getattr(conv, "VERSIONS", None) or {}
-    name = {"conv_fwd": "conv2d_fwd", "conv_bwd_data": "conv2d_bwd_data",
-            "conv_bwd_filter": "conv2d_bwd_filter", "conv_bias_relu_fwd": "conv2d_bias_relu_fwd"}[op]
+    name = "conv2d_" + op.removeprefix("conv_")       # conv_bwd_data -> conv2d_bwd_data
     fn = getattr(conv, name, None)
     if fn is None or "version" not in inspect.signature(fn).parameters:
         return conv, []
     # "fwd", "bwd_data", "bwd_filter"; the fused forward has the forward's versions
-    short = "fwd" if name == "conv2d_bias_relu_fwd" else name.replace("conv2d_", "")
+    short = PASS_NAMES[op]
     passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "fwd", "bwd_data", "bwd_filter"}
     if name in versions or short in versions:
         keys = list(versions.get(name, versions.get(short)))
@@ -199,9 +203,26 @@ def batch_norm_versions(be, op: str):
         bn = importlib.import_module(be.__name__ + ".batch_norm")
     except ImportError:
         return None, []
-    keys = (getattr(bn, "VERSIONS", None) or {}).get(
-        {"batch_norm_fwd": "fwd_train", "batch_norm_bwd": "bwd"}[op], ())
+    keys = (getattr(bn, "VERSIONS", None) or {}).get(PASS_NAMES[op], ())
     return bn, [(f"pycnn v{k:02d}", k) for k in keys]
+
+
+def default_runs(be, op: str, case: dict, n: int):
+    """The kernel version a call without ``version=`` runs on this case (the
+    module's ``default_version``), or None where the backend has no versions."""
+    if op not in PASS_NAMES:
+        return None
+    try:
+        module = importlib.import_module(be.__name__ + (".conv" if op in CONV_OPS else ".batch_norm"))
+    except ImportError:
+        return None
+    pick = getattr(module, "default_version", None)
+    if pick is None:
+        return None
+    if op in CONV_OPS:
+        x_shape, w_shape, _ = conv_shapes(case, n)
+        return pick(PASS_NAMES[op], x_shape, w_shape, case["stride"], case["groups"])
+    return pick(n, case["C"], case["H"] * case["W"])
 
 
 def rel_err(xp, ours, ref) -> float:
@@ -253,7 +274,7 @@ def run_set(doc, batch, ops, be, xp, timer, roof, tol, gpu: Gpu | None = None, l
 
 def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
     flops, nbytes = op_metrics(op, case, n)
-    base = {"case": case["name"], "op": op, "N": n, "count": case["count"],
+    base = {"case": case["name"], "op": op, "shape_class": shape_class(case), "N": n, "count": case["count"],
             "flops": flops, "bytes": nbytes, "ai": flops / nbytes,
             "baseline": None, "baseline_autotuned": None, "baseline_error": None,
             "baseline_tf32": None, "baseline_tf32_rel_err": None,
@@ -274,6 +295,7 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
             base["baseline_error"] = f"{type(exc).__name__}: {exc}"
 
     impls = [("pycnn", None, be)]
+    runs = default_runs(be, op, case, n) if gpu else None
     if gpu and op in CONV_OPS:
         conv, versions = conv_versions(be, op, conv_shapes(case, n)[1])
         impls += [(label, v, conv) for label, v in versions]
@@ -283,7 +305,8 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
     rows = []
     for label, version, target in impls:
         kw = {} if version is None else {"version": version}
-        row = dict(base, impl=label, version=version, error=None, max_rel_err=None, ok=None)
+        row = dict(base, impl=label, version=version, runs=runs if version is None else version,
+                   error=None, max_rel_err=None, ok=None)
         try:
             out = first(problem.ours(target, **kw))
             if ref is not None:

@@ -45,6 +45,26 @@ def pool_shapes(case: dict, n: int):
     return x, y
 
 
+def shape_class(case: dict) -> str | None:
+    """What a conv case is, for comparing kernel versions where they differ:
+    "depthwise" (one input channel per group), "grouped", else the filter size
+    ("1x1", "3x3", "7x7"); " strided" and " dilated" added where stride or dilation
+    passes 1. None for the other ops."""
+    if case["op"] != "conv":
+        return None
+    if case["C"] == case["groups"]:
+        name = "depthwise"
+    elif case["groups"] > 1:
+        name = "grouped"
+    else:
+        name = f"{case['R']}x{case['S']}"
+    if max(case["stride"]) > 1:
+        name += " strided"
+    if max(case["dilation"]) > 1:
+        name += " dilated"
+    return name
+
+
 def conv_flops(case: dict, n: int) -> int:
     _, (k, cg, r, s), (_, _, p, q) = conv_shapes(case, n)
     return 2 * n * k * cg * r * s * p * q

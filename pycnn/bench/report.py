@@ -22,7 +22,7 @@ def summarize(rows) -> list[dict]:
         groups.setdefault((row["op"], row["impl"]), []).append(row)
     summary = []
     for (op, impl), group in groups.items():
-        good = [r for r in group if not r["error"] and r["ok"] is not False]
+        good = [r for r in group if _good(r)]
         summary.append({
             "op": op, "impl": impl, "cases": len(group), "failed": len(group) - len(good),
             "geomean_ratio_default": geomean([r["ratio_default"] for r in good]),
@@ -30,6 +30,40 @@ def summarize(rows) -> list[dict]:
             "geomean_ratio_tf32": geomean([r.get("ratio_tf32") for r in good]),
         })
     return summary
+
+
+def _good(row) -> bool:
+    return not row["error"] and row["ok"] is not False
+
+
+def by_shape_class(rows) -> list[dict]:
+    """Per (conv op, shape class): each kernel version against what runs by default,
+    as the geometric mean over the class's cases of default time / version time
+    (> 1: the version is faster there), over the cases both ran correctly; the
+    versions the default ran, and cuDNN autotuned / default. What a promotion (or a
+    per-class default, like strided backward-data) is decided from."""
+    groups: dict[tuple, list] = {}
+    for row in rows:
+        if row.get("shape_class"):
+            groups.setdefault((row["op"], row["shape_class"]), []).append(row)
+    out = []
+    for (op, klass), group in groups.items():
+        default = {r["case"]: r for r in group if r["impl"] == "pycnn" and _good(r)}
+        versions = []
+        for impl in dict.fromkeys(r["impl"] for r in group if r["impl"] != "pycnn"):
+            mine = [r for r in group if r["impl"] == impl]
+            both = [r for r in mine if _good(r) and r["case"] in default]
+            versions.append({
+                "impl": impl, "cases": len(both), "failed": sum(not _good(r) for r in mine),
+                "vs_default": geomean([default[r["case"]]["time"]["median_ms"] / r["time"]["median_ms"]
+                                       for r in both])})
+        versions.sort(key=lambda v: -(v["vs_default"] or 0))
+        out.append({
+            "op": op, "shape_class": klass, "cases": len({r["case"] for r in group}),
+            "default_runs": sorted({r["runs"] for r in default.values() if r.get("runs") is not None}),
+            "geomean_ratio_autotuned": geomean([r["ratio_autotuned"] for r in default.values()]),
+            "versions": versions})
+    return out
 
 
 def slug(text: str) -> str:
@@ -92,12 +126,34 @@ def markdown(result: dict) -> str:
         lines.append(f"| {s['op']} | {s['impl']} | {_fmt(s['geomean_ratio_default'], '.2f')} | "
                      f"{_fmt(s['geomean_ratio_autotuned'], '.2f')} | "
                      f"{_fmt(s.get('geomean_ratio_tf32'), '.2f')} | {s['cases']} | {s['failed']} |")
+    classes = result.get("by_shape_class") or []
+    if any(c["versions"] for c in classes):
+        lines += [
+            "",
+            "Kernel versions by shape class: default time / version time, geometric mean over the "
+            "class's cases that both ran correctly (> 1: the version is faster than what runs by "
+            "default there).",
+            "",
+            "| op | shape class | cases | default runs | cuDNN autotuned / default "
+            "| versions, fastest first |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in classes:
+            runs = ", ".join(f"v{v:02d}" for v in c["default_runs"]) or "-"
+            versions = ", ".join(
+                f"{v['impl'].removeprefix('pycnn ')} {_fmt(v['vs_default'], '.2f')}"
+                + (f" ({v['failed']} failed)" if v["failed"] else "") for v in c["versions"])
+            lines.append(f"| {c['op']} | {c['shape_class']} | {c['cases']} | {runs} | "
+                         f"{_fmt(c['geomean_ratio_autotuned'], '.2f')} | {versions or '-'} |")
     lines += ["", "| case | op | impl | N | ms (p10-p90) | TFLOP/s | GB/s | % roof | max rel err "
               "| default ms | x default | autotuned ms | x autotuned | TF32 ms (its err) | x TF32 |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
+        impl = r["impl"]
+        if r.get("version") is None and r.get("runs") is not None:
+            impl += f" (v{r['runs']:02d})"          # the default, and the version it ran
         if r["error"]:
-            lines.append(f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | error: "
+            lines.append(f"| {r['case']} | {r['op']} | {impl} | {r['N']} | error: "
                          f"{r['error'][:80]} |||||||||||")
             continue
         t = r["time"]
@@ -107,7 +163,7 @@ def markdown(result: dict) -> str:
         if r.get("baseline_tf32_rel_err") is not None:
             tf32 += f" ({r['baseline_tf32_rel_err']:.1e})"
         lines.append(
-            f"| {r['case']} | {r['op']} | {r['impl']} | {r['N']} | {t['median_ms']:.4f} "
+            f"| {r['case']} | {r['op']} | {impl} | {r['N']} | {t['median_ms']:.4f} "
             f"({t['p10_ms']:.4f}-{t['p90_ms']:.4f}) | {r['tflops']:.3f} | {r['gbps']:.1f} | "
             f"{_fmt(frac, '.1f')} | {err} | {_baseline_ms(r, 'baseline')} | "
             f"{_fmt(r['ratio_default'], '.2f')} | {_baseline_ms(r, 'baseline_autotuned')} | "

@@ -112,12 +112,33 @@ def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True,
     return version
 
 
+def default_version(pass_name: str, x_shape, w_shape, stride=(1, 1), groups: int = 1) -> int:
+    """The version a call without ``version=`` runs for this shape: the promoted one,
+    or its depthwise, strided or grid-limit fallback. Pure: no GPU needed (the
+    benchmark labels its default rows with it)."""
+    if pass_name == "bwd_bias":
+        return _version(pass_name, None, False)
+    depthwise = _is_depthwise(w_shape)
+    if pass_name == "bwd_data":                # the GEMM's columns are input channels
+        cg, phases = x_shape[1] // groups, stride[0] * stride[1]
+        return _version(pass_name, None, depthwise, _gemm_grid_fits(cg, groups),
+                        phases > 1 and _gemm_grid_fits(cg, groups * phases))  # 11: groups*phases in z
+    return _version(pass_name, None, depthwise, _gemm_grid_fits(w_shape[0] // groups, groups))
+
+
 def versions_for(pass_name: str, w_shape) -> list[int]:
     """The versions of ``pass_name`` that can run a convolution with weights of
     shape ``w_shape`` (K, C/groups, R, S): all of them, less the depthwise ones
     when C/groups > 1. Pure: no GPU needed."""
     return [v for v in VERSIONS[pass_name]
             if v != DEPTHWISE_VERSION or _is_depthwise(w_shape)]
+
+
+def _chosen(pass_name, version, x_shape, w_shape, stride, groups) -> int:
+    """The version asked for (checked against the shape), else the default's."""
+    if version is None:
+        return default_version(pass_name, x_shape, w_shape, stride, groups)
+    return _version(pass_name, version, _is_depthwise(w_shape))
 
 
 def _shape4(shape, name: str) -> tuple[int, int, int, int]:
@@ -172,8 +193,7 @@ def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
     if x.size == 0 or w.size == 0:  # no channels to sum over: y is the bias
         y[...] = 0 if b is None else b.reshape(1, k, 1, 1)
         return cp.maximum(y, 0, out=y) if relu else y
-    v = _version("fwd", version, _is_depthwise(w.shape),
-                 _gemm_grid_fits(w.shape[0] // groups, groups))
+    v = _chosen("fwd", version, x.shape, w.shape, stride, groups)
     VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
                        *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
                        bool(relu), stream())
@@ -206,9 +226,7 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
     if dy.size == 0 or w.size == 0 or 0 in x_shape:
         return cp.zeros(x_shape, dtype=cp.float32)
     dx = empty(x_shape)
-    cg, phases = x_shape[1] // groups, stride[0] * stride[1]    # version 11: groups * phases in z
-    v = _version("bwd_data", version, _is_depthwise(w.shape), _gemm_grid_fits(cg, groups),
-                 phases > 1 and _gemm_grid_fits(cg, groups * phases))
+    v = _chosen("bwd_data", version, x_shape, w.shape, stride, groups)
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
                             *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
                                      groups),
@@ -240,8 +258,7 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
         return cp.zeros(w_shape, dtype=cp.float32)
     dw = empty(w_shape)
     params = _params(x.shape, w_shape, out[2:], stride, padding, dilation, groups)
-    v = _version("bwd_filter", version, _is_depthwise(w_shape),
-                 _gemm_grid_fits(w_shape[0] // groups, groups))
+    v = _chosen("bwd_filter", version, x.shape, w_shape, stride, groups)
     if v == 1:
         _C.conv2d_bwd_filter1(ptr(x), ptr(dy), ptr(dw), *params, stream())
         return dw
