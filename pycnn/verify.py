@@ -41,6 +41,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import platform
 import re
 import subprocess
@@ -78,6 +79,7 @@ class Case:
     misalign: bool = False
     versions: bool = False          # run every version in conv.VERSIONS for this op
     kwargs: dict = field(default_factory=dict)
+    quick: bool = False             # in --quick (the sanitizer runs) whatever its rank
 
 
 def _rand(rng, *shape, scale=1.0):
@@ -120,7 +122,15 @@ CONV_CASES = CONV_GRID + [
     ((1, 6, 19, 18), (6, 7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 6, False),  # depthwise 7x7 stride 2
     ((2, 24, 15, 14), (40, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, True),  # stride 2, phases past a tile
     ((1, 4, 16, 17), (5, 3, 3), (3, 3), (2, 2, 2, 2), (2, 2), 1, False),   # stride 3, dilation 2
+    # The launchers take the 128x128 tiles for >= 96 columns and a grid of >= 1 block per
+    # SM (132 on an H100): all three passes here (143 and 4 x 36 blocks), a partial tile
+    # in M and in the columns; stride 2 for version 11's phases
+    ((2, 100, 96, 95), (100, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, True),
+    ((2, 100, 96, 95), (100, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1, False),
 ]
+#: The conv cases of --quick (CONV_CASES indices): two small dense ones, depthwise
+#: (version 6), sizes off every tile, and the two large-tile cases.
+QUICK_CONV = (0, 1, 8, 17, len(CONV_CASES) - 2, len(CONV_CASES) - 1)
 
 POOL_GRID_SHAPES = [(2, 3, 7, 9), (1, 2, 8, 6)]          # also tests/test_reference.py's
 POOL_SHAPES = POOL_GRID_SHAPES + [(2, 5, 13, 11)]
@@ -150,6 +160,7 @@ SOFTMAX = [((3, 5), 1), ((3, 5), 0), ((2, 3, 4), 0), ((2, 3, 4), 1), ((2, 3, 4),
 CROSS_ENTROPY = [(8, 10), (1, 1), (33, 1000), (5, 3), (1500, 7)]
 BATCH_NORM = [(5, 3), (3, 2, 3, 2), (4, 16, 7, 7), (3, 3, 1, 1), (64, 10), (8, 3, 33, 17),
               (16, 4, 32, 32)]     # 16384 values per channel: split by default (version 2)
+QUICK_BATCH_NORM = ((16, 4, 32, 32),)    # in --quick besides the first two: several splits
 DROPOUT = [((1000,), 0.5, 0), ((2, 3, 5, 7), 0.3, 12345), ((4099,), 0.0, 7),
            ((64, 33), 1.0, 3), ((3, 7), 0.9, -1), ((256,), 0.5, 2**40 + 7)]
 
@@ -166,16 +177,17 @@ def _conv_cases(rng):
         dy = _rand(rng, *y_shape)
         tag = f"conv{i:02d}-x{x_shape}-w{(k, c // groups, r, s)}-s{stride}-p{pad}-d{dil}-g{groups}"
         tag = tag.replace(" ", "")
+        quick = i in QUICK_CONV
         out += [
             Case(f"conv2d_fwd[{tag}]", "conv2d_fwd", (x, wt, b, stride, pad, dil, groups),
-                 TOL_CONV, versions=True),
+                 TOL_CONV, versions=True, quick=quick),
             Case(f"conv2d_bias_relu_fwd[{tag}]", "conv2d_bias_relu_fwd",
-                 (x, wt, b, stride, pad, dil, groups), TOL_CONV, versions=True),
+                 (x, wt, b, stride, pad, dil, groups), TOL_CONV, versions=True, quick=quick),
             Case(f"conv2d_bwd_data[{tag}]", "conv2d_bwd_data",
-                 (dy, wt, x_shape, stride, pad, dil, groups), TOL_CONV, versions=True),
+                 (dy, wt, x_shape, stride, pad, dil, groups), TOL_CONV, versions=True, quick=quick),
             Case(f"conv2d_bwd_filter[{tag}]", "conv2d_bwd_filter",
-                 (x, dy, wt.shape, stride, pad, dil, groups), TOL_CONV, versions=True),
-            Case(f"conv2d_bwd_bias[{tag}]", "conv2d_bwd_bias", (dy,), TOL_CONV, versions=True),
+                 (x, dy, wt.shape, stride, pad, dil, groups), TOL_CONV, versions=True, quick=quick),
+            Case(f"conv2d_bwd_bias[{tag}]", "conv2d_bwd_bias", (dy,), TOL_CONV, versions=True, quick=quick),
         ]
     return out
 
@@ -287,6 +299,7 @@ def _batch_norm_cases(rng):
     out = []
     for shape in BATCH_NORM:
         c = shape[1]
+        q = {"quick": shape in QUICK_BATCH_NORM}
         for affine in (True, False):
             for training in (True, False):
                 tag = f"{shape}-affine{int(affine)}-train{int(training)}".replace(" ", "")
@@ -303,11 +316,11 @@ def _batch_norm_cases(rng):
                     vtag, kw = (tag, {}) if v is None else (f"v{v}-{tag}", {"version": v})
                     out.append(Case(f"batch_norm_fwd[{vtag}]", "batch_norm_fwd",
                                     (x, weight, bias, rmean, rvar, training, 0.1, 1e-5),
-                                    TOL_BATCH_NORM, inplace=(3, 4), kwargs=kw))
+                                    TOL_BATCH_NORM, inplace=(3, 4), kwargs=kw, **q))
                     if training:                              # no running statistics at all
                         out.append(Case(f"batch_norm_fwd[{vtag}-norunning]", "batch_norm_fwd",
                                         (x, weight, bias, None, None, True, 0.1, 1e-5), TOL_BATCH_NORM,
-                                        kwargs=kw))
+                                        kwargs=kw, **q))
                 axes = (0,) if x.ndim == 2 else (0, 2, 3)
                 mean = x.mean(axis=axes).astype(np.float32).astype(np.float64)
                 invstd = (1 / np.sqrt(x.var(axis=axes) + 1e-5)).astype(np.float32).astype(np.float64)
@@ -315,7 +328,8 @@ def _batch_norm_cases(rng):
                 for v in (None, 1, 2):
                     vtag, kw = (tag, {}) if v is None else (f"v{v}-{tag}", {"version": v})
                     out.append(Case(f"batch_norm_bwd[{vtag}]", "batch_norm_bwd",
-                                    (dy, x, weight, mean, invstd, training), TOL_BATCH_NORM, kwargs=kw))
+                                    (dy, x, weight, mean, invstd, training), TOL_BATCH_NORM, kwargs=kw,
+                                    **q))
     return out
 
 
@@ -339,13 +353,15 @@ def cases(seed: int = 0) -> list[Case]:
 
 
 def quick_cases(seed: int = 0) -> list[Case]:
-    """The first two cases of every op and version asked for by name (for
-    compute-sanitizer runs, which are slow): a conv case runs every version anyway."""
+    """For compute-sanitizer runs, which are slow: the first two cases of every op and
+    version asked for by name, and the cases marked quick (QUICK_CONV, QUICK_BATCH_NORM:
+    the depthwise kernels, the large tiles, batch norm's splits). A conv case runs
+    every version anyway."""
     seen: dict[tuple, int] = {}
     out = []
     for case in cases(seed):
         key = (case.op, case.kwargs.get("version"))
-        if seen.get(key, 0) < 2:
+        if case.quick or seen.get(key, 0) < 2:
             seen[key] = seen.get(key, 0) + 1
             out.append(case)
     return out
@@ -451,10 +467,34 @@ def case_runs(case: Case, fn, conv=None) -> list:
     return runs
 
 
+class DeviceFault(RuntimeError):
+    """A kernel broke the CUDA context (an illegal address, say): every later CUDA call
+    fails, so the run stops here; ``results`` holds the case's runs so far."""
+
+    def __init__(self, message: str, results: list):
+        super().__init__(message)
+        self.results = results
+
+
+def _context_error() -> str | None:
+    """The CUDA context's sticky error, or None while it still runs work."""
+    import cupy as cp
+    try:
+        cp.cuda.runtime.deviceSynchronize()
+    except cp.cuda.runtime.CUDARuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def run_case(case: Case, backend, ref) -> list[dict]:
     """Run one case on the GPU backend (every version, for a conv op) and the reference;
-    one result dict per version."""
+    one result dict per version. Every buffer the backend allocates starts as NaN
+    (``poisoned_outputs``), so an output a kernel leaves partly unwritten fails even
+    where CuPy's pool hands it the block the previous version filled. Raises
+    DeviceFault if a run leaves the CUDA context broken."""
     import cupy as cp
+
+    from pycnn.backends.cuda._common import poisoned_outputs
     ref_args = tuple(_to_ref(a) for a in case.args)
     expected = getattr(ref, case.op)(*ref_args)
     expected = expected if isinstance(expected, tuple) else (expected,)
@@ -468,11 +508,12 @@ def run_case(case: Case, backend, ref) -> list[dict]:
     runs = case_runs(case, fn, conv if case.versions else None)
     results = []
     for version, kwargs in runs:
-        gpu_args = tuple(_to_gpu(a, case.misalign) for a in case.args)
         record = {"kernel": case.op, "version": "default" if version is None else version,
                   "case": case.name, "tol": case.tol}
         try:
-            got = fn(*gpu_args, **kwargs)
+            gpu_args = tuple(_to_gpu(a, case.misalign) for a in case.args)
+            with poisoned_outputs():
+                got = fn(*gpu_args, **kwargs)
             got = got if isinstance(got, tuple) else (got,)
             got += tuple(gpu_args[i] for i in case.inplace)
             cp.cuda.get_current_stream().synchronize()
@@ -481,6 +522,10 @@ def run_case(case: Case, backend, ref) -> list[dict]:
             record.update(max_abs=None, max_rel=None, passed=False,
                           note=f"{type(exc).__name__}: {exc}")
             results.append(record)
+            broken = _context_error()
+            if broken:
+                raise DeviceFault(f"the CUDA context is broken after {case.name} "
+                                  f"v{record['version']} ({broken})", results) from exc
             continue
         worst_abs = worst_rel = 0.0
         ok, notes = True, []
@@ -540,7 +585,9 @@ def git_commit(root: Path = ROOT) -> dict:
         except (OSError, subprocess.CalledProcessError):
             return None
     status = git("status", "--porcelain", "--", "kernels")
-    return {"commit": git("rev-parse", "HEAD"), "kernels_modified": bool(status) if status is not None else None}
+    # a copy of the tree without .git (a GPU machine's) is told its commit instead
+    commit = git("rev-parse", "HEAD") or os.environ.get("PYCNN_COMMIT") or None
+    return {"commit": commit, "kernels_modified": bool(status) if status is not None else None}
 
 
 def slug(name: str) -> str:
@@ -579,20 +626,49 @@ def nvidia_driver_version(index: int = 0) -> str | None:
     return out.splitlines()[0].strip() if out else None
 
 
+#: Opens the last line of a verify run (with its counts): a sanitizer log without it
+#: is of a run that crashed, was killed or never started.
+DONE = "pycnn.verify: done:"
+
+
 def parse_sanitizer_log(path: str) -> dict:
-    """Tool and error count of a compute-sanitizer log ("ERROR SUMMARY: N errors")."""
+    """Tool, error and warning counts of a compute-sanitizer log, and whether the
+    verify run inside it finished with every comparison passing. memcheck, initcheck
+    and synccheck end with "ERROR SUMMARY: N errors"; racecheck with "RACECHECK
+    SUMMARY: H hazards displayed (E errors, W warnings)", whose errors are its count
+    (a racecheck "ERROR SUMMARY", where printed, counts the same hazards again).
+    Passed: a summary, no error, and the run's own DONE line with 0 failed and no abort:
+    a sanitizer reports 0 errors for a target that died early too."""
     text = Path(path).read_text(errors="replace")
     tool = next((t for t in ("memcheck", "racecheck", "initcheck", "synccheck")
                  if t in Path(path).name.lower() or f"--tool {t}" in text), None)
     if tool is None:
         tool = "racecheck" if "RACECHECK SUMMARY" in text else "memcheck"
-    found = re.findall(r"ERROR SUMMARY:\s*(\d+)\s+error", text)
-    hazards = re.findall(r"RACECHECK SUMMARY:\s*(\d+)\s+hazard", text)
-    errors = int(found[-1]) if found else None
-    if hazards:
-        errors = (errors or 0) + int(hazards[-1])
-    return {"file": str(path), "tool": tool, "errors": errors,
-            "passed": errors == 0, "note": "" if found or hazards else "no summary line found"}
+    summaries = [int(n) for n in re.findall(r"ERROR SUMMARY:\s*(\d+)\s+errors?", text)]
+    races = re.findall(r"RACECHECK SUMMARY:\s*(\d+)\s+hazards?\s+displayed\s*"
+                       r"\((\d+)\s+errors?,\s*(\d+)\s+warnings?\)", text)
+    errors = warnings = None
+    if tool == "racecheck" and races:
+        errors, warnings = int(races[-1][1]), int(races[-1][2])
+    elif summaries:
+        errors = summaries[-1]
+    done = re.findall(re.escape(DONE) + r"\s*(\d+) runs, (\d+) failed, aborted: (yes|no)", text)
+    runs = failed = None
+    notes = []
+    if errors is None:
+        notes.append("no summary line found")
+    if not done:
+        notes.append(f"the verify run did not finish (no '{DONE}' line)")
+    else:
+        runs, failed = int(done[-1][0]), int(done[-1][1])
+        if failed:
+            notes.append(f"{failed} of {runs} comparisons failed under the sanitizer")
+        if done[-1][2] == "yes":
+            notes.append("the verify run was aborted")
+    return {"file": str(path), "tool": tool, "errors": errors, "warnings": warnings,
+            "verify_runs": runs, "verify_failed": failed,
+            "passed": errors == 0 and bool(done) and failed == 0 and done[-1][2] == "no",
+            "note": "; ".join(notes)}
 
 
 def gpu_unavailable_reason() -> str | None:
@@ -643,9 +719,20 @@ def main(argv=None) -> int:
     from pycnn.backends import numpy_ref as ref
 
     todo = quick_cases() if args.quick else cases()
-    results = []
-    for case in todo:
-        results.extend(run_case(case, backend, ref))
+    results, aborted = [], None
+    for i, case in enumerate(todo):
+        try:
+            new = run_case(case, backend, ref)
+        except DeviceFault as exc:
+            new = exc.results
+            aborted = f"{exc}; the {len(todo) - i - 1} cases after it did not run"
+        results.extend(new)
+        for r in new:       # as they come: a run cut short by a time limit still shows them
+            if not r["passed"]:
+                print(f"  FAIL {r['case']} v{r['version']}: rel {r['max_rel']} {r['note']}", flush=True)
+        if aborted:
+            print(f"pycnn.verify: ABORTED: {aborted}", flush=True)
+            break
     summary: dict[str, dict] = {}
     for r in results:
         key = f"{r['kernel']}[v{r['version']}]" if r["version"] != "default" else r["kernel"]
@@ -664,10 +751,9 @@ def main(argv=None) -> int:
         flag = "ok  " if s["passed"] == s["cases"] else "FAIL"
         rel = "n/a" if s["max_rel"] is None else f"{s['max_rel']:.2e}"
         print(f"{flag} {key:<{width}}  {s['passed']:>4}/{s['cases']:<4} max rel err {rel} (tol {s['tol']:g})")
-    for r in failed[:40]:
-        print(f"  FAIL {r['case']} v{r['version']}: rel {r['max_rel']} {r['note']}")
     for s in sanitizer:
-        print(f"{'ok  ' if s['passed'] else 'FAIL'} compute-sanitizer {s['tool']}: {s['errors']} errors ({s['file']})")
+        print(f"{'ok  ' if s['passed'] else 'FAIL'} compute-sanitizer {s['tool']}: {s['errors']} errors"
+              f"{', ' + s['note'] if s['note'] else ''} ({s['file']})")
 
     record = {
         "pycnn_verify": 1,
@@ -682,7 +768,8 @@ def main(argv=None) -> int:
         "memory_pool": not args.no_memory_pool,
         "cases": len(results),
         "failed": len(failed),
-        "passed": not failed and all(s["passed"] for s in sanitizer),
+        "aborted": aborted,
+        "passed": not failed and not aborted and all(s["passed"] for s in sanitizer),
         "summary": summary,
         "sanitizer": sanitizer,
         "results": results,
@@ -693,6 +780,9 @@ def main(argv=None) -> int:
         path = out / f"verify-{slug(record['gpu']['name'])}.json"
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")
         print(f"wrote {path}")
+    # the line parse_sanitizer_log looks for: the run under the sanitizer finished
+    print(f"{DONE} {len(results)} runs, {len(failed)} failed, aborted: {'yes' if aborted else 'no'}",
+          flush=True)
     return 0 if record["passed"] else 1
 
 

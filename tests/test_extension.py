@@ -230,15 +230,46 @@ def test_verify_sees_kernel_sources_newer_than_the_extension(tmp_path):
 
 def test_verify_parses_sanitizer_summaries(tmp_path):
     from pycnn import verify
-    log = tmp_path / "memcheck.log"
-    log.write_text("========= COMPUTE-SANITIZER\n...\n========= ERROR SUMMARY: 3 errors\n")
-    assert verify.parse_sanitizer_log(str(log))["errors"] == 3
-    assert verify.parse_sanitizer_log(str(log))["passed"] is False
-    race = tmp_path / "racecheck.log"
-    race.write_text("========= RACECHECK SUMMARY: 0 hazards displayed (0 errors, 0 warnings)\n"
+    done = f"{verify.DONE} 134 runs, 0 failed, aborted: no\n"
+
+    def parse(name, text):
+        (tmp_path / name).write_text(text)
+        return verify.parse_sanitizer_log(str(tmp_path / name))
+
+    got = parse("memcheck.log", f"========= COMPUTE-SANITIZER\n...\n{done}========= ERROR SUMMARY: 3 errors\n")
+    assert (got["tool"], got["errors"], got["passed"]) == ("memcheck", 3, False)
+    got = parse("memcheck.log", f"{done}========= ERROR SUMMARY: 0 errors\n")
+    assert (got["errors"], got["verify_runs"], got["passed"], got["note"]) == (0, 134, True, "")
+    # racecheck: its own summary's counts, a hazard not counted twice, warnings apart
+    got = parse("racecheck.log", f"{done}========= RACECHECK SUMMARY: 3 hazards displayed "
+                "(2 errors, 1 warning)\n========= ERROR SUMMARY: 2 errors\n")
+    assert (got["tool"], got["errors"], got["warnings"], got["passed"]) == ("racecheck", 2, 1, False)
+    got = parse("racecheck.log", f"{done}========= RACECHECK SUMMARY: 0 hazards displayed "
+                "(0 errors, 0 warnings)\n")
+    assert (got["errors"], got["warnings"], got["passed"]) == (0, 0, True)
+    # zero errors about a run that died, failed comparisons or stopped at a fault: not a pass
+    died = parse("memcheck.log", "Traceback ...\nSegmentation fault\n========= ERROR SUMMARY: 0 errors\n")
+    assert died["passed"] is False and "did not finish" in died["note"]
+    failing = parse("memcheck.log", f"{verify.DONE} 134 runs, 2 failed, aborted: no\n"
                     "========= ERROR SUMMARY: 0 errors\n")
-    got = verify.parse_sanitizer_log(str(race))
-    assert (got["tool"], got["errors"], got["passed"]) == ("racecheck", 0, True)
+    assert failing["passed"] is False and "2 of 134 comparisons failed" in failing["note"]
+    aborted = parse("memcheck.log", f"{verify.DONE} 40 runs, 1 failed, aborted: yes\n"
+                    "========= ERROR SUMMARY: 1 error\n")
+    assert aborted["passed"] is False and "aborted" in aborted["note"]
+    assert parse("memcheck.log", done)["note"] == "no summary line found"
+
+
+def test_verify_quick_covers_depthwise_large_tiles_and_batch_norm_splits():
+    from pycnn import verify
+    quick = verify.quick_cases()
+    fwd = [c.args for c in quick if c.op == "conv2d_fwd"]     # (x, w, b, stride, pad, dil, groups)
+    assert any(w.shape[1] == 1 and groups > 1 for _, w, *_, groups in fwd), "a depthwise case"
+    large = [stride for x, w, _, stride, *_ in fwd
+             if x.shape[0] * x.shape[2] * x.shape[3] >= 132 * 128 and w.shape[0] >= 96 and w.shape[1] >= 96]
+    assert (1, 1) in large and (2, 2) in large, "large tiles, and version 11's phases on them"
+    bn = {c.args[1].shape for c in quick if c.op == "batch_norm_bwd"}
+    assert (16, 4, 32, 32) in bn
+    assert len(quick) < len(verify.cases()) / 4
 
 
 # ----------------------------------------------------------------------------- grid limits

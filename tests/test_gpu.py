@@ -198,3 +198,20 @@ def test_runs_on_a_non_default_stream():
         y = cuda.relu_fwd(x)
         s.synchronize()
     np.testing.assert_array_equal(cp.asnumpy(y), np.maximum(cp.asnumpy(x), 0))
+
+
+def test_poisoned_outputs_start_as_nan_and_stop_at_the_end():
+    # verify.run_case relies on it: a kernel that skips part of its output must show NaN
+    # (or -1 in an index array), not what the pool's previous tenant left there
+    from pycnn.backends.cuda._common import empty, poisoned_outputs
+    with poisoned_outputs():
+        assert bool(cp.isnan(empty((5, 3))).all())
+        assert bool((empty((7,), cp.int64) == -1).all())
+        assert bool((empty((4,), cp.uint8) == 255).all())
+        relu_out = cuda.relu_fwd(cp.ones(6, dtype=cp.float32))     # kernels still overwrite it
+    np.testing.assert_array_equal(cp.asnumpy(relu_out), np.ones(6))
+    cp.get_default_memory_pool().free_all_blocks()
+    a = empty((1 << 12,))
+    a.fill(0)
+    del a
+    assert not bool(cp.isnan(empty((1 << 12,))).any()), "outside the block, no fill"

@@ -7,6 +7,8 @@ error naming the argument, before any launch.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 try:
     import cupy as cp
 except ImportError as exc:  # pragma: no cover - exercised only without CuPy
@@ -57,10 +59,11 @@ _NUM_SMS: dict[int, int] = {}
 
 def num_sms() -> int:
     """SM count of the current GPU (the launchers that split work to fill it ask)."""
-    dev = cp.cuda.Device()
-    if dev.id not in _NUM_SMS:
-        _NUM_SMS[dev.id] = int(dev.attributes["MultiProcessorCount"])
-    return _NUM_SMS[dev.id]
+    dev = cp.cuda.Device().id
+    if dev not in _NUM_SMS:     # one attribute (Device.attributes would query all of them)
+        _NUM_SMS[dev] = cp.cuda.runtime.deviceGetAttribute(
+            cp.cuda.runtime.cudaDevAttrMultiProcessorCount, dev)
+    return _NUM_SMS[dev]
 
 
 def ptr(a) -> int:
@@ -73,6 +76,28 @@ def stream() -> int:
     return cp.cuda.get_current_stream().ptr
 
 
+_POISON = [False]
+
+
 def empty(shape, dtype=cp.float32):
-    """An output buffer from CuPy's memory pool."""
-    return cp.empty(shape, dtype=dtype)
+    """An output or workspace buffer from CuPy's memory pool (filled with 0xFF bytes
+    inside ``poisoned_outputs``)."""
+    a = cp.empty(shape, dtype=dtype)
+    if _POISON[0] and a.size:
+        a.view(cp.uint8).fill(0xFF)
+    return a
+
+
+@contextmanager
+def poisoned_outputs():
+    """Inside, every buffer the backend allocates starts as 0xFF bytes: NaN in a float
+    array, -1 in an integer one. CuPy's pool hands a freed block straight back to the
+    next allocation of its size, so without this a kernel that leaves part of its
+    output unwritten can pass a check on a buffer that an earlier call (another
+    version of the same op) filled correctly. For verification, not for speed."""
+    before = _POISON[0]
+    _POISON[0] = True
+    try:
+        yield
+    finally:
+        _POISON[0] = before
