@@ -160,17 +160,22 @@ def test_a_run_stopped_by_sigterm_writes_what_it_measured(tmp_path, monkeypatch,
     import os
     import signal
 
-    from pycnn.bench import harness
-    real_run_op, seen = harness._run_op, []
+    from pycnn.bench import harness, timing
+    real_run_op, real_run, seen = harness._run_op, timing.CpuTimer._run, []
 
     def run_op(op, case, *args):
         if case["name"] not in seen:
             seen.append(case["name"])
-            if len(seen) == 3:                       # the third case: a real signal, mid-set
-                os.kill(os.getpid(), signal.SIGTERM)
         return real_run_op(op, case, *args)
 
+    def run(self, fn, reps):      # the signal lands while a call is timed, as it will on a GPU
+        if len(seen) == 3 and not getattr(run, "sent", False):
+            run.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_run(self, fn, reps)
+
     monkeypatch.setattr(harness, "_run_op", run_op)
+    monkeypatch.setattr(timing.CpuTimer, "_run", run)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["--set", "tiny", "--device", "cpu", "--reps", "1", "--out", str(tmp_path)]) == 1
     assert signal.getsignal(signal.SIGTERM) is before, "the handler is restored"
@@ -181,6 +186,26 @@ def test_a_run_stopped_by_sigterm_writes_what_it_measured(tmp_path, monkeypatch,
     assert [c for c in dict.fromkeys(r["case"] for r in result["results"])] == seen[:2]
     assert "**incomplete**" in stem.with_suffix(".md").read_text()
     assert stem.with_suffix(".png").exists()
+
+
+def test_a_run_cut_short_by_an_error_writes_what_it_measured(tmp_path, monkeypatch, capsys):
+    # After a kernel fault every CUDA call fails, building the next case's inputs too:
+    # the cases measured before it must still reach the files.
+    from pycnn.bench import harness
+    real_build, seen = harness.build, []
+
+    def build(op, case, *args):
+        seen.append(case["name"])
+        if len(set(seen)) == 4:
+            raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
+        return real_build(op, case, *args)
+
+    monkeypatch.setattr(harness, "build", build)
+    assert main(["--set", "tiny", "--device", "cpu", "--reps", "1", "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "stopped by RuntimeError: cudaErrorIllegalAddress" in out and "after 3 of 9 cases" in out
+    result = json.loads((tmp_path / "bench-tiny-cpu-b2.json").read_text())
+    assert result["complete"] is False and len({r["case"] for r in result["results"]}) == 3
 
 
 def _row(op, impl, default, autotuned, tf32=None, ok=True, error=None):
@@ -436,3 +461,18 @@ def test_baseline_path_times_three_cudnn_modes_and_writes_their_columns(tmp_path
         assert line.count("|") == lines[at].count("|"), line
     rt = _readme_table()
     assert "| cuDNN TF32 / pycnn |" in rt.table([result])
+
+
+def test_a_tree_without_git_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
+    # the GPU machine gets a copy of the working tree without .git: gpu_session.sh's
+    # caller passes the commit, or the records would name none
+    from pycnn import verify
+    from pycnn.bench import harness
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.delenv("PYCNN_COMMIT", raising=False)
+    assert harness.git_commit(tmp_path) == (None, None)
+    assert verify.git_commit(tmp_path)["commit"] is None
+    monkeypatch.setenv("PYCNN_COMMIT", "0123abc")
+    assert harness.git_commit(tmp_path) == ("0123abc", None)
+    assert verify.git_commit(tmp_path)["commit"] == "0123abc"
+    assert harness.git_commit(ROOT)[0] != "0123abc", "a checkout's own commit comes first"

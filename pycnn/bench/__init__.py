@@ -81,8 +81,10 @@ def _parse_ops(parser, text):
     return ops
 
 
-class Stopped(Exception):
-    """SIGTERM arrived: finish the files of the set in progress, then exit 1."""
+class Stopped(BaseException):
+    """SIGTERM arrived: finish the files of the set in progress, then exit 1. A
+    BaseException, like KeyboardInterrupt, so that the harness's ``except Exception``
+    (which records a failing call and goes on) lets it through."""
 
 
 def _stop(signum, frame):
@@ -167,10 +169,13 @@ def _main(argv=None) -> int:
         rows, stopped = [], None
         try:
             harness.run_set(doc, batch, ops, be, xp, timer, roof, args.tol, gpu, rows=rows)
-        except (Stopped, KeyboardInterrupt) as exc:
+        except (Stopped, KeyboardInterrupt, Exception) as exc:
+            # a signal, or an error no case can recover from (after a kernel's illegal
+            # address every CUDA call fails): keep the cases measured so far
             done = len({r["case"] for r in rows})
-            stopped = (f"stopped by {exc or type(exc).__name__} after {done} of "
-                       f"{len(doc['cases'])} cases")
+            why = (exc or type(exc).__name__) if isinstance(exc, (Stopped, KeyboardInterrupt)) \
+                else f"{type(exc).__name__}: {exc}"
+            stopped = f"stopped by {why} after {done} of {len(doc['cases'])} cases"
             print(f"pycnn bench: {stopped}; writing what was measured")
         result = {
             "schema": 1, "set": name, "set_description": doc["description"], "set_source": doc["source"],

@@ -12,12 +12,18 @@ TF32 mode is less accurate than fp32 (its error against the fp32 result is recor
 beside its time): it is the ceiling of TF32 tensor cores, the figure PERF.md asks a
 TF32 kernel to be compared with, not an fp32 baseline.
 
+Each pycnn call is checked against the baseline's output before it is timed, with
+the buffers the backend allocates filled with NaN for that call, so that a version
+leaving part of its output unwritten fails the check instead of passing on the block
+CuPy's pool hands back from the version before.
+
 CPU path: the NumPy reference alone, timed with time.perf_counter.
 """
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -225,6 +231,15 @@ def default_runs(be, op: str, case: dict, n: int):
     return pick(n, case["C"], case["H"] * case["W"])
 
 
+def poisoned(be):
+    """The backend's ``poisoned_outputs`` (buffers it allocates start as NaN), or a
+    no-op context for a backend without one (the NumPy reference)."""
+    try:
+        return importlib.import_module(be.__name__ + "._common").poisoned_outputs()
+    except (ImportError, AttributeError):
+        return nullcontext()
+
+
 def rel_err(xp, ours, ref) -> float:
     """max |ours - ref| / max |ref|: relative to the output's scale, so that
     entries near zero do not blow it up."""
@@ -308,7 +323,8 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
         row = dict(base, impl=label, version=version, runs=runs if version is None else version,
                    error=None, max_rel_err=None, ok=None)
         try:
-            out = first(problem.ours(target, **kw))
+            with poisoned(be):          # the checked call: no stale result can pass for it
+                out = first(problem.ours(target, **kw))
             if ref is not None:
                 row["max_rel_err"] = rel_err(xp, out, ref)
                 row["ok"] = row["max_rel_err"] <= tol
@@ -337,6 +353,8 @@ def _one_line(row) -> str:
 
 
 def git_commit(root):
+    """(commit, dirty); a copy of the tree without .git (a GPU machine's) is told its
+    commit through PYCNN_COMMIT, with dirty unknown."""
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
@@ -344,7 +362,7 @@ def git_commit(root):
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
         return head, bool(dirty)
     except (OSError, subprocess.SubprocessError):
-        return None, None
+        return os.environ.get("PYCNN_COMMIT") or None, None
 
 
 def nvidia_smi(index: int):
