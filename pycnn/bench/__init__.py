@@ -7,8 +7,9 @@ real layer shapes; with no GPU, a smoke run of the NumPy reference.
 Writes ``bench-<set>-<gpu>-b<N>.json`` (every figure and the setup), ``.md`` (the
 table) and ``.png`` (the roofline) per set. Shape sets are data: bench/shapes/.
 
-Stopped part way (SIGTERM, as ``timeout`` sends, or Ctrl-C), it still writes the
-set's files with the cases finished so far, marked ``"complete": false``, and
+Stopped part way (SIGTERM, as ``timeout`` sends, Ctrl-C, or an error no case
+recovers from, such as a kernel fault that breaks the CUDA context), it still writes
+the set's files with the cases finished so far, marked ``"complete": false``, and
 exits with status 1: a long run cut short by a time limit keeps what it measured.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import signal
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 
 from pycnn.bench import sets as _sets
@@ -173,8 +175,11 @@ def _main(argv=None) -> int:
             # a signal, or an error no case can recover from (after a kernel's illegal
             # address every CUDA call fails): keep the cases measured so far
             done = len({r["case"] for r in rows})
-            why = (exc or type(exc).__name__) if isinstance(exc, (Stopped, KeyboardInterrupt)) \
-                else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, (Stopped, KeyboardInterrupt)):
+                why = exc or type(exc).__name__
+            else:
+                traceback.print_exc()       # where it came from, for the log
+                why = f"{type(exc).__name__}: {exc}"
             stopped = f"stopped by {why} after {done} of {len(doc['cases'])} cases"
             print(f"pycnn bench: {stopped}; writing what was measured")
         result = {
