@@ -572,6 +572,18 @@ def test_default_version_names_the_kernel_a_default_call_launches(fake_gpu):
     assert default_runs(g.cuda, "relu_fwd", {}, 1) is None
 
 
+def test_poisoned_buffers_are_filled_through_a_byte_view_of_any_shape(fake_gpu):
+    # verify fills every buffer the backend allocates with 0xFF bytes; the 0-d loss of
+    # cross-entropy cannot be viewed as bytes directly (only the fill needs a GPU)
+    from pycnn.backends.cuda._common import byte_view
+    f, cp = fake_gpu.fake, fake_gpu.cp
+    for shape, dtype, nbytes in (((), cp.float32, 4), ((2, 3), cp.float32, 24),
+                                 ((5,), cp.int64, 40), ((4, 1), cp.uint8, 4), ((3,), cp.float64, 24)):
+        a = f(shape, dtype)
+        view = byte_view(a)
+        assert view.shape == (nbytes,) and view.data.ptr == a.data.ptr, (shape, dtype)
+
+
 def test_cuda_backend_empty_tensors_launch_nothing(fake_gpu):
     g = fake_gpu
     be, f = g.cuda, g.fake

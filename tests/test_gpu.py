@@ -206,6 +206,7 @@ def test_poisoned_outputs_start_as_nan_and_stop_at_the_end():
     from pycnn.backends.cuda._common import empty, poisoned_outputs
     with poisoned_outputs():
         assert bool(cp.isnan(empty((5, 3))).all())
+        assert bool(cp.isnan(empty(())))                            # a 0-d loss, too
         assert bool((empty((7,), cp.int64) == -1).all())
         assert bool((empty((4,), cp.uint8) == 255).all())
         relu_out = cuda.relu_fwd(cp.ones(6, dtype=cp.float32))     # kernels still overwrite it

@@ -84,8 +84,14 @@ def empty(shape, dtype=cp.float32):
     inside ``poisoned_outputs``)."""
     a = cp.empty(shape, dtype=dtype)
     if _POISON[0] and a.size:
-        a.view(cp.uint8).fill(0xFF)
+        byte_view(a).fill(0xFF)
     return a
+
+
+def byte_view(a):
+    """The bytes of a C-contiguous array, as a 1-D uint8 view (a 0-d array, such as
+    a loss, cannot change its itemsize in place: it is flattened first)."""
+    return a.reshape(-1).view(cp.uint8)
 
 
 @contextmanager
