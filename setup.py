@@ -4,6 +4,9 @@ toolkit is present (nvcc through CMake, the pybind11 cmake_example pattern).
 PYCNN_CUDA=1 insists on the extension (the build fails if it cannot be built),
 PYCNN_CUDA=0 skips it; unset, it is built when nvcc and cmake are found.
 PYCNN_CUDA_ARCHS overrides the GPU architectures (default "80;90").
+
+A regular (non-editable) install also carries the benchmark's shape sets, bench/shapes/,
+as pycnn/bench/shapes/, so `pycnn bench` runs from an installed package.
 """
 import os
 import shutil
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 
@@ -81,7 +85,19 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", str(build_temp), "-j", jobs], check=True)
 
 
+class BuildPy(build_py):
+    """The package, plus a copy of bench/shapes/*.json in pycnn/bench/shapes/ (the one
+    folder of shape sets stays bench/shapes/; pycnn.paths finds whichever is there)."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "pycnn" / "bench" / "shapes"
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted((ROOT / "bench" / "shapes").glob("*.json")):
+            self.copy_file(str(path), str(target / path.name))
+
+
 setup(
     ext_modules=[CMakeExtension("pycnn._C")] if want_cuda() else [],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPy},
 )

@@ -7,8 +7,6 @@ pycnn._C are present. A GPU call is asynchronous, so the timed function
 synchronises the stream: the figure then includes launch overhead and is a
 latency, not a kernel time (``pycnn bench`` measures kernel time with CUDA events).
 """
-import json
-from pathlib import Path
 
 import pytest
 

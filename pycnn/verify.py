@@ -41,7 +41,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import platform
 import re
 import subprocess
@@ -51,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from pycnn import paths
 
 TOL_POINTWISE = 1e-5
 TOL_BATCH_NORM = 1e-4
@@ -552,8 +551,12 @@ def run_case(case: Case, backend, ref) -> list[dict]:
 # ----------------------------------------------------------------------------- the record
 
 
-def kernels_hash(root: Path = ROOT) -> str:
-    """sha256 over the sorted file paths under kernels/ and their contents."""
+def kernels_hash(root: Path | None = None) -> str | None:
+    """sha256 over the sorted file paths under kernels/ and their contents; None outside
+    a source checkout (an installed package carries the built kernels, not their sources)."""
+    root = root or paths.checkout()
+    if root is None:
+        return None
     h = hashlib.sha256()
     base = root / "kernels"
     for path in sorted(p for p in base.rglob("*") if p.is_file()):
@@ -562,9 +565,12 @@ def kernels_hash(root: Path = ROOT) -> str:
     return h.hexdigest()
 
 
-def kernels_newer_than_extension(root: Path = ROOT, extension: str | None = None) -> list[str]:
+def kernels_newer_than_extension(root: Path | None = None, extension: str | None = None) -> list[str]:
     """Kernel sources modified after the extension was built: the record's kernels hash
     would then name code that is not what ran (rebuild: pip install -e .)."""
+    root = root or paths.checkout()
+    if root is None:
+        return []
     if extension is None:
         try:
             import pycnn._C as ext
@@ -577,17 +583,10 @@ def kernels_newer_than_extension(root: Path = ROOT, extension: str | None = None
                   and p.stat().st_mtime > built)
 
 
-def git_commit(root: Path = ROOT) -> dict:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                                   check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    status = git("status", "--porcelain", "--", "kernels")
-    # a copy of the tree without .git (a GPU machine's) is told its commit instead
-    commit = git("rev-parse", "HEAD") or os.environ.get("PYCNN_COMMIT") or None
-    return {"commit": commit, "kernels_modified": bool(status) if status is not None else None}
+def git_commit(root: Path | None = None) -> dict:
+    """The record's commit, and whether kernels/ differs from it."""
+    commit, modified = paths.git_commit(root or paths.checkout(), "kernels")
+    return {"commit": commit, "kernels_modified": modified}
 
 
 def slug(name: str) -> str:
@@ -690,8 +689,9 @@ def gpu_unavailable_reason() -> str | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pycnn.verify", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results"),
-                        help="folder for verify-<gpu>.json (default: bench/results)")
+    parser.add_argument("--out", default=None,
+                        help="folder for verify-<gpu>.json (default: bench/results in a source "
+                             "checkout, ./pycnn-results in an installed package)")
     parser.add_argument("--quick", action="store_true", help="two cases per op (for sanitizer runs)")
     parser.add_argument("--no-write", action="store_true", help="print the summary only")
     parser.add_argument("--no-memory-pool", action="store_true",
@@ -775,7 +775,7 @@ def main(argv=None) -> int:
         "results": results,
     }
     if not args.no_write:
-        out = Path(args.out)
+        out = Path(args.out) if args.out else paths.results_dir()
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"verify-{slug(record['gpu']['name'])}.json"
         path.write_text(json.dumps(record, indent=1, default=str) + "\n")

@@ -4,6 +4,9 @@ cuDNN baseline) is exercised only on a GPU machine."""
 import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -466,13 +469,44 @@ def test_baseline_path_times_three_cudnn_modes_and_writes_their_columns(tmp_path
 def test_a_tree_without_git_takes_its_commit_from_the_environment(tmp_path, monkeypatch):
     # the GPU machine gets a copy of the working tree without .git: gpu_session.sh's
     # caller passes the commit, or the records would name none
-    from pycnn import verify
-    from pycnn.bench import harness
+    from pycnn import paths, verify
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.delenv("PYCNN_COMMIT", raising=False)
-    assert harness.git_commit(tmp_path) == (None, None)
+    assert paths.git_commit(tmp_path) == (None, None)
     assert verify.git_commit(tmp_path)["commit"] is None
     monkeypatch.setenv("PYCNN_COMMIT", "0123abc")
-    assert harness.git_commit(tmp_path) == ("0123abc", None)
+    assert paths.git_commit(tmp_path) == ("0123abc", None)
+    assert paths.git_commit(None) == ("0123abc", None), "an installed package has no git of its own"
     assert verify.git_commit(tmp_path)["commit"] == "0123abc"
-    assert harness.git_commit(ROOT)[0] != "0123abc", "a checkout's own commit comes first"
+    assert paths.git_commit(ROOT)[0] != "0123abc", "a checkout's own commit comes first"
+
+
+def test_an_installed_package_finds_its_shapes_and_writes_to_the_current_folder(tmp_path, monkeypatch):
+    # site-packages/pycnn has no kernels/ or bench/ beside it: the shape sets are the
+    # packaged copy, results go to ./pycnn-results (never into site-packages), and the
+    # verification record names no kernel sources it does not have
+    from pycnn import paths, verify
+    package = tmp_path / "site-packages" / "pycnn"
+    (package / "bench" / "shapes").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert paths.checkout(package) is None
+    assert paths.shapes_dir(package) == package / "bench" / "shapes"
+    assert paths.results_dir(package) == tmp_path / "pycnn-results"
+    # the checkout this test runs from
+    assert paths.checkout() == ROOT
+    assert paths.shapes_dir() == ROOT / "bench" / "shapes"
+    assert paths.results_dir() == ROOT / "bench" / "results"
+    monkeypatch.setattr(paths, "checkout", lambda package=None: None)
+    assert verify.kernels_hash() is None
+    assert verify.kernels_newer_than_extension() == []
+
+
+def test_a_regular_install_carries_the_shape_sets(tmp_path):
+    # setup.py's build_py puts a copy of bench/shapes/*.json into pycnn/bench/shapes/,
+    # so `pycnn bench` runs from a wheel or `pip install .`
+    env = dict(os.environ, PYCNN_CUDA="0")
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)], cwd=ROOT,
+                   env=env, check=True, capture_output=True)
+    copied = sorted(p.name for p in (tmp_path / "pycnn" / "bench" / "shapes").glob("*.json"))
+    assert copied == sorted(p.name for p in (ROOT / "bench" / "shapes").glob("*.json"))
+    assert len(sets.load_set("resnet50", tmp_path / "pycnn" / "bench" / "shapes")["cases"]) > 10

@@ -9,7 +9,6 @@ import pytest
 import pycnn
 import pycnn.functional as F
 from pycnn import nn
-from pycnn.tensor import Tensor
 
 
 def _x(*shape, seed=0, dtype=np.float32):

@@ -21,6 +21,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from pycnn import paths
 from pycnn.bench import sets as _sets
 from pycnn.bench.metrics import ALL_OPS
 
@@ -37,7 +38,8 @@ def _parser():
     p.add_argument("--batch", type=_positive, default=None,
                    help=f"batch N (default: the set's, else {_sets.DEFAULT_BATCH}; sets that fix N ignore it)")
     p.add_argument("--out", default=None,
-                   help="output folder (default bench/results on a GPU; without one, "
+                   help="output folder (default on a GPU: bench/results in a source checkout, "
+                        "./pycnn-results in an installed package; without a GPU, "
                         "pycnn-bench in the temporary folder, since CPU runs are not committed)")
     p.add_argument("--reps", type=_positive, default=None,
                    help="exact repetitions per timing (default adaptive: >= 20 and >= 0.2 s)")
@@ -147,7 +149,7 @@ def _main(argv=None) -> int:
         precision = ("fp32 (cuDNN TF32 off; pycnn FFMA, or 3xTF32 where labelled; "
                      "cuDNN TF32 on shown apart)") if torch else "fp32"
 
-    env = harness.environment(_sets.REPO_ROOT, cp, torch)
+    env = harness.environment(paths.checkout() or paths.PACKAGE, cp, torch)
     peak = args.peak_tflops if args.peak_tflops is not None else roofline.peak_fp32_tflops(env["gpu"])
     roof = {"peak_fp32_tflops": peak, "peak_tf32_tflops": roofline.peak_tf32_tflops(env["gpu"]),
             "copy_bandwidth_gbps": bandwidth,
@@ -162,7 +164,7 @@ def _main(argv=None) -> int:
                    "its backward); bias+ReLU is PyTorch's unfused add + relu")
     out = args.out
     if out is None:
-        out = (_sets.REPO_ROOT / "bench" / "results" if cp is not None
+        out = (paths.results_dir() if cp is not None
                else Path(tempfile.gettempdir()) / "pycnn-bench")
     for name in names:
         doc = _sets.load_set(name, args.shapes_dir)

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
+from pycnn import paths
 from pycnn.bench.metrics import BATCH_NORM_OPS, CONV_OPS, OPS, conv_shapes, op_metrics, shape_class
 from pycnn.bench.ops import build, first
 from pycnn.bench.roofline import attainable_tflops
@@ -352,19 +352,6 @@ def _one_line(row) -> str:
     return text
 
 
-def git_commit(root):
-    """(commit, dirty); a copy of the tree without .git (a GPU machine's) is told its
-    commit through PYCNN_COMMIT, with dirty unknown."""
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        return head, bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        return os.environ.get("PYCNN_COMMIT") or None, None
-
-
 def nvidia_smi(index: int):
     """Clocks, power limit and temperature as nvidia-smi reports them, or None."""
     fields = ("driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
@@ -385,7 +372,7 @@ def environment(root, cp=None, torch=None) -> dict:
 
     import numpy as np
 
-    commit, dirty = git_commit(root)
+    commit, dirty = paths.git_commit(root)
     env = {"python": platform.python_version(), "numpy": np.__version__, "cpu": platform.processor(),
            "git_commit": commit, "git_dirty": dirty, "gpu": None,
            "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

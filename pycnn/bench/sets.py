@@ -15,25 +15,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pycnn import paths
 from pycnn.shapes import pair
 
 SETS = ("resnet50", "vgg16", "deepbench", "depthwise", "small", "poolact", "tiny")
 DEFAULT_BATCH = 32
 KINDS = ("conv", "max_pool", "avg_pool", "global_avg_pool", "act", "bias_relu", "batch_norm")
 
-# pycnn/bench/sets.py -> the repository root is two folders up (pycnn is installed
-# editable, so the repository and its bench/ folder are there).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHAPES_DIR = REPO_ROOT / "bench" / "shapes"
-
 
 def shapes_dir(path=None) -> Path:
-    found = Path(path) if path is not None else SHAPES_DIR
+    """The folder of shape sets: ``path``, else bench/shapes/ (or the installed copy)."""
+    found = Path(path) if path is not None else paths.shapes_dir()
     if not (found / "tiny.json").is_file():
         raise FileNotFoundError(
             f"shapes directory: expected the shape sets (tiny.json, resnet50.json, ...) in "
-            f"{found}, found none; run from a source checkout (pip install -e .) or pass "
-            f"--shapes-dir")
+            f"{found}, found none; pass --shapes-dir")
     return found
 
 
