@@ -504,6 +504,7 @@ def test_an_installed_package_finds_its_shapes_and_writes_to_the_current_folder(
 def test_a_regular_install_carries_the_shape_sets(tmp_path):
     # setup.py's build_py puts a copy of bench/shapes/*.json into pycnn/bench/shapes/,
     # so `pycnn bench` runs from a wheel or `pip install .`
+    pytest.importorskip("setuptools", reason="setup.py needs setuptools (a Python 3.12+ venv has none)")
     env = dict(os.environ, PYCNN_CUDA="0")
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)], cwd=ROOT,
                    env=env, check=True, capture_output=True)
