@@ -17,7 +17,7 @@ from pycnn.bench.metrics import ALL_OPS, OPS, conv_shapes, op_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# PERF.md's ResNet-50 v1.5 list, typed again here as the oracle:
+# ResNet-50 v1.5's convolutions (torchvision), typed again here as the oracle:
 # count x (C, H, K, R, stride); padding (R-1)/2.
 RESNET50 = [(1, 3, 224, 64, 7, 2), (1, 64, 56, 64, 1, 1), (3, 64, 56, 64, 3, 1), (4, 64, 56, 256, 1, 1),
             (2, 256, 56, 64, 1, 1), (1, 256, 56, 128, 1, 1), (1, 128, 56, 128, 3, 2), (1, 256, 56, 512, 1, 2),
@@ -44,12 +44,12 @@ def test_resnet50_counts_shapes_and_flops():
     assert sum(c["count"] for c in cases) == 53
     got = [(c["count"], c["C"], c["H"], c["K"], c["R"], c["stride"][0]) for c in cases]
     assert sorted(got) == sorted(RESNET50)
-    # Forward FLOPs per image, by hand from PERF.md's list: the output side is H/stride.
+    # Forward FLOPs per image, by hand from that list: the output side is H/stride.
     by_hand = sum(cnt * 2 * k * c * r * r * (h // s) ** 2 for cnt, c, h, k, r, s in RESNET50)
     assert by_hand == 8_174_272_512
     from_file = sum(c["count"] * op_metrics("conv_fwd", c, 1)[0] for c in cases)
     assert from_file == by_hand
-    assert from_file == pytest.approx(8.17e9, rel=0.02)     # PERF.md's figure (FC excluded)
+    assert from_file == pytest.approx(8.17e9, rel=0.02)     # the commonly quoted ~4.1 GMAC, FC excluded
 
 
 def test_output_sizes_agree_with_the_networks():

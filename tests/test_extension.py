@@ -2,7 +2,7 @@
 
 - pycnn._C (if built) exposes every launcher the CUDA backend calls;
 - every kernel file named in a launcher/version table exists and opens with its
-  header block (what it does, why, what limits it, the measured figure: STYLE.md #2),
+  header block (what it does, why, what limits it, the measured figure),
   and so does every other .cu file under kernels/.
 """
 from __future__ import annotations
@@ -86,7 +86,7 @@ def test_extension_has_every_multi_kernel_launcher(path):
 
 
 def test_launcher_names_follow_the_naming_scheme():
-    # launcher <op>_<pass><version> (STYLE.md #4): ends in its version number
+    # launcher <op>_<pass><version>: ends in its version number
     for name in LAUNCHERS:
         assert re.fullmatch(r"[a-z0-9_]+_(fwd|bwd)(_[a-z]+)?\d+", name), name
 
@@ -159,7 +159,7 @@ def test_kernel_file_in_a_table_exists_with_header(rel):
                                        for p in (ROOT / "kernels").rglob("*.cu")))
 def test_every_cu_file_has_a_header(rel):
     header = _header(ROOT / rel)
-    assert len(header.splitlines()) >= 8, f"{rel}: expected a header block (STYLE.md #2)"
+    assert len(header.splitlines()) >= 8, f"{rel}: expected a header block"
     assert re.search(r"measured", header, re.I), f"{rel}: header names no measured figure"
 
 
@@ -325,6 +325,17 @@ def test_bench_labels_the_tensor_core_versions():
     assert runs == [("pycnn v01", 1), ("pycnn v04", 4), ("pycnn v10 3xTF32", 10)]
 
 
+def test_bench_times_every_version_of_batch_norm_and_max_pool_backward():
+    _cuda_conv()
+    from pycnn.bench.harness import module_versions
+    be = importlib.import_module("pycnn.backends.cuda")
+    for op, module in (("batch_norm_fwd", "batch_norm"), ("batch_norm_bwd", "batch_norm"),
+                       ("max_pool_bwd", "pool")):
+        target, runs = module_versions(be, op)
+        assert target.__name__ == f"pycnn.backends.cuda.{module}"
+        assert runs == [("pycnn v01", 1), ("pycnn v02", 2)], op
+
+
 def _conv_shape(**kw):
     shape = dict(N=1, C=1, H=1, W=1, K=1, R=1, S=1, P=1, Q=1, stride_h=1, stride_w=1,
                  dilation_h=1, dilation_w=1, pad_top=0, pad_left=0, groups=1)
@@ -397,7 +408,7 @@ def fake_gpu(monkeypatch):
         pytest.skip(f"the CUDA backend does not import here ({exc})")
     if cp.cuda.is_available():
         pytest.skip("a GPU is present: fake pointers must not reach a real kernel (test_gpu.py runs there)")
-    from pycnn.backends.cuda import _common, batch_norm, conv, pointwise, softmax
+    from pycnn.backends.cuda import _common, batch_norm, conv, pointwise, pool, softmax
 
     next_ptr = [0x7F0000000000]
 
@@ -416,7 +427,7 @@ def fake_gpu(monkeypatch):
         return launcher
 
     monkeypatch.setattr(_common, "current_device", lambda: 0)
-    for module in (batch_norm, conv, pointwise, softmax):
+    for module in (batch_norm, conv, pointwise, pool, softmax):
         monkeypatch.setattr(module, "stream", lambda: FAKE_STREAM)
         monkeypatch.setattr(module, "empty", lambda shape, dtype=cp.float32: fake(tuple(shape), dtype))
     monkeypatch.setattr(conv, "_num_sms", lambda: 132)
@@ -569,6 +580,13 @@ def test_default_version_names_the_kernel_a_default_call_launches(fake_gpu):
         assert g.calls[-1][0] == f"batch_norm_fwd_train{want}"
         case = {"C": xs[1], "H": xs[2], "W": xs[3]}
         assert default_runs(g.cuda, "batch_norm_bwd", case, xs[0]) == want
+    from pycnn.backends.cuda import pool
+    dy, idx = f((2, 3, 4, 4)), f((2, 3, 4, 4), g.cp.int64)
+    g.calls.clear()
+    with pytest.raises(RuntimeError):
+        pool.max_pool2d_bwd(dy, idx, (2, 3, 8, 8), (2, 2), (2, 2), (0, 0), (1, 1))
+    assert g.calls[-1][0] == f"max_pool2d_bwd{pool.default_version()}"
+    assert default_runs(g.cuda, "max_pool_bwd", {}, 1) == pool.default_version() == 2
     assert default_runs(g.cuda, "relu_fwd", {}, 1) is None
 
 

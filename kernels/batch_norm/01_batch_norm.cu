@@ -26,10 +26,10 @@
 //
 // What limits it: one block per channel gives only C blocks (64 channels on a
 // 132-SM H100 leave half the GPU idle) and x is read three times (fwd) or twice
-// (bwd); a version 2 would split each channel over several blocks with a second
-// reduction step (or a cooperative grid) and keep the channel slice in shared
-// memory. For (N, C) inputs (inner = 1) consecutive threads read elements C apart:
-// uncoalesced, acceptable for the small fully-connected activations it serves.
+// (bwd); version 2 (02_batch_norm_split.cu) splits each channel over several
+// blocks with a second reduction step. For (N, C) inputs (inner = 1) consecutive
+// threads read elements C apart: uncoalesced, acceptable for the small
+// fully-connected activations it serves.
 // 32-bit element indexing (launchers reject larger tensors).
 //
 // Measured: not yet measured on a GPU.

@@ -27,8 +27,9 @@
 // decodes kk -> (c, r, s) with two integer divisions per element; scalar
 // shared-memory loads (rows are strided for coalesced stores, so no float4);
 // the filter tile is read k-fastest, 8 floats (32 B) per row. Grouped
-// convolutions with few channels per group (depthwise: K/groups = 1) waste
-// most of the BN columns: the Python side sends those to version 1.
+// convolutions with few channels per group (depthwise: C/groups = 1) waste
+// most of the BN columns: the Python side sends depthwise layers to version 6
+// (06_depthwise.cu).
 //
 // Measured: not yet measured on a GPU
 #include "conv2d/conv2d.h"

@@ -23,7 +23,8 @@
 // What limits it: with stride > 1 most taps of a given (h, iw) are not
 // divisible, so (1 - 1/(sh*sw)) of the gathered DY elements are zeros that
 // still cost FMAs (3/4 of the work at stride 2); the fix is to split dx into
-// sh*sw stride phases, each a dense GEMM. No double buffering, integer
+// sh*sw stride phases, each a dense GEMM (version 11, 11_implicit_gemm_bwd_data_phased.cu,
+// the default at stride > 1). No double buffering, integer
 // divisions in the gather, filter rows read with stride R*S (the transposed
 // filter is not contiguous along kk), as in version 2.
 //

@@ -9,7 +9,7 @@
 //   Xt[crs][j] = x[n, g*Cg + cg, op*sh - pt + r*dh, oq*sw - pl + s*dw]  (0 outside)
 //   DYt[j][kg] = dy[n, g*Kg + kg, op, oq]
 //   dw[g*Kg + kg, cg, r, s] = DWt[crs][kg]  at offset (g*Kg + kg)*CRSg + crs
-// This is the GEMM M = K/groups, N = C/groups*R*S of PERF.md with the operands
+// This is the GEMM M = K/groups, N = C/groups*R*S, K = N*P*Q with the operands
 // swapped, so that consecutive threads own consecutive crs, the contiguous axis
 // of dw: the epilogue's stores and atomics coalesce.
 // The reduction is long and the output small, so Kdim is split into `splits`

@@ -1,6 +1,6 @@
-// The block tile shared by the implicit-GEMM kernels (02, 03, 04, 07): its shape,
-// its constraints, and the register-blocked multiply of one BK-slice of shared
-// memory. Each kernel writes its own gathers (the part that differs between
+// The block tile shared by the implicit-GEMM kernels (02, 03, 04, 07, 09, 11; 08
+// and 10 through fwd_gather.cuh and tf32x3_tile.cuh): its shape, its constraints,
+// and the register-blocked multiply of one BK-slice of shared memory. Each kernel writes its own gathers (the part that differs between
 // forward, backward-data and backward-filter) next to its own index math.
 //
 // GEMM view: C[BM x BN] += A[BM x BK] * B[BK x BN] per step. Shared memory holds

@@ -9,7 +9,7 @@ Arguments are already validated and normalised by ``pycnn.functional`` /
 ``pycnn.shapes``: every spatial argument is a pair ``(h, w)``, padding of a
 convolution is a 4-tuple ``(top, bottom, left, right)`` (so that ``'same'`` with
 an even kernel can pad one more on the bottom/right, as PyTorch does), padding of
-a pool is a pair. Output sizes follow ``pycnn.shapes.conv_out_size``.
+a pool is a pair. Output sizes follow ``pycnn.shapes.conv2d_output_shape`` and ``pool2d_output_shape``.
 
 The interface (``x`` is NCHW, ``w`` is ``(K, C/groups, R, S)``):
 

@@ -18,7 +18,7 @@ rather than rows of Q, and per group the whole batch is one GEMM::
     w  (K/g, C/g*R*S)   @   cols  (C/g*R*S, P*Q*N)   =   y  (K/g, P*Q*N)
           N      K                  K       M                N    M
 
-which is the GEMM view of PERF.md: M = N*P*Q, N = K, K = C*R*S. The output
+which is the implicit-GEMM view of the kernels: M = N*P*Q, N = K, K = C*R*S. The output
 comes out as (K, P, Q, N) and is transposed back to NCHW in the same pass that
 adds the bias. The two backward passes are the same product turned around:
 

@@ -9,8 +9,8 @@ thread; and, as the tensor-core reference, autotuned with TF32 allowed on a thir
 PyTorch keeps its cuDNN plan cache per thread and consults it in every mode, so one
 thread per mode keeps a plan chosen in one mode from being reused in another. The
 TF32 mode is less accurate than fp32 (its error against the fp32 result is recorded
-beside its time): it is the ceiling of TF32 tensor cores, the figure PERF.md asks a
-TF32 kernel to be compared with, not an fp32 baseline.
+beside its time): it is the ceiling of TF32 tensor cores, the figure a TF32 kernel
+is to be compared with, not an fp32 baseline.
 
 Each pycnn call is checked against the baseline's output before it is timed, with
 the buffers the backend allocates filled with NaN for that call, so that a version
@@ -161,8 +161,12 @@ class Gpu:
 
 
 #: bench op -> the pass name of the CUDA conv and batch-norm modules
-PASS_NAMES = {"conv_fwd": "fwd", "conv_bias_relu_fwd": "fwd", "conv_bwd_data": "bwd_data",
-              "conv_bwd_filter": "bwd_filter", "batch_norm_fwd": "fwd_train", "batch_norm_bwd": "bwd"}
+#: The ops whose kernels come in versions: (the CUDA backend's module, the pass name its
+#: ``VERSIONS`` and ``default_version`` use). Each version is timed beside the default.
+VERSIONED = {"conv_fwd": ("conv", "fwd"), "conv_bias_relu_fwd": ("conv", "fwd"),
+             "conv_bwd_data": ("conv", "bwd_data"), "conv_bwd_filter": ("conv", "bwd_filter"),
+             "batch_norm_fwd": ("batch_norm", "fwd_train"), "batch_norm_bwd": ("batch_norm", "bwd"),
+             "max_pool_bwd": ("pool", "max_bwd")}
 
 
 def conv_versions(be, op: str, w_shape=None):
@@ -186,7 +190,7 @@ def conv_versions(be, op: str, w_shape=None):
     if fn is None or "version" not in inspect.signature(fn).parameters:
         return conv, []
     # "fwd", "bwd_data", "bwd_filter"; the fused forward has the forward's versions
-    short = PASS_NAMES[op]
+    short = VERSIONED[op][1]
     passes = {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter", "fwd", "bwd_data", "bwd_filter"}
     if name in versions or short in versions:
         keys = list(versions.get(name, versions.get(short)))
@@ -202,24 +206,27 @@ def conv_versions(be, op: str, w_shape=None):
     return conv, [(label(k), k) for k in keys]
 
 
-def batch_norm_versions(be, op: str):
-    """[(label, version)] of the CUDA batch-norm module's versions of this pass
-    (``VERSIONS`` keyed "fwd_train" and "bwd"), with the module; (None, []) without one."""
+def module_versions(be, op: str):
+    """(module, [(label, version)]) of a versioned op other than a convolution: the
+    backend module's ``VERSIONS`` for this pass (batch norm's "fwd_train" and "bwd",
+    max pool's "max_bwd"); (None, []) for a backend without the module."""
+    name, pass_name = VERSIONED[op]
     try:
-        bn = importlib.import_module(be.__name__ + ".batch_norm")
+        module = importlib.import_module(f"{be.__name__}.{name}")
     except ImportError:
         return None, []
-    keys = (getattr(bn, "VERSIONS", None) or {}).get(PASS_NAMES[op], ())
-    return bn, [(f"pycnn v{k:02d}", k) for k in keys]
+    keys = (getattr(module, "VERSIONS", None) or {}).get(pass_name, ())
+    return module, [(f"pycnn v{k:02d}", k) for k in keys]
 
 
 def default_runs(be, op: str, case: dict, n: int):
     """The kernel version a call without ``version=`` runs on this case (the
     module's ``default_version``), or None where the backend has no versions."""
-    if op not in PASS_NAMES:
+    if op not in VERSIONED:
         return None
+    name, pass_name = VERSIONED[op]
     try:
-        module = importlib.import_module(be.__name__ + (".conv" if op in CONV_OPS else ".batch_norm"))
+        module = importlib.import_module(f"{be.__name__}.{name}")
     except ImportError:
         return None
     pick = getattr(module, "default_version", None)
@@ -227,8 +234,10 @@ def default_runs(be, op: str, case: dict, n: int):
         return None
     if op in CONV_OPS:
         x_shape, w_shape, _ = conv_shapes(case, n)
-        return pick(PASS_NAMES[op], x_shape, w_shape, case["stride"], case["groups"])
-    return pick(n, case["C"], case["H"] * case["W"])
+        return pick(pass_name, x_shape, w_shape, case["stride"], case["groups"])
+    if op in BATCH_NORM_OPS:
+        return pick(n, case["C"], case["H"] * case["W"])
+    return pick(pass_name)
 
 
 def poisoned(be):
@@ -314,9 +323,9 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
     if gpu and op in CONV_OPS:
         conv, versions = conv_versions(be, op, conv_shapes(case, n)[1])
         impls += [(label, v, conv) for label, v in versions]
-    elif gpu and op in BATCH_NORM_OPS:
-        bn, versions = batch_norm_versions(be, op)
-        impls += [(label, v, bn) for label, v in versions]
+    elif gpu and op in VERSIONED:
+        module, versions = module_versions(be, op)
+        impls += [(label, v, module) for label, v in versions]
     rows = []
     for label, version, target in impls:
         kw = {} if version is None else {"version": version}

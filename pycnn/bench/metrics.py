@@ -1,6 +1,6 @@
 """FLOPs and minimum bytes moved per op: the two axes of the roofline.
 
-Convolution (PERF.md): every pass does FLOPs = 2 * N * K * (C/groups) * R * S * P * Q.
+Convolution: every pass (forward, backward-data, backward-filter) does FLOPs = 2 * N * K * (C/groups) * R * S * P * Q.
 Minimum traffic reads each input once and writes each output once:
 forward x + w -> y, backward-data dy + w -> dx, backward-filter x + dy -> dw.
 Pools and activations are memory-bound, so their FLOP count is nominal (one per

@@ -11,7 +11,7 @@ Two versions of the training forward and of the backward (``VERSIONS``, and
        (kernels/batch_norm/02_batch_norm_split.cu)
 
 The default (``version=None``) is version 2 where it splits the channels (fewer
-channels than about 4 per SM, and at least 8192 values per channel), else
+channels than about 4 per SM, and more than 4096 values per channel), else
 version 1, whose single launch is cheaper when version 2 would not split. (Chosen
 from the kernels' structure: version 1 gives a 64-channel layer 64 blocks on a
 132-SM GPU; not yet measured on a GPU.)

@@ -1,7 +1,8 @@
 """Which pycnn._C launcher each CUDA backend function calls, and the kernel file
 that defines it. Plain data, no CuPy: tests/test_extension.py reads it on
 machines without a GPU to check the built extension against it, and to check
-that every kernel file named here carries its header block (STYLE.md #2).
+that every kernel file named here carries its header block (what it does, why,
+what limits it, its measured figure).
 
 The convolution launchers are listed by ``pycnn.backends.cuda.conv.LAUNCHERS``
 and batch norm version 2's by ``pycnn.backends.cuda.batch_norm.LAUNCHERS`` (their

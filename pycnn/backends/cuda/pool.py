@@ -38,8 +38,17 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
 
 #: Versions of the max-pool backward: 2 (the default) gathers, one thread per
 #: input element over the windows that can hold it: deterministic, no atomics;
-#: 1 is the earlier atomic scatter, kept runnable for comparison.
+#: 1 is the earlier atomic scatter, kept runnable for comparison (and timed beside
+#: 2 by the benchmark).
 MAX_POOL_BWD_VERSIONS = (1, 2)
+VERSIONS = {"max_bwd": MAX_POOL_BWD_VERSIONS}
+
+
+def default_version(pass_name: str = "max_bwd") -> int:
+    """The version a call without ``version=`` runs: the gather, whatever the shape."""
+    if pass_name not in VERSIONS:
+        raise ValueError(f"pass_name: expected one of {list(VERSIONS)}, got {pass_name!r}")
+    return 2
 
 
 def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation, *,
@@ -48,7 +57,7 @@ def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation,
     check_array(indices, "indices", dtype=cp.int64, shape=dy.shape)
     n, c, h, w = _x_shape(x_shape, dy)
     if version is None:
-        version = 2
+        version = default_version()
     if isinstance(version, bool) or version not in MAX_POOL_BWD_VERSIONS:
         raise ValueError(f"version: expected None or one of {list(MAX_POOL_BWD_VERSIONS)} "
                          f"for max_pool2d_bwd, got {version!r}")
