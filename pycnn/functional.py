@@ -11,6 +11,8 @@ the output has 4 columns (5 with ``ceil_mode=True`` in a pool).
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from pycnn import shapes
@@ -54,6 +56,8 @@ def _check_like(op: str, ref_name: str, ref: Tensor, **others) -> None:
 
 
 def _dim(dim: int, ndim: int, op: str) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
     if not -ndim <= dim < ndim:
         raise ValueError(f"{op}: dim must be in [{-ndim}, {ndim - 1}] for a {ndim}-D input, got {dim}")
     return dim % ndim
@@ -80,17 +84,22 @@ class Conv2d(Function):
 
 
 def _conv2d_args(op, x, w, b, stride, padding, dilation, groups):
-    """Check the arguments of a convolution; returns (stride, padding4, dilation)."""
+    """Check the arguments of a convolution; returns (stride, padding4, dilation, groups)
+    as plain ints."""
     _check_tensor(x, "x (input)", op, 4)
     _check_tensor(w, "w (weight)", op, 4)
     _check_like(op, "x", x, w=w)
     if b is not None:
         _check_tensor(b, "b (bias)", op, 1)
         _check_like(op, "x", x, b=b)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
     n, c, h, wd = x.shape
     k, cg, r, s = w.shape
+    if c == 0 or k == 0 or r == 0 or s == 0:
+        raise ValueError(f"{op}: expected at least one input channel, one output channel and a "
+                         f"filter of at least 1x1, got x of shape {x.shape} and w of shape {w.shape}")
     if c % groups:
         raise ValueError(f"{op}: groups ({groups}) must divide the input channels C={c}")
     if k % groups:
@@ -103,16 +112,19 @@ def _conv2d_args(op, x, w, b, stride, padding, dilation, groups):
         raise ValueError(f"{op}: b (bias) must have shape ({k},), got {b.shape}")
     stride = shapes.pair(stride, f"{op}: stride")
     dilation = shapes.pair(dilation, f"{op}: dilation")
-    padding = shapes.conv_padding(padding, (r, s), dilation, stride)
-    shapes.conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)  # raises if < 1
-    return stride, padding, dilation
+    try:
+        padding = shapes.conv_padding(padding, (r, s), dilation, stride)
+        shapes.conv2d_output_shape(x.shape, w.shape, stride, padding, dilation)  # raises if < 1
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{op}: {exc}") from None
+    return stride, padding, dilation, groups
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     """2-D convolution (cross-correlation, as in every framework) of NCHW ``x``
     with ``w`` of shape ``(K, C/groups, R, S)``; ``padding`` is an int, a pair,
     ``'valid'`` or ``'same'``. ``groups == C`` is a depthwise convolution."""
-    stride, padding, dilation = _conv2d_args("conv2d", x, w, b, stride, padding, dilation, groups)
+    stride, padding, dilation, groups = _conv2d_args("conv2d", x, w, b, stride, padding, dilation, groups)
     return Conv2d.apply(x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
@@ -132,8 +144,8 @@ class Conv2dReLU(Conv2d):
 def conv2d_relu(x, w, b=None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
     """``relu(conv2d(x, w, b, ...))`` as one op: on the GPU the bias and the ReLU
     are applied in the convolution kernel's epilogue, saving a pass over y."""
-    stride, padding, dilation = _conv2d_args("conv2d_relu", x, w, b, stride, padding, dilation,
-                                             groups)
+    stride, padding, dilation, groups = _conv2d_args("conv2d_relu", x, w, b, stride, padding,
+                                                     dilation, groups)
     return Conv2dReLU.apply(x, w, b, stride=stride, padding=padding, dilation=dilation,
                             groups=groups)
 
@@ -213,6 +225,9 @@ class AdaptiveAvgPool2d(Function):
 def adaptive_avg_pool2d(x, output_size) -> Tensor:
     """Average pooling to a fixed output size; ``output_size=1`` is global average pooling."""
     _check_tensor(x, "x (input)", "adaptive_avg_pool2d", 4)
+    if 0 in x.shape[1:]:
+        raise ValueError(f"adaptive_avg_pool2d: x (input) must have non-zero C, H and W, got "
+                         f"shape {x.shape}")
     out = shapes.pair(output_size, "adaptive_avg_pool2d: output_size")
     return AdaptiveAvgPool2d.apply(x, out)
 
@@ -271,9 +286,8 @@ def relu(x) -> Tensor:
 
 def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
     _check_tensor(x, "x (input)", "leaky_relu")
-    if not isinstance(negative_slope, (int, float)) or isinstance(negative_slope, bool):
-        raise TypeError(f"leaky_relu: negative_slope must be a number, got {negative_slope!r}")
-    return LeakyReLU.apply(x, float(negative_slope))
+    slope = shapes.number(negative_slope, "leaky_relu: negative_slope")
+    return LeakyReLU.apply(x, slope)
 
 
 def sigmoid(x) -> Tensor:
@@ -310,14 +324,14 @@ def linear(x, w, b=None) -> Tensor:
     op = "linear"
     _check_tensor(x, "x (input)", op)
     _check_tensor(w, "w (weight)", op, 2)
+    if b is not None:
+        _check_tensor(b, "b (bias)", op, 1)
     _check_like(op, "x", x, w=w, b=b)
     if x.ndim < 1 or x.shape[-1] != w.shape[1]:
         raise ValueError(f"{op}: x has {x.shape[-1] if x.ndim else 0} input features "
                          f"(shape {x.shape}) but w of shape {w.shape} expects {w.shape[1]}")
-    if b is not None:
-        _check_tensor(b, "b (bias)", op, 1)
-        if b.shape != (w.shape[0],):
-            raise ValueError(f"{op}: b (bias) must have shape ({w.shape[0]},), got {b.shape}")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"{op}: b (bias) must have shape ({w.shape[0]},), got {b.shape}")
     return Linear.apply(x, w, b)
 
 
@@ -355,12 +369,20 @@ class LogSoftmax(Function):
 
 def softmax(x, dim: int = -1) -> Tensor:
     _check_tensor(x, "x (input)", "softmax")
-    return Softmax.apply(x, _dim(dim, x.ndim, "softmax"))
+    return Softmax.apply(x, _softmax_dim(x, dim, "softmax"))
 
 
 def log_softmax(x, dim: int = -1) -> Tensor:
     _check_tensor(x, "x (input)", "log_softmax")
-    return LogSoftmax.apply(x, _dim(dim, x.ndim, "log_softmax"))
+    return LogSoftmax.apply(x, _softmax_dim(x, dim, "log_softmax"))
+
+
+def _softmax_dim(x, dim, op) -> int:
+    dim = _dim(dim, x.ndim, op)
+    if x.shape[dim] == 0:
+        raise ValueError(f"{op}: dim {dim} of x (input) has size 0 (shape {x.shape}): "
+                         "nothing to normalise")
+    return dim
 
 
 class CrossEntropy(Function):
@@ -446,8 +468,10 @@ def dropout(x, p: float = 0.5, training: bool = True, seed: int | None = None) -
     ``pycnn.manual_seed``'s generator.
     """
     _check_tensor(x, "x (input)", "dropout")
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"dropout: seed must be an int or None, got {seed!r}")
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -493,19 +517,22 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is not None:
             r = r.data if isinstance(r, Tensor) else r
+            if not hasattr(r, "shape") or not hasattr(r, "dtype"):
+                raise TypeError(f"{op}: {name} must be a {x.dtype} array (or Tensor) on "
+                                f"{x.device!r}, got {type(r).__name__}")
             if tuple(r.shape) != (c,):
                 raise ValueError(f"{op}: {name} must have shape ({c},), got {tuple(r.shape)}")
             if array_module(r) is not array_module(x.data) or r.dtype != x.dtype:
-                raise TypeError(f"{op}: {name} must be a {x.dtype} array on {x.device!r}")
+                where = "cpu" if array_module(r) is np else "cuda"
+                raise TypeError(f"{op}: {name} must be a {x.dtype} array on {x.device!r}, got "
+                                f"{r.dtype} on {where!r}")
         stats.append(r)
     if not training and (stats[0] is None or stats[1] is None):
         raise ValueError(f"{op}: running_mean and running_var are needed when training=False")
     if training and x.size // c <= 1:
         raise ValueError(f"{op}: expected more than one value per channel when training, got "
                          f"input shape {x.shape}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum!r}")
-    if eps <= 0:
-        raise ValueError(f"{op}: eps must be positive, got {eps!r}")
+    momentum = shapes.number(momentum, f"{op}: momentum", minimum=0.0, maximum=1.0)
+    eps = shapes.number(eps, f"{op}: eps", minimum=0.0, open_min=True)
     return BatchNorm.apply(x, weight, bias, running_mean=stats[0], running_var=stats[1],
-                           training=bool(training), momentum=float(momentum), eps=float(eps))
+                           training=bool(training), momentum=momentum, eps=eps)

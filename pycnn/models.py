@@ -30,6 +30,8 @@ class _FeaturesClassifier(nn.Module):
 class LeNet5(_FeaturesClassifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        in_channels = shapes.positive_int(in_channels, "in_channels")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
@@ -50,6 +52,8 @@ def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
 class KerasMNIST(_FeaturesClassifier):
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        in_channels = shapes.positive_int(in_channels, "in_channels")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -73,6 +77,8 @@ class VGGSmall(_FeaturesClassifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size: int = 32):
         super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        in_channels = shapes.positive_int(in_channels, "in_channels")
         h, w = shapes.pair(input_size, "input_size")
         if h % 8 or w % 8:
             raise ValueError(f"input_size: expected multiples of 8 (three 2x2 pools), got {input_size!r}")
@@ -156,6 +162,8 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, input_size=224):
         super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        in_channels = shapes.positive_int(in_channels, "in_channels")
         if len(layers) != 4:
             raise ValueError(f"layers: expected 4 stage depths, got {layers!r}")
         self.inplanes = 64

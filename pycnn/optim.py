@@ -21,20 +21,14 @@ import math
 
 import numpy as np
 
+from pycnn import shapes
 from pycnn.tensor import Tensor, array_module, move_array
 
 
 def _check_number(value, name: str, *, minimum: float = 0.0, maximum: float | None = None,
                   open_max: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or math.isnan(value):
-        raise TypeError(f"{name}: expected a number, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected a value >= {minimum}, got {value!r}")
-    if maximum is not None and (value >= maximum if open_max else value > maximum):
-        bound = f"< {maximum}" if open_max else f"<= {maximum}"
-        raise ValueError(f"{name}: expected a value {bound}, got {value!r}")
-    return float(value)
+    """A hyperparameter: a finite number, >= 0 unless ``minimum`` says otherwise."""
+    return shapes.number(value, name, minimum=minimum, maximum=maximum, open_max=open_max)
 
 
 def _host_copy(array) -> np.ndarray:
@@ -72,6 +66,10 @@ class Optimizer:
         for i, p in enumerate(params):
             if not isinstance(p, Tensor):
                 raise TypeError(f"params: element {i} is a {type(p).__name__}, expected a Tensor")
+            if p._ctx is not None:
+                raise ValueError(f"params: element {i} is not a leaf tensor (it is computed from "
+                                 "other tensors, so a step on it would be lost); pass the "
+                                 "tensors it is computed from")
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params: some parameters appear more than once")
         self.params = params

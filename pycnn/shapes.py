@@ -13,25 +13,47 @@ start in the right padding: PyTorch drops such a last window, and so do we.
 from __future__ import annotations
 
 import math
+import numbers
 
 
 def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
-    """An int or a pair of ints as ``(h, w)``, each at least ``minimum``."""
+    """An int or a pair of ints as ``(h, w)``, each at least ``minimum``. NumPy
+    integers count as ints; bools and floats do not."""
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
     given = value
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):
         value = (value, value)
     try:
         h, w = value
     except (TypeError, ValueError):
         raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}") from None
     for v in (h, w):
-        if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"{name}: expected an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name}: expected values >= {minimum}, got {given!r}")
     return int(h), int(w)
+
+
+def positive_int(value, name: str) -> int:
+    """``value`` as an int >= 1 (NumPy integers count; bools do not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
+
+
+def number(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
+           open_min: bool = False, open_max: bool = False) -> float:
+    """``value`` as a finite float within the bounds (NumPy scalars count; bools,
+    strings, None, NaN and infinities do not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"{name}: expected a finite number, got {value!r}")
+    if minimum is not None and (value <= minimum if open_min else value < minimum):
+        raise ValueError(f"{name}: expected a value {'>' if open_min else '>='} {minimum}, got {value!r}")
+    if maximum is not None and (value >= maximum if open_max else value > maximum):
+        raise ValueError(f"{name}: expected a value {'<' if open_max else '<='} {maximum}, got {value!r}")
+    return float(value)
 
 
 def out_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int, *,

@@ -523,11 +523,24 @@ class Tensor:
 
     # ---- arithmetic ------------------------------------------------------- #
     def _other(self, other):
+        """The other operand of an arithmetic op. A number (Python's or a NumPy
+        scalar) keeps the tensor's dtype, as NumPy's weak scalars do; an array
+        takes the tensor's dtype (float32 math stays float32), except that a float
+        array with an integer tensor is refused rather than truncated: nothing is
+        promoted silently."""
         if isinstance(other, Tensor):
             return other
+        if isinstance(other, np.generic) and other.dtype.kind in "iuf":
+            other = other.item()
         if isinstance(other, (int, float)) and not isinstance(other, bool):
-            return other  # a Python scalar keeps the tensor's dtype (NumPy's weak scalars)
+            return other
         arr = other if array_module(other) is not np else np.asarray(other)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"operand: expected a number, an array of numbers or a Tensor, "
+                            f"got {type(other).__name__} of dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and self.dtype.kind != "f":
+            raise TypeError(f"operand: a float array with an integer tensor ({self.dtype}) would "
+                            f"be truncated; convert the tensor first (tensor.astype(np.float32))")
         return Tensor(arr.astype(self.dtype) if arr.dtype != self.dtype else arr)
 
     def __add__(self, other):
@@ -583,7 +596,8 @@ class Tensor:
         else:
             axes = (axis,) if isinstance(axis, int) else axis
             count = int(np.prod([self.shape[a] for a in axes]))
-        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count)
+        # the mean of nothing is NaN, as in NumPy and PyTorch (not a ZeroDivisionError)
+        return self.sum(axis=axis, keepdims=keepdims) * (1.0 / count if count else float("nan"))
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -592,6 +606,10 @@ class Tensor:
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1):
         nd = max(self.ndim, 1)
+        for name, d in (("start_dim", start_dim), ("end_dim", end_dim)):
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not -nd <= d < nd:
+                raise IndexError(f"flatten: {name} must be an int in [{-nd}, {nd - 1}] for a "
+                                 f"tensor of shape {self.shape}, got {d!r}")
         start, end = start_dim % nd, end_dim % nd
         if start > end:
             raise ValueError(f"flatten: start_dim ({start_dim}) comes after end_dim ({end_dim})")

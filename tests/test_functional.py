@@ -221,6 +221,45 @@ w4 = pycnn.tensor(np.zeros((6, 2, 3, 3), np.float32))
      ValueError, r"at least one channel, got shape \(3, 0\)"),
     (lambda: F.batch_norm(pycnn.tensor(np.zeros((1, 4), np.float32)), None, None, training=True),
      ValueError, r"more than one value per channel"),
+    # geometry errors name the op
+    (lambda: F.conv2d(x4, w4, groups=2, padding=-1), ValueError, r"^conv2d: padding: expected values >= 0"),
+    (lambda: F.conv2d_relu(x4, pycnn.tensor(np.zeros((6, 2, 9, 3), np.float32)), groups=2), ValueError,
+     r"^conv2d_relu: output height size would be below 1"),
+    # empty channels or filters, empty planes, empty softmax axes: an error, not NumPy's
+    (lambda: F.conv2d(pycnn.tensor(np.zeros((2, 0, 8, 8), np.float32)),
+                      pycnn.tensor(np.zeros((3, 0, 3, 3), np.float32))), ValueError,
+     r"at least one input channel, one output channel and a filter of at least 1x1"),
+    (lambda: F.conv2d(x4, pycnn.tensor(np.zeros((0, 4, 3, 3), np.float32))), ValueError,
+     r"at least one input channel, one output channel"),
+    (lambda: F.conv2d(x4, pycnn.tensor(np.zeros((3, 4, 0, 3), np.float32))), ValueError,
+     r"a filter of at least 1x1"),
+    (lambda: F.adaptive_avg_pool2d(pycnn.tensor(np.zeros((1, 1, 0, 4), np.float32)), 1), ValueError,
+     r"adaptive_avg_pool2d: x \(input\) must have non-zero C, H and W"),
+    (lambda: F.softmax(pycnn.tensor(np.zeros((2, 0), np.float32)), 1), ValueError,
+     r"softmax: dim 1 of x \(input\) has size 0"),
+    (lambda: F.log_softmax(pycnn.tensor(np.zeros((2, 0), np.float32))), ValueError,
+     r"log_softmax: dim 1 of x \(input\) has size 0"),
+    # arguments of the wrong type name themselves
+    (lambda: F.softmax(x4, 1.5), TypeError, r"softmax: dim must be an int, got 1.5"),
+    (lambda: F.softmax(x4, None), TypeError, r"softmax: dim must be an int, got None"),
+    (lambda: F.linear(pycnn.tensor(np.zeros((2, 3), np.float32)), pycnn.tensor(np.zeros((4, 3), np.float32)),
+                      [0.0, 0.0, 0.0, 0.0]), TypeError, r"linear: b \(bias\) must be a pycnn Tensor, got list"),
+    (lambda: F.batch_norm(x4, None, None, training=True, momentum=None), TypeError,
+     r"batch_norm: momentum: expected a finite number, got None"),
+    (lambda: F.batch_norm(x4, None, None, training=True, eps="a"), TypeError,
+     r"batch_norm: eps: expected a finite number, got 'a'"),
+    (lambda: F.batch_norm(x4, None, None, training=True, eps=0.0), ValueError,
+     r"batch_norm: eps: expected a value > 0.0"),
+    (lambda: F.batch_norm(x4, [0.0] * 4, [1.0] * 4), TypeError,
+     r"running_mean must be a float32 array \(or Tensor\) on 'cpu', got list"),
+    (lambda: F.batch_norm(x4, np.zeros(4), np.ones(4)), TypeError,
+     r"running_mean must be a float32 array on 'cpu', got float64 on 'cpu'"),
+    (lambda: F.leaky_relu(x4, "a"), TypeError, r"leaky_relu: negative_slope: expected a finite number"),
+    (lambda: F.dropout(x4, 0.5, seed="abc"), TypeError, r"dropout: seed must be an int or None, got 'abc'"),
+    (lambda: F.dropout(x4, 0.5, seed=1.7), TypeError, r"dropout: seed must be an int or None, got 1.7"),
+    (lambda: x4.flatten(5), IndexError, r"flatten: start_dim must be an int in \[-4, 3\] .* got 5"),
+    (lambda: x4.flatten(0, 7), IndexError, r"flatten: end_dim must be an int in \[-4, 3\] .* got 7"),
+    (lambda: x4 + np.array(["a"] * 8), TypeError, r"operand: expected a number, an array of numbers"),
 ])
 def test_bad_input_raises_a_clear_error(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
@@ -236,3 +275,37 @@ def test_conv2d_relu_is_relu_of_conv2d_with_its_gradients(xs, ws, kw):
     assert pycnn.gradcheck(lambda x, w, b: F.conv2d_relu(x, w, b, **kw), [x, w, b])
     with pytest.raises(ValueError, match=r"conv2d_relu: channel mismatch"):
         F.conv2d_relu(x, t64(ws[0], ws[1] + 1, *ws[2:]))
+
+
+def test_numpy_scalars_are_numbers_and_ints_as_in_pytorch():
+    # NumPy integers and floats are accepted wherever a Python int or float is
+    x = pycnn.tensor(np.random.default_rng(0).standard_normal((2, 4, 8, 8)).astype(np.float32))
+    w = pycnn.tensor(np.random.default_rng(1).standard_normal((6, 2, 3, 3)).astype(np.float32))
+    ref = F.conv2d(x, w, stride=2, padding=1, groups=2).numpy()
+    got = F.conv2d(x, w, stride=np.int64(2), padding=(np.int32(1), 1), groups=np.int64(2)).numpy()
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(F.max_pool2d(x, np.int64(2)).numpy(), F.max_pool2d(x, 2).numpy())
+    np.testing.assert_array_equal(F.leaky_relu(x, np.float32(0.1)).numpy(), F.leaky_relu(x, 0.1).numpy())
+    np.testing.assert_array_equal(F.dropout(x, np.float32(0.5), seed=np.int64(3)).numpy(),
+                                  F.dropout(x, 0.5, seed=3).numpy())
+    assert F.softmax(x, np.int64(1)).shape == x.shape
+
+
+def test_arithmetic_with_arrays_keeps_float32_and_never_truncates_floats():
+    f32 = pycnn.tensor(np.ones(2, np.float32))
+    assert (f32 * np.float64(0.5)).dtype == np.float32          # a NumPy scalar stays weak
+    assert (f32 + np.array([0.5, 0.5])).dtype == np.float32
+    assert (f32 * np.float32(2)).dtype == np.float32
+    ints = pycnn.tensor([1, 2])
+    for floats in (np.array([0.5, 0.5]), [0.5, 0.5]):       # refused, not truncated to [1, 2]
+        with pytest.raises(TypeError, match=r"float array with an integer tensor \(int64\) would be truncated"):
+            ints + floats
+    np.testing.assert_array_equal((ints * np.float64(0.5)).numpy(), [0.5, 1.0])   # a scalar: weak
+    np.testing.assert_array_equal((ints * 0.5).numpy(), [0.5, 1.0])
+    np.testing.assert_array_equal((ints + np.array([1, 1])).numpy(), [2, 3])
+
+
+def test_the_mean_of_nothing_is_nan():
+    assert np.isnan(pycnn.tensor(np.zeros(0, np.float32)).mean().item())
+    means = pycnn.tensor(np.zeros((0, 3), np.float32)).mean(axis=0).numpy()
+    assert means.shape == (3,) and np.isnan(means).all()

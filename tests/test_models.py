@@ -181,3 +181,13 @@ def test_summary_bad_arguments():
         summarize(models.lenet5(), (1, 0, 28))
     with pytest.raises(TypeError, match="model"):
         summarize("lenet5", (1, 28, 28))
+
+
+@pytest.mark.parametrize("build", [models.lenet5, models.keras_mnist, models.vgg_small,
+                                   models.resnet18, models.resnet34, models.resnet50])
+def test_model_arguments_name_themselves(build):
+    for bad in (0, -1, 2.5, "10", None):
+        with pytest.raises(ValueError, match=r"num_classes: expected a positive int"):
+            build(num_classes=bad)
+    with pytest.raises(ValueError, match=r"in_channels: expected a positive int, got 0"):
+        build(in_channels=0)

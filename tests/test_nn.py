@@ -193,6 +193,13 @@ def test_load_state_dict_reports_missing_unexpected_and_mismatched_keys():
     assert np.all(net.conv.weight.data == 1.0)
     with pytest.raises(TypeError, match="state_dict"):
         net.load_state_dict([1, 2])
+    # a value that is not numbers fails the whole load before anything is copied
+    sd = {k: np.full_like(v, 7.0) for k, v in net.state_dict().items()}
+    sd["conv.bias"] = np.array(["x"] * 4)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match=r"not numbers: conv.bias \(dtype <U1\)"):
+        net.load_state_dict(sd)
+    assert all(np.array_equal(net.state_dict()[k], v) for k, v in before.items())
 
 
 def test_load_state_dict_copies_in_place_in_the_model_dtype():
@@ -429,6 +436,19 @@ def test_layer_argument_errors():
         nn.Linear(3, -1)
     with pytest.raises(ValueError, match="momentum"):
         nn.BatchNorm2d(3, momentum=2.0)
+    with pytest.raises(TypeError, match=r"momentum: expected a finite number, got 'a'"):
+        nn.BatchNorm2d(3, momentum="a")
+    with pytest.raises(TypeError, match=r"eps: expected a finite number, got None"):
+        nn.BatchNorm2d(3, eps=None)
+    with pytest.raises(TypeError, match=r"negative_slope: expected a finite number, got 'a'"):
+        nn.LeakyReLU("a")
+    with pytest.raises(IndexError, match=r"flatten: start_dim must be an int in \[-2, 1\]"):
+        nn.Flatten(5)(_x(2, 3))
+    # NumPy numbers count, as in torch.nn
+    conv = nn.Conv2d(np.int64(3), 4, np.int64(3), stride=np.int64(2), padding=np.int32(1))
+    assert conv(_x(1, 3, 8, 8)).shape == (1, 4, 4, 4)
+    assert nn.Dropout(np.float32(0.25)).p == 0.25
+    assert nn.BatchNorm2d(3, momentum=None, eps=np.float32(1e-3)).momentum is None
 
 
 def test_sequential_container():

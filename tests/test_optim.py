@@ -191,6 +191,12 @@ def test_bad_params():
         optim.SGD(_param([1.0]), lr=0.1)
     with pytest.raises(TypeError, match="lr"):
         optim.SGD([_param([1.0])], lr="fast")
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(TypeError, match=r"lr: expected a finite number"):
+            optim.SGD([_param([1.0])], lr=bad)
+    with pytest.raises(ValueError, match=r"params: element 0 is not a leaf tensor"):
+        optim.SGD([_param([1.0]) * 2.0], lr=0.1)
+    assert optim.SGD([_param([1.0])], lr=np.float32(0.5)).lr == 0.5
 
 
 def test_state_dict_resumes_identically():

@@ -6,6 +6,7 @@ follow torch.nn, so that ``state_dict`` keys and parameter counts match it.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -14,12 +15,6 @@ import pycnn.functional as F
 from pycnn import shapes
 from pycnn.nn import init
 from pycnn.nn.module import Module, Parameter
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 def _empty_param(*shape) -> Parameter:
@@ -54,9 +49,9 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True):
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
+        self.in_channels = shapes.positive_int(in_channels, "in_channels")
+        self.out_channels = shapes.positive_int(out_channels, "out_channels")
+        self.groups = shapes.positive_int(groups, "groups")
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"groups: in_channels ({in_channels}) and out_channels "
                              f"({out_channels}) must both be divisible by groups, got {groups}")
@@ -108,8 +103,8 @@ class ConvReLU2d(Conv2d):
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = shapes.positive_int(in_features, "in_features")
+        self.out_features = shapes.positive_int(out_features, "out_features")
         _add_weight_and_bias(self, (self.out_features, self.in_features), bias)
         self.reset_parameters()
 
@@ -138,13 +133,10 @@ class BatchNorm2d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
-        if eps <= 0:
-            raise ValueError(f"eps: expected a positive number, got {eps!r}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum: expected a number in [0, 1] or None, got {momentum!r}")
-        self.eps = float(eps)
-        self.momentum = momentum
+        self.num_features = shapes.positive_int(num_features, "num_features")
+        self.eps = shapes.number(eps, "eps", minimum=0.0, open_min=True)
+        self.momentum = (None if momentum is None
+                         else shapes.number(momentum, "momentum", minimum=0.0, maximum=1.0))
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
         if self.affine:
@@ -258,7 +250,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01, inplace: bool = False):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = shapes.number(negative_slope, "negative_slope")
 
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
@@ -308,7 +300,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, inplace: bool = False):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
             raise ValueError(f"p: expected a probability in [0, 1], got {p!r}")
         self.p = float(p)
 

@@ -337,8 +337,8 @@ class Module:
         (on their device, cast to their dtype).
 
         Raises ValueError naming every missing key and unexpected key (when
-        ``strict``) and every key whose shape differs (always, with both
-        shapes); nothing is copied when it raises. Returns the missing and
+        ``strict``) and every key whose shape differs or that holds no numbers
+        (always); nothing is copied when it raises. Returns the missing and
         unexpected keys.
         """
         if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
@@ -347,7 +347,7 @@ class Module:
         targets = self._state_arrays()
         missing = [k for k in targets if k not in state_dict]
         unexpected = [k for k in state_dict.keys() if k not in targets]
-        values, mismatched = {}, []
+        values, mismatched, not_numbers = {}, [], []
         for key, current in targets.items():
             if key not in state_dict:
                 continue
@@ -355,6 +355,9 @@ class Module:
             value = value.data if isinstance(value, Tensor) else value
             if array_module(value) is np:
                 value = np.asarray(value)  # lists, NumPy scalars
+            if value.dtype.kind not in "fiub":
+                not_numbers.append(f"{key} (dtype {value.dtype})")
+                continue
             if tuple(value.shape) != tuple(current.shape):
                 mismatched.append(f"{key}: checkpoint has shape {tuple(value.shape)}, "
                                   f"model has {tuple(current.shape)}")
@@ -366,6 +369,8 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(unexpected))
         if mismatched:
             problems.append("shape mismatch: " + "; ".join(mismatched))
+        if not_numbers:
+            problems.append("not numbers: " + ", ".join(not_numbers))
         if problems:
             raise ValueError(f"load_state_dict for {type(self).__name__} failed:\n  "
                              + "\n  ".join(problems))
