@@ -15,10 +15,12 @@ import argparse
 import datetime
 import inspect
 import json
+import math
 import os
 import platform
 import sys
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -31,6 +33,7 @@ DEFAULTS = {"model": "lenet5", "data": "embedded-mnist", "epochs": 8, "batch_siz
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 META_KEY = "__meta__"
+EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130
 
 # Input shape (C, H, W) for `pycnn summary` per model; anything else gets 3x32x32.
@@ -89,25 +92,35 @@ def model_kwargs(name, sample_shape, num_classes=None):
     return {k: v for k, v in wanted.items() if k in params or accepts_any}
 
 
-def build_model(name, kwargs):
-    return _models().get_model(name, **kwargs)
+def build_model(name, kwargs, what=None):
+    """Model ``name`` built with ``kwargs``; a constructor that refuses them (vgg_small
+    wants sides that are multiples of 8, resnets a positive input_size, every model
+    positive class and channel counts) is a CLIError that starts with ``what``
+    (default ``--model NAME``), e.g. "--model vgg_small does not take ... of shape ...".
+    """
+    try:
+        return _models().get_model(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"{what or f'--model {name}'}: {e}") from e
 
 
-def check_fits(model, name, dataset, device):
-    """One sample through the model before training, so a shape mismatch is reported up front."""
+def check_fits(model, name, dataset, device, what=None):
+    """One sample through the model before training or evaluating, so that a shape
+    mismatch is reported up front; errors start with ``what`` (default ``--model NAME``)."""
     import pycnn
+    what = what or f"--model {name}"
     x = pycnn.tensor(dataset.x[:1], device=device)
     try:
         with pycnn.no_grad():
             model.eval()
             out = model(x)
     except (ValueError, TypeError, RuntimeError) as e:
-        raise CLIError(f"--model {name} does not take {dataset.name} images of shape "
+        raise CLIError(f"{what} does not take {dataset.name} images of shape "
                        f"{dataset.sample_shape}: {e}") from e
     finally:
         model.train()
     if tuple(out.shape) != (1, dataset.num_classes):
-        raise CLIError(f"--model {name}: expected outputs of shape (1, {dataset.num_classes}) "
+        raise CLIError(f"{what}: expected outputs of shape (1, {dataset.num_classes}) "
                        f"for {dataset.name}, got {tuple(out.shape)}")
 
 
@@ -147,8 +160,29 @@ def load_data(spec, limit=None, seed=0):
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise CLIError(f"--data {spec}: {e}") from e
     if limit is not None:
-        train, test = train.take(limit), test.take(limit)
+        try:
+            train, test = train.take(limit), test.take(limit)
+        except ValueError as e:
+            raise CLIError(f"--limit: {e}") from e
     return train, test
+
+
+def prepare_out_dir(out, create=True):
+    """Create the run directory ``out`` (and its parents), or a CLIError naming --out.
+    ``create=False`` only rejects an existing non-directory (a check before the data loads)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"--out {out}: expected a directory (existing or to be created), "
+                       "got an existing file")
+    if not create:
+        return
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--out {out}: cannot create the run directory: "
+                       f"{e.strerror or e}") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CLIError(f"--out {out}: expected a writable directory, got one without "
+                       "write permission")
 
 
 def _atomic_write(path, write):
@@ -177,24 +211,127 @@ def save_checkpoint(path, model, meta):
     _atomic_write(path, lambda f: np.savez(f, **state))
 
 
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")    # a zip with members; an empty zip
+_NPY_MAGIC = b"\x93NUMPY"
+_CHECKPOINT_EXPECTED = "expected a model.npz written by `pycnn train`"
+
+
 def load_checkpoint(path):
-    """(state dict, meta) from a checkpoint written by :func:`save_checkpoint`."""
+    """(state dict, meta) from a checkpoint written by :func:`save_checkpoint`.
+
+    Anything else (a .npy array, a text file, a damaged archive, an archive of pickled
+    objects, a ``__meta__`` entry that is not a JSON object of the expected fields) is a
+    CLIError naming --checkpoint. Nothing is ever unpickled.
+    """
+    where = f"--checkpoint {path}"
     if not os.path.isfile(path):
         raise CLIError(f"--checkpoint: file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            state = {k: z[k] for k in z.files if k != META_KEY}
-            if META_KEY not in z.files:
-                raise CLIError(f"--checkpoint {path}: no {META_KEY} entry; expected a model.npz "
-                               "written by `pycnn train`")
-            meta = json.loads(str(z[META_KEY]))
-    except (OSError, ValueError) as e:
-        raise CLIError(f"--checkpoint {path}: not a readable .npz file ({e})") from e
-    return state, meta
+        with open(path, "rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise CLIError(f"{where}: cannot read the file: {e.strerror or e}") from e
+    if head.startswith(_NPY_MAGIC):
+        raise CLIError(f"{where}: not a pycnn checkpoint: a single NumPy array (.npy file), "
+                       f"not an .npz archive; {_CHECKPOINT_EXPECTED}")
+    if not head.startswith(_ZIP_MAGICS):
+        raise CLIError(f"{where}: not a pycnn checkpoint: not an .npz archive (the file does "
+                       f"not start with a zip header); {_CHECKPOINT_EXPECTED}")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CLIError(f"{where}: not a pycnn checkpoint: a damaged or truncated .npz "
+                       f"archive ({e}); {_CHECKPOINT_EXPECTED}") from e
+    with archive as z:
+        if META_KEY not in z.files:
+            raise CLIError(f"{where}: no {META_KEY} entry; {_CHECKPOINT_EXPECTED}")
+        entries = {k: _checkpoint_entry(z, k, where) for k in z.files}
+    meta = _checkpoint_meta(entries.pop(META_KEY), where)
+    return entries, meta
+
+
+def _checkpoint_entry(z, key, where):
+    try:
+        value = z[key]
+    except ValueError as e:
+        if "pickle" in str(e):           # an object array: never unpickled
+            raise CLIError(f"{where}: not a pycnn checkpoint: entry {key!r} holds Python "
+                           f"objects, which pycnn checkpoints never contain; "
+                           f"{_CHECKPOINT_EXPECTED}") from e
+        raise CLIError(f"{where}: entry {key!r} is damaged ({e}); "
+                       f"{_CHECKPOINT_EXPECTED}") from e
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise CLIError(f"{where}: entry {key!r} is damaged ({e}); "
+                       f"{_CHECKPOINT_EXPECTED}") from e
+    if not isinstance(value, np.ndarray):
+        raise CLIError(f"{where}: not a pycnn checkpoint: entry {key!r} is not a NumPy "
+                       f"array; {_CHECKPOINT_EXPECTED}")
+    return value
+
+
+def _checkpoint_meta(entry, where):
+    """The ``__meta__`` entry as a dict, its fields checked."""
+    what = f"{where}: its {META_KEY} entry"
+    if entry.ndim != 0 or entry.dtype.kind != "U":
+        raise CLIError(f"{what}: expected a JSON string, got an array of dtype {entry.dtype} "
+                       f"and shape {entry.shape}; {_CHECKPOINT_EXPECTED}")
+    try:
+        meta = json.loads(str(entry))
+    except ValueError as e:
+        raise CLIError(f"{what}: expected JSON, got text that does not parse ({e}); "
+                       f"{_CHECKPOINT_EXPECTED}") from e
+    if not isinstance(meta, dict):
+        raise CLIError(f"{what}: expected a JSON object, got {type(meta).__name__} "
+                       f"{_short(meta)}; {_CHECKPOINT_EXPECTED}")
+    if not isinstance(meta.get("model"), str):
+        raise CLIError(f"{what}: expected a \"model\" name (a string), got "
+                       f"{_short(meta.get('model'))}; {_CHECKPOINT_EXPECTED}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    checks = (("kwargs", lambda v: isinstance(v, dict), "an object of constructor arguments"),
+              ("data", lambda v: isinstance(v, str), "a data spec string"),
+              ("limit", lambda v: v is None or (is_int(v) and v >= 1),
+               "null or a positive integer"),
+              ("seed", lambda v: is_int(v) and v >= 0, "a non-negative integer"))
+    for key, ok, expected in checks:
+        if key in meta and not ok(meta[key]):
+            raise CLIError(f"{what}: \"{key}\": expected {expected}, got {_short(meta[key])}")
+    return meta
+
+
+def _short(value, limit=60):
+    text = json.dumps(value) if _jsonable(value) else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def json_safe(obj):
+    """``obj`` with every nan/inf float turned into None (JSON null) and NumPy scalars
+    into Python numbers, so that it serialises as strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def write_json(path, obj):
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    """``obj`` as strict JSON (nan and inf become null: JSON has no such numbers)."""
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def plot_curves(path, history, title=""):
@@ -232,14 +369,19 @@ def _environment(device):
 
 def cmd_train(args):
     from pycnn.data import DataLoader, cifar10_augment
-    from pycnn.train import TrainingInterrupted, fit
+    from pycnn.train import TrainingDiverged, TrainingInterrupted, fit
 
     device = resolve_device(args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join("runs", f"{args.model}-{stamp}")
+    prepare_out_dir(out, create=False)          # cheap checks before the data loads
     train_set, test_set = load_data(args.data, args.limit, args.seed)
     seed_everything(args.seed)
     kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
-    model = build_model(args.model, kwargs).to(device)
+    model = build_model(args.model, kwargs,
+                        f"--model {args.model} does not take {train_set.name} images of "
+                        f"shape {train_set.sample_shape}").to(device)
     check_fits(model, args.model, train_set, device)
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
     scheduler = make_scheduler(optimizer, args.lr_decay)
@@ -249,9 +391,7 @@ def cmd_train(args):
                               transform=transform)
     test_loader = DataLoader(test_set, args.batch_size)
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or os.path.join("runs", f"{args.model}-{stamp}")
-    os.makedirs(out, exist_ok=True)
+    prepare_out_dir(out)
     paths = {k: os.path.join(out, f) for k, f in
              (("model", "model.npz"), ("metrics", "metrics.json"), ("curves", "curves.png"))}
 
@@ -264,7 +404,7 @@ def cmd_train(args):
     metrics = {"model": args.model, "data": args.data, "device": device, "args": run_args,
                "versions": _environment(device), "train_samples": len(train_set),
                "test_samples": len(test_set), "parameters": model.num_parameters(),
-               "epochs": [], "final_test_acc": None, "interrupted": False}
+               "epochs": [], "final_test_acc": None, "interrupted": False, "diverged": None}
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
           f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
@@ -280,12 +420,15 @@ def cmd_train(args):
         saved["epochs"] = len(history)
         write_json(paths["metrics"], metrics)
 
-    interrupted = False
+    interrupted = diverged = False
     try:
-        history = fit(model, optimizer, train_loader, test_loader, args.epochs, device,
-                      scheduler=scheduler,
-                      progress=not args.no_progress, on_epoch_end=on_epoch_end,
-                      log=lambda line: print(line, flush=True))
+        # A diverging run is reported once, below, not by NumPy's overflow warnings
+        # from inside the kernels at every step.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            history = fit(model, optimizer, train_loader, test_loader, args.epochs, device,
+                          scheduler=scheduler,
+                          progress=not args.no_progress, on_epoch_end=on_epoch_end,
+                          log=lambda line: print(line, flush=True))
     except TrainingInterrupted as stop:
         interrupted = True
         history = stop.history
@@ -296,6 +439,17 @@ def cmd_train(args):
         if saved["epochs"] != len(history) or not history:
             save_checkpoint(paths["model"], model, meta)
         print(f"\ninterrupted after {len(history)} finished epoch(s)", file=sys.stderr)
+    except TrainingDiverged as stop:
+        diverged = True
+        history = stop.history
+        metrics["epochs"] = list(history)
+        metrics["diverged"] = {"epoch": stop.epoch, "train_loss": stop.loss,
+                               "reason": f"training loss is {stop.loss}"}
+        # The weights are nan/inf now: model.npz keeps the last finite epoch, if any.
+        print(f"training diverged: loss is {stop.loss} at epoch {stop.epoch}; try a smaller "
+              f"--lr (this run used {lr:g}); stopped" +
+              (f", model.npz holds epoch {len(history)}" if history else
+               ", no model.npz written"), file=sys.stderr, flush=True)
     write_json(paths["metrics"], metrics)
     if history:
         plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
@@ -303,6 +457,8 @@ def cmd_train(args):
         print(f"test accuracy {100 * metrics['final_test_acc']:.2f}% on {len(test_set)} "
               f"{args.data} test samples")
     print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))}")
+    if diverged:
+        return EXIT_DIVERGED
     return EXIT_INTERRUPTED if interrupted else 0
 
 
@@ -317,15 +473,15 @@ def cmd_eval(args):
     spec = args.data or meta.get("data", "embedded-mnist")
     limit = args.limit if args.limit is not None else (meta.get("limit") if not args.data else None)
     _, test_set = load_data(spec, limit, meta.get("seed", 0))
+    model = build_model(meta["model"], meta.get("kwargs", {}), f"--checkpoint {args.checkpoint}")
     try:
-        model = build_model(meta["model"], meta.get("kwargs", {}))
         model.load_state_dict(state)
-    except KeyError:
-        raise CLIError(f"--checkpoint {args.checkpoint}: its {META_KEY} entry names no model; "
-                       "expected a model.npz written by `pycnn train`") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, KeyError) as e:
         raise CLIError(f"--checkpoint {args.checkpoint}: {e}") from e
     model.to(device)
+    what = (f"--data {spec}: the checkpoint's model {meta['model']}" if args.data else
+            f"--checkpoint {args.checkpoint}: its model {meta['model']}")
+    check_fits(model, meta["model"], test_set, device, what)
     loss, acc = evaluate(model, DataLoader(test_set, args.batch_size), device)
     print(f"{meta['model']} from {args.checkpoint} on {spec} ({len(test_set)} test samples, "
           f"{device}): test loss {loss:.4f}, test accuracy {100 * acc:.2f}%")
@@ -341,7 +497,8 @@ def cmd_summary(args):
                        f"got {args.model!r}")
     shape = tuple(args.input_shape) if args.input_shape else SUMMARY_SHAPES.get(args.model, (3, 32, 32))
     kwargs = model_kwargs(args.model, shape, args.num_classes)
-    model = build_model(args.model, kwargs)
+    model = build_model(args.model, kwargs,
+                        f"--model {args.model} does not take inputs of shape {shape}")
     from pycnn.summary import summary
     try:
         text = summary(model, shape, print_fn=None)
@@ -376,7 +533,7 @@ def build_parser():
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: " +
                    ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
-    t.add_argument("--lr-decay", type=_positive_float, default=DEFAULTS["lr_decay"],
+    t.add_argument("--lr-decay", type=_decay_factor, default=DEFAULTS["lr_decay"],
                    metavar="GAMMA", help="multiply the learning rate by GAMMA after each epoch "
                    f"(default {DEFAULTS['lr_decay']:g}; 1 keeps it constant)")
     t.add_argument("--seed", type=_non_negative_int, default=DEFAULTS["seed"],
@@ -428,7 +585,9 @@ def _number_type(convert, accept, what):
 
 _positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
 _non_negative_int = _number_type(int, lambda v: v >= 0, "a non-negative integer")
-_positive_float = _number_type(float, lambda v: v > 0, "a positive number")
+_positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0,
+                               "a finite positive number")
+_decay_factor = _number_type(float, lambda v: 0 < v <= 1, "a factor in (0, 1]")
 
 
 def main(argv=None):

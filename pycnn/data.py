@@ -35,6 +35,27 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 
 
+def _class_indices(y):
+    """``y`` as int64 class indices; integer-valued floats are accepted, anything that
+    would be truncated or is not a number (1.7, nan, True, "3") is a ValueError."""
+    if y.dtype.kind in "iu":
+        labels = y.astype(np.int64, copy=False)
+    elif y.dtype.kind == "f":
+        finite = np.isfinite(y)
+        bad = np.flatnonzero(~finite | (y != np.round(np.where(finite, y, 0))))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"y: expected integer class labels, got {float(y[i])!r} at index {i} "
+                             f"({bad.size} non-integer label(s) in all)")
+        labels = y.astype(np.int64)
+    else:
+        raise ValueError(f"y: expected integer class labels, got an array of dtype {y.dtype}")
+    if labels.size and labels.min() < 0:
+        i = int(np.argmin(labels))
+        raise ValueError(f"y: expected class labels >= 0, got {int(labels[i])} at index {i}")
+    return labels
+
+
 class Dataset:
     """Images ``x`` (N, C, H, W) and labels ``y`` (N,), indexable by int, slice or index array."""
 
@@ -46,9 +67,12 @@ class Dataset:
         if y.shape != (x.shape[0],):
             raise ValueError(f"y: expected shape ({x.shape[0]},) to match x, got {y.shape}")
         self.x = x
-        self.y = y.astype(np.int64, copy=False)
+        self.y = _class_indices(y)
         self.classes = tuple(classes) if classes is not None else tuple(
             str(c) for c in range(int(self.y.max()) + 1 if len(self.y) else 0))
+        if classes is not None and len(self.y) and int(self.y.max()) >= len(self.classes):
+            raise ValueError(f"y: expected class indices in 0..{len(self.classes) - 1} for "
+                             f"{len(self.classes)} classes, got {int(self.y.max())}")
         self.name = name
 
     def __len__(self):

@@ -5,6 +5,7 @@ to ``device`` here; the model is expected to be on that device already.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -20,6 +21,18 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, history):
         super().__init__("training interrupted")
         self.history = history
+
+
+class TrainingDiverged(RuntimeError):
+    """The mean training loss of an epoch came out non-finite (nan or inf): the weights
+    are ruined, and every further epoch would be wasted. ``history`` holds the epochs
+    that finished with a finite loss; ``epoch`` is the one that diverged."""
+
+    def __init__(self, history, epoch, loss):
+        super().__init__(f"training diverged: loss is {loss} at epoch {epoch}")
+        self.history = history
+        self.epoch = epoch
+        self.loss = loss
 
 
 class _Totals:
@@ -104,7 +117,7 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None):
 
 
 def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", scheduler=None,
-        progress=True, on_epoch_end=None, log=print):
+        progress=True, on_epoch_end=None, log=print, stop_on_divergence=True):
     """Train for ``epochs`` passes, evaluating on ``test_loader`` after each.
 
     Returns a list with one dict per epoch (epoch, train_loss, train_acc,
@@ -115,6 +128,10 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
 
     Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) carrying the
     history of the finished epochs, so that the caller can save and exit.
+
+    An epoch whose mean training loss is nan or inf raises :class:`TrainingDiverged`
+    (carrying the finite epochs before it, not evaluated and without calling
+    ``on_epoch_end``) unless ``stop_on_divergence`` is false.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
@@ -126,6 +143,8 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
         try:
             train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader, device, bar)
             train_seconds = time.perf_counter() - start
+            if stop_on_divergence and not math.isfinite(train_loss):
+                raise TrainingDiverged(history, epoch, train_loss)
             test_loss, test_acc = evaluate(model, test_loader, device)
         except KeyboardInterrupt:
             raise TrainingInterrupted(history) from None

@@ -243,15 +243,165 @@ def test_default_run_reaches_96_percent(tmp_path):
     assert metrics["final_test_acc"] >= 0.96
 
 
-def test_model_data_mismatch_reported_up_front(tmp_path, capsys):
-    data_dir = tmp_path / "cifar"
-    data_dir.mkdir()
+def _fake_cifar(directory):
+    """Six CIFAR-10 binary batches of two random records each."""
+    directory.mkdir()
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
         records = np.concatenate([rng.integers(0, 10, (2, 1)), rng.integers(0, 256, (2, 3072))], 1)
-        (data_dir / name).write_bytes(records.astype(np.uint8).tobytes())
+        (directory / name).write_bytes(records.astype(np.uint8).tobytes())
+    return directory
+
+
+def test_model_data_mismatch_reported_up_front(tmp_path, capsys):
+    data_dir = _fake_cifar(tmp_path / "cifar")
     code = cli.main(["train", "--model", "lenet5", "--data", f"cifar10:{data_dir}",
                      "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
     assert "lenet5" in err and "(3, 32, 32)" in err
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_model_that_cannot_be_built_for_the_data_is_an_error(tmp_path, capsys):
+    # vgg_small's constructor wants sides that are multiples of 8; the digits are 28x28
+    code = cli.main(["train", "--model", "vgg_small", "--limit", "10", "--epochs", "1",
+                     "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pycnn: error: --model vgg_small")
+    assert "(1, 28, 28)" in err and "multiples of 8" in err
+    assert not (tmp_path / "run").exists()
+    assert cli.main(["summary", "vgg_small", "--input-shape", "3", "30", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pycnn: error: --model vgg_small") and "(3, 30, 30)" in err
+    # resnets take any size; lenet5 fails in its forward pass (reported by check_fits)
+    assert cli.main(["summary", "resnet18", "--input-shape", "3", "30", "30"]) == 0
+
+
+def _lenet_checkpoint(path, meta=None):
+    from pycnn import models
+    cli.save_checkpoint(str(path), models.get_model("lenet5"),
+                        meta or {"model": "lenet5", "kwargs": {}, "data": "embedded-mnist",
+                                 "limit": 20, "seed": 0})
+    return path
+
+
+def _with_meta(tmp_path, text):
+    """A lenet5 checkpoint whose __meta__ entry is ``text``."""
+    with np.load(_lenet_checkpoint(tmp_path / "good.npz")) as z:
+        entries = {k: z[k] for k in z.files}
+    entries["__meta__"] = np.array(text)
+    np.savez(tmp_path / "m.npz", **entries)
+    return tmp_path / "m.npz"
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: (np.save(d / "arr.npy", np.zeros(3)), d / "arr.npy")[1],
+     "not a pycnn checkpoint: a single NumPy array (.npy file)"),
+    (lambda d: (d / "t.npz").write_text("hello\n") and d / "t.npz",
+     "not a pycnn checkpoint: not an .npz archive"),
+    (lambda d: (np.savez(d / "o.npz", __meta__=np.array("{}"), w=np.array([{}], dtype=object)),
+                d / "o.npz")[1], "entry 'w' holds Python objects"),
+    (lambda d: _with_meta(d, "[1, 2]"), "__meta__ entry: expected a JSON object, got list [1, 2]"),
+    (lambda d: _with_meta(d, "{oops"), "__meta__ entry: expected JSON"),
+    (lambda d: _with_meta(d, '{"model": "lenet5", "limit": 0}'),
+     '"limit": expected null or a positive integer, got 0'),
+    (lambda d: _with_meta(d, '{"model": "lenet5", "seed": -1}'),
+     '"seed": expected a non-negative integer, got -1'),
+    (lambda d: _with_meta(d, '{"kwargs": {}}'), 'expected a "model" name'),
+], ids=["npy", "text-file", "pickled-entry", "meta-list", "meta-not-json", "meta-limit-0",
+        "meta-seed-negative", "meta-no-model"])
+def test_eval_bad_checkpoint_is_an_error(tmp_path, capsys, make, expected):
+    path = make(tmp_path)
+    assert cli.main(["eval", "--checkpoint", str(path), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pycnn: error: --checkpoint {path}") and expected in err
+    assert "allow_pickle" not in err and "Traceback" not in err
+
+
+def test_eval_data_the_model_does_not_take(tmp_path, capsys):
+    path = _lenet_checkpoint(tmp_path / "m.npz")
+    data_dir = _fake_cifar(tmp_path / "cifar")
+    code = cli.main(["eval", "--checkpoint", str(path), "--data", f"cifar10:{data_dir}",
+                     "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pycnn: error: --data cifar10:{data_dir}")
+    assert "lenet5" in err and "(3, 32, 32)" in err
+
+
+def test_out_that_cannot_be_a_run_directory(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    for out, expected in ((a_file, "got an existing file"),
+                          (a_file / "sub", "cannot create the run directory")):
+        code = cli.main(["train", "--out", str(out), "--limit", "10", "--epochs", "1",
+                         "--device", "cpu", "--no-progress"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"pycnn: error: --out {out}: ") and expected in err
+    assert a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--lr", "inf", "a finite positive number"), ("--lr", "nan", "a finite positive number"),
+    ("--lr", "-1", "a finite positive number"), ("--lr-decay", "inf", "a factor in (0, 1]"),
+    ("--lr-decay", "nan", "a factor in (0, 1]"), ("--lr-decay", "1.5", "a factor in (0, 1]"),
+])
+def test_float_options_must_be_finite_and_in_range(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", option, value, "--out", str(tmp_path)])
+    assert e.value.code == 2
+    assert f"{option}: expected {expected}, got {value!r}" in capsys.readouterr().err
+
+
+def _strict_json(text):
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_writes_non_finite_numbers_as_null(tmp_path):
+    path = tmp_path / "m.json"
+    cli.write_json(str(path), {"a": float("nan"), "b": [np.float32("inf"), -float("inf"), 1.5],
+                               "c": np.int64(3)})
+    assert _strict_json(path.read_text()) == {"a": None, "b": [None, None, 1.5], "c": 3}
+
+
+def test_diverging_run_stops_with_status_1_and_valid_metrics(tmp_path, capsys):
+    code = cli.main(["train", "--lr", "1e30", "--limit", "64", "--epochs", "3",
+                     "--out", str(tmp_path), "--device", "cpu", "--no-progress"])
+    # epoch 1 is a single step from sane weights (a finite loss); epoch 2 starts from the
+    # weights that step blew up
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "training diverged: loss is nan at epoch 2; try a smaller --lr" in err
+    metrics = _strict_json((tmp_path / "metrics.json").read_text())
+    assert metrics["diverged"]["epoch"] == 2 and metrics["diverged"]["train_loss"] is None
+    assert [r["epoch"] for r in metrics["epochs"]] == [1]
+    assert metrics["final_test_acc"] == metrics["epochs"][0]["test_acc"]
+    assert sorted(os.listdir(tmp_path)) == ["curves.png", "metrics.json", "model.npz"]
+    state, _ = cli.load_checkpoint(str(tmp_path / "model.npz"))   # epoch 1's weights
+    assert all(np.isfinite(v).all() for v in state.values())
+
+
+def test_fit_stops_at_the_first_non_finite_epoch():
+    from pycnn import nn, optim
+    from pycnn.data import DataLoader, Dataset
+    from pycnn.train import TrainingDiverged, fit
+    x = np.random.default_rng(0).standard_normal((6, 1, 2, 2)).astype(np.float32)
+    loader = DataLoader(Dataset(x, np.array([0, 1, 0, 1, 0, 1])), 4)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    ends = []
+
+    def poison_after_first(record, history):
+        ends.append(record["epoch"])
+        model[1].weight.data[...] = np.nan
+    with pytest.raises(TrainingDiverged) as e:
+        fit(model, opt, loader, loader, 5, progress=False, log=None,
+            on_epoch_end=poison_after_first)
+    assert e.value.epoch == 2 and [r["epoch"] for r in e.value.history] == [1]
+    assert ends == [1]

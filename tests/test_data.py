@@ -206,6 +206,25 @@ def test_get_dataset_specs(tmp_path):
             data.get_dataset(bad)
 
 
+# ----------------------------------------------------------------------------- Dataset
+
+def test_dataset_rejects_labels_it_would_truncate():
+    x = np.zeros((3, 1, 2, 2), dtype=np.float32)
+    for bad, shown in (([0, 1.7, 2], "1.7 at index 1"), ([0, np.nan, 1], "nan at index 1")):
+        with pytest.raises(ValueError, match="y: expected integer class labels") as e:
+            data.Dataset(x, np.array(bad))
+        assert shown in str(e.value)
+    for bad in (np.array([True, False, True]), np.array(["0", "1", "2"])):
+        with pytest.raises(ValueError, match="y: expected integer class labels"):
+            data.Dataset(x, bad)
+    with pytest.raises(ValueError, match="y: expected class labels >= 0, got -1"):
+        data.Dataset(x, np.array([0, -1, 2]))
+    with pytest.raises(ValueError, match=r"y: expected class indices in 0\.\.2 for 3 classes, got 5"):
+        data.Dataset(x, np.array([0, 5, 2]), classes=("a", "b", "c"))
+    ok = data.Dataset(x, np.array([0.0, 2.0, 1.0]))        # integer-valued floats are labels
+    assert ok.y.dtype == np.int64 and ok.y.tolist() == [0, 2, 1] and ok.num_classes == 3
+
+
 # ----------------------------------------------------------------------------- DataLoader
 
 def _toy(n=10):
