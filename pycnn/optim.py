@@ -330,7 +330,12 @@ class Adagrad(Optimizer):
 
 class LRScheduler:
     """Sets ``optimizer.lr`` from the epoch count; call ``step()`` once per epoch,
-    after the optimizer's steps. ``get_last_lr()`` returns ``[lr]`` like PyTorch."""
+    after the optimizer's steps. ``get_last_lr()`` returns ``[lr]`` like PyTorch.
+
+    The learning rate is a closed form of the epoch and the lr the optimizer had
+    when the scheduler was made: one scheduler alone gives PyTorch's values, but
+    two on one optimizer, or an lr changed by hand, are not chained as PyTorch's
+    chainable schedulers are (the last to step wins)."""
 
     def __init__(self, optimizer):
         if not isinstance(optimizer, Optimizer):

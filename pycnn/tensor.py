@@ -346,7 +346,8 @@ class GetItem(Function):
 
     def forward(self, a, index):
         self.shape, self.dtype, self.index = a.shape, a.dtype, index
-        return array_module(a).ascontiguousarray(a[index])
+        out = array_module(a).asarray(a[index])    # one element: a 0-d array, not (1,)
+        return out if out.flags.c_contiguous else array_module(a).ascontiguousarray(out)
 
     def backward(self, g):
         xp = array_module(g)
@@ -628,6 +629,8 @@ class Tensor:
     def __getitem__(self, index):
         if isinstance(index, Tensor):
             index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         return GetItem.apply(self, index)
 
     def argmax(self, axis=None):

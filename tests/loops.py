@@ -128,7 +128,8 @@ def pool_out(size, kernel, stride, pad, dilation, ceil_mode):
 
 def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     """y = max over the window's in-image taps; the index (h*W + w) is the first
-    maximum met in row-major window order (a later equal value does not replace it)."""
+    maximum met in row-major window order (a later equal value does not replace it),
+    so a window of -inf values points at its first in-image pixel, never at padding."""
     n_, c_, h_, w_ = x.shape
     p_ = pool_out(h_, kernel_size[0], stride[0], padding[0], dilation[0], ceil_mode)
     q_ = pool_out(w_, kernel_size[1], stride[1], padding[1], dilation[1], ceil_mode)
@@ -138,12 +139,12 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
         for c in range(c_):
             for p in range(p_):
                 for q in range(q_):
-                    best, where = -math.inf, -1
+                    best, where = -math.inf, None
                     for r in range(kernel_size[0]):
                         for s in range(kernel_size[1]):
                             h = p * stride[0] - padding[0] + r * dilation[0]
                             ww = q * stride[1] - padding[1] + s * dilation[1]
-                            if 0 <= h < h_ and 0 <= ww < w_ and float(x[n, c, h, ww]) > best:
+                            if 0 <= h < h_ and 0 <= ww < w_ and (where is None or x[n, c, h, ww] > best):
                                 best, where = float(x[n, c, h, ww]), h * w_ + ww
                     y[n, c, p, q], idx[n, c, p, q] = best, where
     return y, idx

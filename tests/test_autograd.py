@@ -118,6 +118,30 @@ def test_arithmetic_gradients_by_finite_differences():
     pycnn.gradcheck(lambda a: 1.0 - 2.0 / a + 3.0 * a, [a])
 
 
+def test_one_element_is_a_0d_tensor_with_a_gradient():
+    # a[1, 2] is a scalar, as in NumPy and PyTorch (not shape (1,)), and backward works
+    a = t64(np.arange(12.0).reshape(3, 4))
+    e = a[1, 2]
+    assert e.shape == ()
+    (e * 3.0).backward()
+    want = np.zeros((3, 4))
+    want[1, 2] = 3.0
+    np.testing.assert_array_equal(a.grad.numpy(), want)
+    v = t64([1.0, 2.0, 3.0])
+    v[np.int64(1)].backward()
+    np.testing.assert_array_equal(v.grad.numpy(), [0.0, 1.0, 0.0])
+    pycnn.gradcheck(lambda a: a[2, 3] * a[0, 1] + a[1, -1], [t64(np.arange(1.0, 13.0).reshape(3, 4))])
+
+
+def test_a_tensor_inside_a_tuple_index_indexes_like_its_array():
+    a = t64(np.arange(12.0).reshape(3, 4))
+    rows = pycnn.tensor(np.array([0, 0, 2]))
+    picked = a[rows, 1]
+    np.testing.assert_array_equal(picked.numpy(), [1.0, 1.0, 9.0])
+    picked.sum().backward()
+    assert a.grad.numpy()[0, 1] == 2.0 and a.grad.numpy()[2, 1] == 1.0 and a.grad.numpy().sum() == 3.0
+
+
 def test_detach_and_item():
     x = t64([3.0])
     d = (x * 2.0).detach()

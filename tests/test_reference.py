@@ -118,6 +118,24 @@ def test_max_pool2d_against_loops(shape, case, ceil_mode):
     close(ref.max_pool2d_bwd(dy, idx, x.shape, *case), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
 
 
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_max_pool2d_windows_of_minus_infinity_never_point_into_the_padding(ceil_mode):
+    # padding holds -inf too: a window whose real values are all -inf must still
+    # choose a real pixel (its first), or the backward scatters into the padding, or
+    # past it into another (n, c) plane
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 6))
+    x[1] = -np.inf
+    x[0, 1, :2, :] = -np.inf
+    args = ((3, 3), (2, 2), (1, 1), (1, 1), ceil_mode)
+    y, idx = ref.max_pool2d_fwd(x, *args)
+    y_loop, idx_loop = loops.max_pool2d_fwd(x, *args)
+    np.testing.assert_array_equal(y, y_loop)
+    np.testing.assert_array_equal(idx, idx_loop)
+    assert idx[1, 0, 0, 0] == 0 and idx.min() >= 0 and idx.max() < 5 * 6
+    dy = rand(np.random.default_rng(4), *y.shape)
+    close(ref.max_pool2d_bwd(dy, idx, x.shape, *args[:4]), loops.max_pool2d_bwd(dy, idx_loop, x.shape))
+
+
 def test_max_pool2d_ties_take_the_first_in_row_major_order():
     # values 0, 1, 2 only: most windows hold several maxima; overlapping windows
     # make some inputs the max of more than one output

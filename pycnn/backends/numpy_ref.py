@@ -194,14 +194,21 @@ def max_pool2d_fwd(x, kernel_size, stride, padding, dilation, ceil_mode):
     # or the first NaN (which np.maximum propagated): count the taps passed while
     # it is not yet found (branch-free, unlike np.where)
     has_nan = bool(np.isnan(y).any())
+    # where a tap lies in the padding: it never wins, even where the window's real
+    # values are all -inf and equal the padding (every window has a real value)
+    rows = [(np.arange(p) * stride[0] - ph + r * dilation[0])[:, None] for r in range(kh)]
+    cols = [(np.arange(q) * stride[1] - pw + s * dilation[1])[None, :] for s in range(kw)]
+    padded = [((rows[t // kw] < 0) | (rows[t // kw] >= h)) | ((cols[t % kw] < 0) | (cols[t % kw] >= w))
+              for t in range(kh * kw)] if (ph or pw or eh or ew) else [None] * (kh * kw)
 
-    def misses(v):                    # v does not hold the maximum (v == v: v is no NaN)
-        return (v != y) & (v == v) if has_nan else v != y
+    def misses(v, pad):               # v does not hold the maximum (v == v: v is no NaN)
+        miss = (v != y) & (v == v) if has_nan else v != y
+        return miss if pad is None or not pad.any() else miss | pad
 
-    not_found = misses(taps[0])
+    not_found = misses(taps[0], padded[0])
     tap = not_found.astype(np.min_scalar_type(kh * kw))
-    for v in taps[1:-1]:              # the last tap, if reached, is the one
-        not_found &= misses(v)
+    for v, pad in zip(taps[1:-1], padded[1:-1]):   # the last tap, if reached, is the one
+        not_found &= misses(v, pad)
         tap += not_found
     # the input pixel of that tap, as an offset h*W + w into its (n, c) plane:
     # the window's top-left corner plus the tap's offset inside the window
