@@ -213,14 +213,20 @@ def test_evaluate_weights_batches_by_size_against_numpy():
     assert model.training                 # evaluate() restores the mode it found
 
 
-def test_fit_records_the_lr_of_each_epoch_and_steps_the_scheduler():
+def _tiny_fit(lr):
+    """(model, SGD optimizer, loader): six 2x2 images, two classes, one linear layer."""
     from pycnn import nn, optim
     from pycnn.data import DataLoader, Dataset
-    from pycnn.train import fit
     x = np.random.default_rng(0).standard_normal((6, 1, 2, 2)).astype(np.float32)
     loader = DataLoader(Dataset(x, np.array([0, 1, 0, 1, 0, 1])), 4)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    opt = optim.SGD(model.parameters(), lr=0.4)
+    return model, optim.SGD(model.parameters(), lr=lr), loader
+
+
+def test_fit_records_the_lr_of_each_epoch_and_steps_the_scheduler():
+    from pycnn import optim
+    from pycnn.train import fit
+    model, opt, loader = _tiny_fit(0.4)
     seen = []
     history = fit(model, opt, loader, loader, 3, scheduler=optim.ExponentialLR(opt, 0.5),
                   progress=False, log=seen.append,
@@ -388,13 +394,8 @@ def test_diverging_run_stops_with_status_1_and_valid_metrics(tmp_path, capsys):
 
 
 def test_fit_stops_at_the_first_non_finite_epoch():
-    from pycnn import nn, optim
-    from pycnn.data import DataLoader, Dataset
     from pycnn.train import TrainingDiverged, fit
-    x = np.random.default_rng(0).standard_normal((6, 1, 2, 2)).astype(np.float32)
-    loader = DataLoader(Dataset(x, np.array([0, 1, 0, 1, 0, 1])), 4)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    opt = optim.SGD(model.parameters(), lr=0.1)
+    model, opt, loader = _tiny_fit(0.1)
     ends = []
 
     def poison_after_first(record, history):
