@@ -18,7 +18,7 @@ import numpy as np
 from pycnn import shapes
 from pycnn.backends import get_backend
 from pycnn.random import next_seed
-from pycnn.tensor import Function, Tensor, move_array, array_module
+from pycnn.tensor import Function, Tensor, array_module, is_float_dtype, move_array
 
 __all__ = [
     "conv2d", "conv2d_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
@@ -34,7 +34,7 @@ __all__ = [
 def _check_tensor(x, name: str, op: str, ndim=None) -> Tensor:
     if not isinstance(x, Tensor):
         raise TypeError(f"{op}: {name} must be a pycnn Tensor, got {type(x).__name__}")
-    if x.dtype.kind != "f":
+    if not is_float_dtype(x.dtype):
         raise TypeError(f"{op}: {name} must be a floating tensor (float32 or float64), "
                         f"got dtype {x.dtype}")
     if ndim is not None and x.ndim not in (ndim if isinstance(ndim, tuple) else (ndim,)):
@@ -426,10 +426,12 @@ class MSELoss(Function):
 
     def forward(self, a, b):
         self.diff = a - b
+        if self.diff.size == 0:      # the mean of nothing is NaN, as in PyTorch
+            return array_module(a).asarray(np.nan, dtype=a.dtype)
         return (self.diff * self.diff).mean()
 
     def backward(self, g):
-        grad = self.diff * (2.0 / self.diff.size) * g
+        grad = self.diff * (2.0 / max(self.diff.size, 1)) * g
         return grad, -grad
 
 
@@ -485,13 +487,25 @@ class BatchNorm(Function):
     def forward(self, x, weight, bias, *, running_mean, running_var, training, momentum, eps):
         self.x, self.weight, self.training = x, weight, training
         self.has_weight, self.has_bias = weight is not None, bias is not None
+        if training and x.size == 0:
+            # An empty batch, as PyTorch takes it: an empty output, the running statistics
+            # untouched, zero gradients for weight and bias (no backend has statistics of
+            # nothing to compute)
+            xp = array_module(x)
+            self.mean = xp.zeros(x.shape[1], dtype=x.dtype)
+            self.invstd = xp.ones(x.shape[1], dtype=x.dtype)
+            return xp.empty_like(x)
         y, self.mean, self.invstd = self.backend.batch_norm_fwd(
             x, weight, bias, running_mean, running_var, training, momentum, eps)
         return y
 
     def backward(self, dy):
-        dx, dw, db = self.backend.batch_norm_bwd(dy, self.x, self.weight, self.mean,
-                                                 self.invstd, self.training)
+        if self.training and self.x.size == 0:
+            xp = array_module(dy)
+            dx, dw, db = xp.empty_like(dy), xp.zeros_like(self.mean), xp.zeros_like(self.mean)
+        else:
+            dx, dw, db = self.backend.batch_norm_bwd(dy, self.x, self.weight, self.mean,
+                                                     self.invstd, self.training)
         return (dx if self.needs_input_grad[0] else None,
                 dw if self.has_weight else None,
                 db if self.has_bias else None)
@@ -529,7 +543,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         stats.append(r)
     if not training and (stats[0] is None or stats[1] is None):
         raise ValueError(f"{op}: running_mean and running_var are needed when training=False")
-    if training and x.size // c <= 1:
+    if training and x.size and x.size // c <= 1:     # N=0 is an empty batch, allowed
         raise ValueError(f"{op}: expected more than one value per channel when training, got "
                          f"input shape {x.shape}")
     momentum = shapes.number(momentum, f"{op}: momentum", minimum=0.0, maximum=1.0)

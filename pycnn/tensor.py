@@ -80,6 +80,17 @@ def move_array(a, device: str):
     raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
 
 
+#: The floating dtypes pycnn computes in. float16 (and longer floats) are refused with
+#: the same message as integers: the NumPy reference would compute them silently in
+#: another precision than the kernels, and the kernels take float32 only.
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_float_dtype(dtype) -> bool:
+    """True for float32 and float64, the dtypes ops and gradients work in."""
+    return np.dtype(dtype) in FLOAT_DTYPES
+
+
 # --------------------------------------------------------------------------- #
 # Gradient mode
 # --------------------------------------------------------------------------- #
@@ -385,9 +396,9 @@ class Tensor:
             data = data.data
         if not isinstance(data, np.ndarray) and array_module(data) is np:
             data = np.asarray(data)
-        if requires_grad and data.dtype.kind != "f":
-            raise TypeError(f"requires_grad: only floating tensors can require gradients, "
-                            f"got dtype {data.dtype}")
+        if requires_grad and not is_float_dtype(data.dtype):
+            raise TypeError(f"requires_grad: only floating tensors (float32 or float64) can "
+                            f"require gradients, got dtype {data.dtype}")
         self.data = data
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
@@ -614,7 +625,10 @@ class Tensor:
         start, end = start_dim % nd, end_dim % nd
         if start > end:
             raise ValueError(f"flatten: start_dim ({start_dim}) comes after end_dim ({end_dim})")
-        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        # the flattened size spelled out: NumPy cannot infer a -1 in an empty array
+        # (a batch of N=0), and PyTorch flattens that to (0, C*H*W)
+        merged = int(np.prod(self.shape[start:end + 1], dtype=np.int64))
+        shape = self.shape[:start] + (merged,) + self.shape[end + 1:]
         return self.reshape(shape)
 
     def transpose(self, *axes):

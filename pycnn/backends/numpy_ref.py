@@ -223,7 +223,9 @@ def max_pool2d_bwd(dy, indices, x_shape, kernel_size, stride, padding, dilation)
     # scatter below finds every input from its index alone and is exact
     n, c, h, w = x_shape
     plane = h * w
-    flat = indices.reshape(n * c, -1) + np.arange(n * c, dtype=np.int64)[:, None] * plane
+    # (N*C, P*Q) spelled out: reshape cannot infer a -1 when N is 0
+    flat = (indices.reshape(n * c, dy.shape[2] * dy.shape[3])
+            + np.arange(n * c, dtype=np.int64)[:, None] * plane)
     # scatter-add: an input pixel that is the max of several windows gets all their dy
     dx = np.zeros(n * c * plane, dtype=dy.dtype)
     np.add.at(dx, flat.ravel(), dy.ravel())
@@ -387,6 +389,8 @@ def _check_target(logits, target):
 def cross_entropy_fwd(logits, target):
     _check_target(logits, target)
     log_probs = log_softmax_fwd(logits, 1)
+    if len(target) == 0:                 # the mean over no samples is NaN, as in PyTorch
+        return np.asarray(np.nan, dtype=logits.dtype), log_probs
     picked = log_probs[np.arange(len(target)), target]
     return np.asarray(-picked.mean(), dtype=logits.dtype), log_probs
 
@@ -394,6 +398,8 @@ def cross_entropy_fwd(logits, target):
 def cross_entropy_bwd(dloss, log_probs, target):
     _check_target(log_probs, target)
     n = log_probs.shape[0]
+    if n == 0:                                           # no samples: an empty gradient
+        return np.zeros_like(log_probs)
     grad = np.exp(log_probs)                             # softmax
     grad[np.arange(n), target] -= 1                      # - onehot
     return grad * (np.asarray(dloss, dtype=log_probs.dtype) / n)

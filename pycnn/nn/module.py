@@ -17,7 +17,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from pycnn.tensor import Tensor, array_module, device_of, move_array
+from pycnn.tensor import Tensor, array_module, device_of, is_float_dtype, move_array
 
 
 def _to_numpy(array) -> np.ndarray:
@@ -281,8 +281,8 @@ class Module:
         """Cast every parameter and floating-point buffer to ``dtype`` in place
         (``model.astype(numpy.float64)`` for gradient checks); returns self."""
         dtype = np.dtype(dtype)
-        if dtype.kind != "f":
-            raise TypeError(f"dtype: expected a floating dtype, got {dtype}")
+        if not is_float_dtype(dtype):
+            raise TypeError(f"dtype: expected a floating dtype (float32 or float64), got {dtype}")
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             if p.grad is not None:
