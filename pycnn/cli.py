@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import errno
+import fcntl
 import inspect
 import json
 import math
 import os
 import platform
+import secrets
+import signal
+import socket
 import sys
 import tempfile
 import zipfile
@@ -33,8 +38,28 @@ DEFAULTS = {"model": "lenet5", "data": "embedded-mnist", "epochs": 8, "batch_siz
 DEFAULT_LR = {"sgd": 0.05, "adam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-2}
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adagrad")
 META_KEY = "__meta__"
+RUN_FILES = ("model.npz", "metrics.json", "curves.png")
+LOCK_NAME = ".pycnn.lock"
 EXIT_DIVERGED = 1
-EXIT_INTERRUPTED = 130
+EXIT_USAGE = 2
+EXIT_IO = 3
+EXIT_INTERRUPTED = 128 + signal.SIGINT       # 130; SIGTERM gives 128 + 15 = 143
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    finished
+  1    training diverged: the loss or a gradient turned nan or inf (or --detect-anomaly
+       found the op that made one); model.npz keeps the last finite epoch
+  2    bad arguments or input: an option, a data set, a checkpoint, or an --out that
+       another run is using or that holds an earlier run's results (see --force)
+  3    I/O error (disk full, permission denied, ...): one line names the path and the
+       cause; the file's previous version is intact (every write goes to a temporary
+       file that is renamed into place)
+  130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the step under way finishes,
+       then model.npz (the weights after that step), metrics.json ("interrupted": true)
+       and curves.png are saved; a second signal stops at once, keeping the last save
+(an unexpected internal error exits 1 with a Python traceback)"""
 
 # Input shape (C, H, W) for `pycnn summary` per model; anything else gets 3x32x32.
 SUMMARY_SHAPES = {"lenet5": (1, 28, 28), "keras_mnist": (1, 28, 28), "vgg_small": (3, 32, 32),
@@ -43,6 +68,18 @@ SUMMARY_SHAPES = {"lenet5": (1, 28, 28), "keras_mnist": (1, 28, 28), "vgg_small"
 
 class CLIError(Exception):
     """A user error: printed as 'pycnn: error: ...' with exit code 2."""
+
+
+class SaveError(Exception):
+    """Writing ``path`` failed with the OSError ``error`` (disk full, permission, I/O
+    error). The file's previous version, if it had one, is untouched: every write goes
+    to a temporary file that replaces it only once complete. Exit code 3."""
+
+    def __init__(self, path, error):
+        self.path, self.error = path, error
+        code = errno.errorcode.get(error.errno) if error.errno else None
+        super().__init__(f"cannot write {path}: {error.strerror or error}"
+                         + (f" ({code})" if code else ""))
 
 
 def _version_line():
@@ -186,20 +223,175 @@ def prepare_out_dir(out, create=True):
 
 
 def _atomic_write(path, write):
-    """Write through ``write(fileobj)`` into a temporary file next to ``path``, then rename it."""
+    """Write through ``write(fileobj)`` into a temporary file next to ``path``, fsync it,
+    rename it over ``path`` and fsync the directory, so that after a crash or power loss
+    ``path`` is either its old or its new version, never a mix. The temporary file
+    (``.NAME.XXXX.tmp``) is removed on any failure; an OSError comes out as a
+    :class:`SaveError` naming ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        tmp = None
+        _fsync_directory(directory)
+    except OSError as e:
+        raise SaveError(path, e) from e
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
+def _fsync_directory(directory):
+    """Make a rename in ``directory`` durable (its entry is in the directory, not the file)."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # a file system without it
+            raise
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(directory):
+    """Remove the temporary files (``.model.npz.XXXX.tmp``, ...) that a run killed in the
+    middle of a save left in ``directory``; returns their names. Only call it while
+    holding the directory's :class:`RunLock` (a live run's temporary files are its own)."""
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".tmp") and any(name.startswith(f".{f}.") for f in RUN_FILES):
+            try:
+                os.remove(os.path.join(directory, name))
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def new_run_id(model):
+    """``<model>-<YYYYmmdd-HHMMSS>-<6 hex digits>``: unique even for runs started in the
+    same second (the suffix is random, and the default folder is created exclusively)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{model}-{stamp}-{secrets.token_hex(3)}"
+
+
+def create_run_dir(parent, model):
+    """(run id, path) of a new folder ``parent/<run id>``, created exclusively: two runs
+    can never be handed the same folder."""
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--out (default {parent}/<run id>): cannot create {parent}: "
+                       f"{e.strerror or e}") from e
+    for _ in range(100):
+        run_id = new_run_id(model)
+        path = os.path.join(parent, run_id)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise CLIError(f"--out (default {path}): cannot create the run directory: "
+                           f"{e.strerror or e}") from e
+        return run_id, path
+    raise CLIError(f"--out: could not find a free run folder name in {parent}")
+
+
+class RunLock:
+    """An exclusive hold on a run folder: ``LOCK_NAME`` in it, locked with flock(2) for
+    as long as the run lives and removed when it ends. The kernel drops the lock when
+    its process dies (kill -9 included), so a killed run never blocks the next one.
+
+    A folder locked by a live run is refused (a CLIError naming that run), even with
+    ``force``: two runs writing one folder would mix their results. ``force`` only lets a
+    run go on without a lock where the file system cannot lock."""
+
+    def __init__(self, directory, run_id, force=False):
+        self.directory, self.run_id, self.force = directory, run_id, force
+        self.path = os.path.join(directory, LOCK_NAME)
+        self.fd = None
+
+    def __enter__(self):
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise CLIError(f"--out {self.directory}: cannot create the lock file "
+                               f"{self.path}: {e.strerror or e}") from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_lock(fd)
+                os.close(fd)
+                raise CLIError(f"--out {self.directory}: run {holder.get('run_id', '?')} "
+                               f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                               f"started {holder.get('started', '?')}) is writing to this "
+                               f"folder; choose another --out, or wait for that run to end "
+                               f"(--force does not take a live run's folder)") from None
+            except OSError as e:              # no locks on this file system (some NFS mounts)
+                os.close(fd)
+                if not self.force:
+                    raise CLIError(f"--out {self.directory}: cannot lock {self.path}: "
+                                   f"{e.strerror or e}; use another --out, or --force to run "
+                                   "without the lock") from e
+                return self
+            # The previous holder removes the file as it ends: if it did so between our open
+            # and our flock, we hold a lock on a deleted file. Start again on the new one.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        self.fd = fd
+        info = {"run_id": self.run_id, "pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.datetime.now().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(info) + "\n").encode())
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            try:
+                os.remove(self.path)           # while still holding it: see __enter__
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+def _read_lock(fd):
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096).decode() or "{}")
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _earlier_run(out):
+    """A short description of the results an earlier run left in ``out``, or None."""
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if not found:
+        return None
+    run_id = None
+    try:
+        with open(os.path.join(out, "metrics.json")) as f:
+            run_id = json.load(f).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        pass
+    return (f"run {run_id}'s " if run_id else "an earlier run's ") + ", ".join(found)
 
 
 def save_checkpoint(path, model, meta):
@@ -301,6 +493,39 @@ def _checkpoint_meta(entry, where):
     return meta
 
 
+def check_weights(state, model, where):
+    """Refuse checkpoint entries that would load as something else than what was saved or
+    that hold no usable numbers: a floating entry of the model must be float32 or float64
+    in the checkpoint (not float16, not integers that load_state_dict would cast
+    silently) and finite; an integer entry (a batch count) must be an integer. Names the
+    entry; ``--allow-bad-weights`` skips this, to inspect such a file."""
+    targets = model.state_dict()
+    override = "(--allow-bad-weights loads it anyway, for inspection)"
+    for key, value in state.items():
+        target = targets.get(key)
+        if target is None:
+            continue                      # load_state_dict reports unexpected keys
+        if target.dtype.kind == "f":
+            if value.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+                raise CLIError(f"{where}: tensor {key!r} has dtype {value.dtype}; expected "
+                               f"float32 or float64, the dtype of a model's weights {override}")
+            finite = np.isfinite(value)
+            if not finite.all():
+                nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+                bad = " and ".join(f"{n} {w}" for n, w in ((nan, "nan"), (inf, "inf")) if n)
+                raise CLIError(f"{where}: tensor {key!r} (shape {value.shape}) holds {bad} "
+                               f"values of {value.size}; expected finite weights {override}")
+        elif target.dtype.kind in "iu" and value.dtype.kind not in "iu":
+            raise CLIError(f"{where}: tensor {key!r} has dtype {value.dtype}; expected an "
+                           f"integer count like the model's {target.dtype} {override}")
+
+
+def weights_finite(model):
+    """True when every floating parameter and buffer of ``model`` is finite."""
+    return all(bool(np.isfinite(v).all()) for v in model.state_dict().values()
+               if v.dtype.kind == "f")
+
+
 def _short(value, limit=60):
     text = json.dumps(value) if _jsonable(value) else repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
@@ -369,13 +594,11 @@ def _environment(device):
 
 def cmd_train(args):
     from pycnn.data import DataLoader, cifar10_augment
-    from pycnn.train import TrainingDiverged, TrainingInterrupted, fit
 
     device = resolve_device(args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out = args.out or os.path.join("runs", f"{args.model}-{stamp}")
-    prepare_out_dir(out, create=False)          # cheap checks before the data loads
+    if args.out is not None:
+        prepare_out_dir(args.out, create=False)  # cheap checks before the data loads
     train_set, test_set = load_data(args.data, args.limit, args.seed)
     seed_everything(args.seed)
     kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
@@ -391,20 +614,41 @@ def cmd_train(args):
                               transform=transform)
     test_loader = DataLoader(test_set, args.batch_size)
 
-    prepare_out_dir(out)
-    paths = {k: os.path.join(out, f) for k, f in
-             (("model", "model.npz"), ("metrics", "metrics.json"), ("curves", "curves.png"))}
+    if args.out is None:
+        run_id, out = create_run_dir("runs", args.model)
+    else:
+        run_id, out = new_run_id(args.model), args.out
+        prepare_out_dir(out)
+    with RunLock(out, run_id, force=args.force):
+        earlier = _earlier_run(out)
+        if earlier and not args.force:
+            raise CLIError(f"--out {out}: holds {earlier}; choose another --out, or --force "
+                           "to overwrite them")
+        for name in remove_stale_temps(out):
+            print(f"removed {os.path.join(out, name)}, left by a run killed while saving",
+                  file=sys.stderr)
+        return _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler,
+                      train_set, test_set, train_loader, test_loader)
 
+
+def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, train_set,
+           test_set, train_loader, test_loader):
+    """The run itself, in its locked folder ``out``: fit, save, report; the exit status."""
+    import pycnn
+    from pycnn.train import StopSignals, TrainingDiverged, TrainingInterrupted, fit
+
+    paths = {k: os.path.join(out, f) for k, f in zip(("model", "metrics", "curves"), RUN_FILES)}
     run_args = {"model": args.model, "data": args.data, "epochs": args.epochs,
                 "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
                 "lr_decay": args.lr_decay,
                 "seed": args.seed, "limit": args.limit, "device": device}
     meta = {"model": args.model, "kwargs": kwargs, "data": args.data, "limit": args.limit,
-            "seed": args.seed, "pycnn": _version()}
-    metrics = {"model": args.model, "data": args.data, "device": device, "args": run_args,
-               "versions": _environment(device), "train_samples": len(train_set),
-               "test_samples": len(test_set), "parameters": model.num_parameters(),
-               "epochs": [], "final_test_acc": None, "interrupted": False, "diverged": None}
+            "seed": args.seed, "pycnn": _version(), "run_id": run_id, "epochs": 0, "step": 0}
+    metrics = {"run_id": run_id, "model": args.model, "data": args.data, "device": device,
+               "args": run_args, "versions": _environment(device),
+               "train_samples": len(train_set), "test_samples": len(test_set),
+               "parameters": model.num_parameters(), "epochs": [], "final_test_acc": None,
+               "interrupted": False, "diverged": None}
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
           f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
@@ -413,53 +657,100 @@ def cmd_train(args):
 
     saved = {"epochs": 0}
 
+    def save_model(epochs, step):
+        meta.update(epochs=epochs, step=step)
+        save_checkpoint(paths["model"], model, meta)
+
     def on_epoch_end(record, history):
+        if not weights_finite(model):     # the epoch's last step blew the weights up
+            raise TrainingDiverged(history[:-1], record["epoch"], float("nan"),
+                                   reason="the weights hold nan or inf after the epoch's "
+                                   "last step")
         metrics["epochs"] = list(history)
         metrics["final_test_acc"] = record["test_acc"]
-        save_checkpoint(paths["model"], model, meta)
+        save_model(len(history), 0)
         saved["epochs"] = len(history)
         write_json(paths["metrics"], metrics)
 
-    interrupted = diverged = False
+    status = 0
+    pycnn.set_anomaly(bool(args.detect_anomaly))
     try:
-        # A diverging run is reported once, below, not by NumPy's overflow warnings
-        # from inside the kernels at every step.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            history = fit(model, optimizer, train_loader, test_loader, args.epochs, device,
-                          scheduler=scheduler,
-                          progress=not args.no_progress, on_epoch_end=on_epoch_end,
-                          log=lambda line: print(line, flush=True))
-    except TrainingInterrupted as stop:
-        interrupted = True
-        history = stop.history
-        metrics["epochs"] = list(history)
-        metrics["interrupted"] = True
-        # model.npz holds the last finished epoch, matching metrics.json; save now if that
-        # save was cut short, or if no epoch finished (then the weights as they are).
-        if saved["epochs"] != len(history) or not history:
-            save_checkpoint(paths["model"], model, meta)
-        print(f"\ninterrupted after {len(history)} finished epoch(s)", file=sys.stderr)
-    except TrainingDiverged as stop:
-        diverged = True
-        history = stop.history
-        metrics["epochs"] = list(history)
-        metrics["diverged"] = {"epoch": stop.epoch, "train_loss": stop.loss,
-                               "reason": f"training loss is {stop.loss}"}
-        # The weights are nan/inf now: model.npz keeps the last finite epoch, if any.
-        print(f"training diverged: loss is {stop.loss} at epoch {stop.epoch}; try a smaller "
-              f"--lr (this run used {lr:g}); stopped" +
-              (f", model.npz holds epoch {len(history)}" if history else
-               ", no model.npz written"), file=sys.stderr, flush=True)
-    write_json(paths["metrics"], metrics)
-    if history:
-        plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
+        with StopSignals() as stop:
+            try:
+                # A diverging run is reported once, below, not by NumPy's overflow warnings
+                # from inside the kernels at every step.
+                with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                    history = fit(model, optimizer, train_loader, test_loader, args.epochs,
+                                  device, scheduler=scheduler, progress=not args.no_progress,
+                                  on_epoch_end=on_epoch_end,
+                                  log=lambda line: print(line, flush=True), stop=stop,
+                                  names=[name for name, _ in model.named_parameters()])
+            except TrainingInterrupted as e:
+                history = e.history
+                status = 128 + e.signal
+                name = signal.Signals(e.signal).name
+                metrics["epochs"] = list(history)
+                metrics["interrupted"] = True
+                metrics["stopped"] = {"signal": name, "epoch": e.epoch, "step": e.step,
+                                      "steps_per_epoch": len(train_loader),
+                                      "between_steps": e.clean}
+                if e.clean and weights_finite(model):
+                    # the weights after the last whole step: nothing trained is lost
+                    save_model(len(history), 0 if e.step == len(train_loader) else e.step)
+                    held = (f"the weights after step {e.step} of {len(train_loader)} of "
+                            f"epoch {e.epoch}")
+                elif saved["epochs"] != len(history) or not history:
+                    # cut short mid-step, with no save of the last finished epoch (or none
+                    # finished): the weights as they are
+                    save_model(len(history), None)
+                    held = "the weights as the interruption found them"
+                else:
+                    held = f"epoch {len(history)}'s weights"
+                print(f"\n{name}: stopped after {len(history)} finished epoch(s); model.npz "
+                      f"holds {held}", file=sys.stderr)
+            except TrainingDiverged as e:
+                status = EXIT_DIVERGED
+                history = e.history
+                metrics["epochs"] = list(history)
+                metrics["diverged"] = {"epoch": e.epoch, "step": e.step, "train_loss": e.loss,
+                                       "reason": e.reason}
+                # The weights are nan/inf now (or a step refused to make them so): model.npz
+                # keeps the last finite epoch, if any.
+                print(f"training diverged: {e.reason} at epoch {e.epoch}"
+                      + (f" step {e.step}" if e.step else "") + f"; try a smaller --lr "
+                      f"(this run used {lr:g}); stopped" +
+                      (f", model.npz holds epoch {len(history)}" if history else
+                       ", no model.npz written"), file=sys.stderr, flush=True)
+            except pycnn.AnomalyError as e:
+                status = EXIT_DIVERGED
+                history = metrics["epochs"]
+                metrics["diverged"] = {"epoch": len(history) + 1, "step": None,
+                                       "train_loss": None, "reason": str(e), "op": e.op,
+                                       "phase": e.phase, "where": e.where}
+                print(f"training stopped by --detect-anomaly: {e}" +
+                      (f"; model.npz holds epoch {len(history)}" if history else
+                       "; no model.npz written"), file=sys.stderr, flush=True)
+            write_json(paths["metrics"], metrics)
+            if history:
+                plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
+    except SaveError as e:
+        metrics["io_error"] = str(e)
+        if e.path != paths["metrics"]:
+            try:                          # a small file may still fit where a model did not
+                write_json(paths["metrics"], metrics)
+            except SaveError:
+                pass
+        kept = ("its previous version is intact" if os.path.exists(e.path)
+                else "nothing was written there")
+        print(f"pycnn: error: {e}; {kept}", file=sys.stderr)
+        return EXIT_IO
+    finally:
+        pycnn.set_anomaly(False)
     if metrics["final_test_acc"] is not None:
         print(f"test accuracy {100 * metrics['final_test_acc']:.2f}% on {len(test_set)} "
               f"{args.data} test samples")
-    print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))}")
-    if diverged:
-        return EXIT_DIVERGED
-    return EXIT_INTERRUPTED if interrupted else 0
+    print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))} (run {run_id})")
+    return status
 
 
 # --------------------------------------------------------------------------- eval
@@ -474,6 +765,8 @@ def cmd_eval(args):
     limit = args.limit if args.limit is not None else (meta.get("limit") if not args.data else None)
     _, test_set = load_data(spec, limit, meta.get("seed", 0))
     model = build_model(meta["model"], meta.get("kwargs", {}), f"--checkpoint {args.checkpoint}")
+    if not args.allow_bad_weights:
+        check_weights(state, model, f"--checkpoint {args.checkpoint}")
     try:
         model.load_state_dict(state)
     except (ValueError, TypeError, KeyError) as e:
@@ -513,13 +806,16 @@ def cmd_summary(args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="pycnn", description="A CNN engine on hand-written CUDA kernels: train, evaluate, "
-        "inspect and benchmark.")
+        "inspect and benchmark.", epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     device_help = "auto (cuda if available, else cpu), cpu or cuda"
     t = sub.add_parser("train", help="train a model (default: LeNet-5 on embedded MNIST digits)",
-                       description="Train a model and write model.npz, metrics.json and curves.png.")
+                       description="Train a model and write model.npz, metrics.json and "
+                       "curves.png.", epilog=EXIT_STATUS_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--model", default=DEFAULTS["model"], help="lenet5, keras_mnist, vgg_small, "
                    f"resnet18, resnet34, resnet50 (pycnn.models.MODELS; default {DEFAULTS['model']})")
     t.add_argument("--data", default=DEFAULTS["data"],
@@ -540,7 +836,13 @@ def build_parser():
                    help="seeds the data split, initial weights, dropout and shuffling "
                    f"(default {DEFAULTS['seed']})")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
-    t.add_argument("--out", default=None, help="run directory (default runs/<model>-<timestamp>)")
+    t.add_argument("--out", default=None, help="run directory (default runs/<run id>, a new "
+                   "folder per run; the run id is <model>-<timestamp>-<6 random hex digits>)")
+    t.add_argument("--force", action="store_true", help="overwrite the results of an earlier "
+                   "run in --out (a folder that a live run is writing is refused even so)")
+    t.add_argument("--detect-anomaly", action="store_true", help="check every op's output and "
+                   "gradients for nan/inf and stop at the first op that makes one, naming it "
+                   "(slow: for debugging)")
     t.add_argument("--limit", type=_positive_int, default=None,
                    help="use only the first N samples of train and of test")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -552,6 +854,9 @@ def build_parser():
     e.add_argument("--limit", type=_positive_int, default=None,
                    help="first N test samples (default: as in training)")
     e.add_argument("--batch-size", type=_positive_int, default=256)
+    e.add_argument("--allow-bad-weights", action="store_true", help="load a checkpoint whose "
+                   "weights hold nan/inf or are not float32/float64, to inspect it (refused "
+                   "otherwise)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
     e.set_defaults(func=cmd_eval)
 
@@ -606,10 +911,20 @@ def main(argv=None):
         return args.func(args)
     except CLIError as e:
         print(f"pycnn: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_USAGE
+    except SaveError as e:
+        print(f"pycnn: error: {e}; its previous version, if any, is intact", file=sys.stderr)
+        return EXIT_IO
+    except OSError as e:                  # reading data or a checkpoint, outside the checks
+        where = f"{e.filename}: " if e.filename else ""
+        code = errno.errorcode.get(e.errno) if e.errno else None
+        print(f"pycnn: error: {where}{e.strerror or e}" + (f" ({code})" if code else ""),
+              file=sys.stderr)
+        return EXIT_IO
+    except KeyboardInterrupt as e:        # before training began, or a second signal
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"\n{signal.Signals(signum).name}: interrupted", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -47,14 +47,91 @@ def _like(current, value):
     return float(value)
 
 
+class NonFiniteGradient(FloatingPointError):
+    """A step met a gradient holding NaN or inf. No parameter was updated (the weights stay
+    as they were before the step); ``index`` is the first such parameter's position in
+    ``optimizer.params``, ``shape`` its shape, ``nan`` and ``inf`` the counts of bad values."""
+
+    def __init__(self, index, shape, nan, inf):
+        self.index, self.shape, self.nan, self.inf = index, tuple(shape), nan, inf
+        super().__init__(f"grad of parameter {index} (shape {self.shape}) holds "
+                         f"{self.describe()}; the step was skipped, no parameter changed")
+
+    def describe(self) -> str:
+        return " and ".join(f"{n} {what} value{'s' if n != 1 else ''}"
+                            for n, what in ((self.nan, "nan"), (self.inf, "inf")) if n)
+
+
+def _first_non_finite(grads):
+    """(index, nan count, inf count) of the first gradient holding NaN or inf, or None.
+
+    One sum per gradient in its own dtype and, on the GPU, one read-back per step: a sum
+    is finite when every element is; a non-finite sum of finite values (an overflow)
+    is told apart by the exact elementwise check, which runs only then."""
+    if not grads:
+        return None
+    modules = {id(array_module(g)): array_module(g) for _, g in grads}
+    if len(modules) == 1:
+        (xp,) = modules.values()
+        sums = xp.stack([g.sum() for _, g in grads])
+        if bool(xp.isfinite(sums).all()):
+            return None
+    for i, g in grads:
+        xp = array_module(g)
+        if not bool(xp.isfinite(g).all()):
+            return i, int(xp.isnan(g).sum()), int(xp.isinf(g).sum())
+    return None
+
+
 class Optimizer:
     """Base class: holds ``params`` (a list of Tensors) and per-parameter ``state``.
 
-    Subclasses list their hyperparameter names in ``_hyper`` and implement
-    ``_update(p, g, state, xp)`` for one parameter.
+    Subclasses list their hyperparameter names in ``_hyper``, the rules for each in
+    ``_rules`` (checked on every assignment, ``opt.lr = nan`` included, not only by the
+    constructor), and implement ``_update(p, g, state, xp)`` for one parameter.
+
+    ``step()`` refuses a gradient holding NaN or inf: it raises :class:`NonFiniteGradient`
+    naming the parameter, before any parameter is updated.
     """
 
     _hyper: tuple[str, ...] = ("lr",)
+    #: name -> keyword arguments of shapes.number, or "bool", or "betas"
+    _rules: dict = {"lr": {}}
+
+    def __setattr__(self, name, value):
+        if name not in type(self)._hyper:
+            object.__setattr__(self, name, value)
+            return
+        value = self._checked(name, value)
+        missing = object()
+        previous = self.__dict__.get(name, missing)
+        object.__setattr__(self, name, value)
+        try:
+            self._check_together()
+        except ValueError:               # refused: the optimizer keeps its previous value
+            if previous is missing:
+                del self.__dict__[name]
+            else:
+                object.__setattr__(self, name, previous)
+            raise
+
+    def _checked(self, name, value):
+        rule = self._rules.get(name, {})
+        if rule == "bool":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{name}: expected True or False, got {value!r}")
+            return bool(value)
+        if rule == "betas":
+            try:
+                b1, b2 = value
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}: expected a pair of numbers, got {value!r}") from None
+            return (_check_number(b1, f"{name}[0]", maximum=1.0, open_max=True),
+                    _check_number(b2, f"{name}[1]", maximum=1.0, open_max=True))
+        return _check_number(value, name, **rule)
+
+    def _check_together(self) -> None:
+        """Rules between hyperparameters, once all of them are set (SGD's nesterov)."""
 
     def __init__(self, params, lr):
         if isinstance(params, Tensor):
@@ -73,7 +150,7 @@ class Optimizer:
         if len({id(p) for p in params}) != len(params):
             raise ValueError("params: some parameters appear more than once")
         self.params = params
-        self.lr = _check_number(lr, "lr")
+        self.lr = lr
         self.state: list[dict] = [{} for _ in params]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -86,13 +163,21 @@ class Optimizer:
                 p.grad.data[...] = 0
 
     def step(self) -> None:
-        for p, state in zip(self.params, self.state):
+        grads = []
+        for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
             g = p.grad.data if isinstance(p.grad, Tensor) else p.grad
             if tuple(g.shape) != tuple(p.data.shape):
                 raise ValueError(f"grad: expected shape {p.shape} like its parameter, got {tuple(g.shape)}")
-            self._update(p.data, g, state, array_module(p.data))
+            grads.append((i, g))
+        bad = _first_non_finite(grads)
+        if bad is not None:
+            i, nan, inf = bad
+            raise NonFiniteGradient(i, self.params[i].shape, nan, inf)
+        for i, g in grads:
+            p = self.params[i]
+            self._update(p.data, g, self.state[i], array_module(p.data))
 
     def _update(self, p, g, state, xp) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -135,9 +220,17 @@ class Optimizer:
                     # NumPy or CuPy, and a float64 buffer would turn every update float64).
                     v = move_array(v, p.device).astype(p.dtype, copy=True)
                 new_state[i][k] = v
-        for name in self._hyper:
-            if name in group:
-                setattr(self, name, _like(getattr(self, name), group[name]))
+        # each checked on its own, then the rules between them once all are set (a
+        # nesterov=False group may lower momentum to 0 before it turns nesterov off)
+        checked = {name: self._checked(name, _like(getattr(self, name), group[name]))
+                   for name in self._hyper if name in group}
+        previous = {name: getattr(self, name) for name in checked}
+        self.__dict__.update(checked)
+        try:
+            self._check_together()
+        except ValueError:
+            self.__dict__.update(previous)
+            raise
         self.state = new_state
 
     def __repr__(self):
@@ -155,16 +248,20 @@ class SGD(Optimizer):
     """
 
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    _rules = {"lr": {}, "momentum": {}, "dampening": {}, "weight_decay": {}, "nesterov": "bool"}
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
-        self.momentum = _check_number(momentum, "momentum")
-        self.dampening = _check_number(dampening, "dampening")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
-        self.nesterov = bool(nesterov)
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
+
+    def _check_together(self):
+        if all(hasattr(self, n) for n in self._hyper) and self.nesterov and (
+                self.momentum <= 0 or self.dampening != 0):
             raise ValueError(f"nesterov: needs momentum > 0 and dampening == 0, got "
-                             f"momentum={momentum}, dampening={dampening}")
+                             f"momentum={self.momentum}, dampening={self.dampening}")
 
     def _update(self, p, g, state, xp):
         if self.weight_decay:
@@ -189,17 +286,13 @@ class Adam(Optimizer):
     """
 
     _hyper = ("lr", "betas", "eps", "weight_decay")
+    _rules = {"lr": {}, "betas": "betas", "eps": {}, "weight_decay": {}}
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise TypeError(f"betas: expected a pair of numbers, got {betas!r}") from None
-        self.betas = (_check_number(b1, "betas[0]", maximum=1.0, open_max=True),
-                      _check_number(b2, "betas[1]", maximum=1.0, open_max=True))
-        self.eps = _check_number(eps, "eps")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def _update(self, p, g, state, xp):
         b1, b2 = self.betas
@@ -238,15 +331,17 @@ class RMSprop(Optimizer):
     """
 
     _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    _rules = {"lr": {}, "alpha": {"maximum": 1.0}, "eps": {}, "weight_decay": {},
+              "momentum": {}, "centered": "bool"}
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):
         super().__init__(params, lr)
-        self.alpha = _check_number(alpha, "alpha", maximum=1.0)
-        self.eps = _check_number(eps, "eps")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
-        self.momentum = _check_number(momentum, "momentum")
-        self.centered = bool(centered)
+        self.alpha = alpha
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.centered = centered
 
     def _update(self, p, g, state, xp):
         a = self.alpha
@@ -296,15 +391,15 @@ class Adagrad(Optimizer):
     """
 
     _hyper = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+    _rules = {name: {} for name in _hyper}
 
     def __init__(self, params, lr=0.01, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10):
         super().__init__(params, lr)
-        self.lr_decay = _check_number(lr_decay, "lr_decay")
-        self.weight_decay = _check_number(weight_decay, "weight_decay")
-        self.initial_accumulator_value = _check_number(initial_accumulator_value,
-                                                       "initial_accumulator_value")
-        self.eps = _check_number(eps, "eps")
+        self.lr_decay = lr_decay
+        self.weight_decay = weight_decay
+        self.initial_accumulator_value = initial_accumulator_value
+        self.eps = eps
 
     def _update(self, p, g, state, xp):
         if not state:
@@ -390,5 +485,5 @@ class ExponentialLR(LRScheduler):
         return self.base_lr * self.gamma ** epoch
 
 
-__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "Adagrad", "LRScheduler", "StepLR",
+__all__ = ["Optimizer", "NonFiniteGradient", "SGD", "Adam", "RMSprop", "Adagrad", "LRScheduler", "StepLR",
            "ExponentialLR"]

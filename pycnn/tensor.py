@@ -119,6 +119,114 @@ class no_grad(contextlib.ContextDecorator):
 
 
 # --------------------------------------------------------------------------- #
+# Anomaly detection: the first op whose forward or backward makes a NaN or inf
+# --------------------------------------------------------------------------- #
+
+_anomaly = {"enabled": False}
+
+
+class AnomalyError(FloatingPointError):
+    """Raised in anomaly mode by the first op whose forward output, or whose backward's
+    gradient for one of its inputs, holds NaN or inf. ``op`` is its name, ``phase``
+    "forward" or "backward", ``where`` the line that called the op (outside pycnn's
+    autograd and functional modules)."""
+
+    def __init__(self, message, op, phase, where):
+        super().__init__(message)
+        self.op, self.phase, self.where = op, phase, where
+
+
+def set_anomaly(enabled: bool) -> None:
+    """Check every op's output and every backward's gradients for NaN and inf, and raise
+    :class:`AnomalyError` naming the first op that made one (``pycnn train
+    --detect-anomaly``). Costs a pass over every array of the graph: for debugging."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    _anomaly["enabled"] = bool(enabled)
+
+
+def is_anomaly_enabled() -> bool:
+    return _anomaly["enabled"]
+
+
+class detect_anomaly(contextlib.ContextDecorator):
+    """``with pycnn.detect_anomaly(): ...``: anomaly mode (see :func:`set_anomaly`) inside."""
+
+    def __init__(self):
+        self._previous = []
+
+    def __enter__(self):
+        self._previous.append(is_anomaly_enabled())
+        _anomaly["enabled"] = True
+        return self
+
+    def __exit__(self, *exc):
+        _anomaly["enabled"] = self._previous.pop()
+        return False
+
+
+_AUTOGRAD_FILES = ("tensor.py", "functional.py")
+
+
+def _call_site() -> str:
+    """file:line of the innermost caller outside this module and pycnn.functional."""
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not (os.path.dirname(path) == here and os.path.basename(path) in _AUTOGRAD_FILES):
+            return f"{path}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "unknown"
+
+
+def _bad_counts(a):
+    """(nan count, inf count) of a floating array, or None when it is finite (or not float)."""
+    if not hasattr(a, "dtype") or a.dtype.kind != "f":
+        return None
+    xp = array_module(a)
+    if bool(xp.isfinite(a).all()):
+        return None
+    return int(xp.isnan(a).sum()), int(xp.isinf(a).sum())
+
+
+def _describe(counts) -> str:
+    nan, inf = counts
+    return " and ".join(f"{n} {what}" for n, what in ((nan, "nan"), (inf, "inf")) if n)
+
+
+def _check_forward(fn, raw, out):
+    counts = _bad_counts(out)
+    if counts is None:
+        return
+    bad_inputs = [i for i, a in enumerate(raw) if _bad_counts(a) is not None]
+    origin = ("from finite inputs" if not bad_inputs else
+              f"and its input {bad_inputs[0]} already held nan or inf (it comes from outside "
+              "the graph: data, parameters or an array argument)")
+    raise AnomalyError(f"anomaly: {fn.name} forward (called at {fn.created_at}) produced "
+                       f"{_describe(counts)} values in its output of shape "
+                       f"{tuple(out.shape)} {origin}", fn.name, "forward", fn.created_at)
+
+
+def _check_backward(fn, grad_in, parent_grads):
+    for i, (parent, pg) in enumerate(zip(fn.parents, parent_grads)):
+        if pg is None or not isinstance(parent, Tensor):
+            continue
+        counts = _bad_counts(pg)
+        if counts is None:
+            continue
+        incoming = ("a finite gradient" if _bad_counts(grad_in) is None
+                    else "a gradient already holding nan or inf")
+        where = getattr(fn, "created_at", "unknown")
+        raise AnomalyError(f"anomaly: {fn.name} backward (forward called at {where}) produced "
+                           f"{_describe(counts)} values in the gradient of its input {i} "
+                           f"(shape {tuple(pg.shape)}) from {incoming}", fn.name, "backward",
+                           where)
+
+
+# --------------------------------------------------------------------------- #
 # Function: one op, forward and backward side by side
 # --------------------------------------------------------------------------- #
 
@@ -142,7 +250,12 @@ class Function:
         device, dtype = _common_device_dtype(cls.name, tensors)
         fn.backend = get_backend(device)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
-        out = fn.forward(*raw, **params)
+        if _anomaly["enabled"]:
+            fn.created_at = _call_site()
+            out = fn.forward(*raw, **params)
+            _check_forward(fn, raw, out)
+        else:
+            out = fn.forward(*raw, **params)
         fn.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
         if is_grad_enabled() and any(fn.needs_input_grad):
             fn.parents = args
@@ -503,6 +616,8 @@ class Tensor:
                 continue
             fn = node._ctx
             parent_grads = fn.backward(g)
+            if _anomaly["enabled"]:
+                _check_backward(fn, g, parent_grads)
             if not retain_graph:
                 node._ctx = _RELEASED
             for parent, pg in zip(fn.parents, parent_grads):

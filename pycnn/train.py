@@ -6,33 +6,99 @@ to ``device`` here; the model is expected to be on that device already.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
 
 from . import functional as F
+from .optim import NonFiniteGradient
 from .tensor import move_array, no_grad, tensor
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`fit`. ``history`` holds the epochs that finished."""
+    """A signal (SIGINT, SIGTERM) or Ctrl-C stopped :func:`fit`. ``history`` holds the
+    epochs that finished; ``signal`` is the signal's number (SIGINT for a bare
+    KeyboardInterrupt); ``epoch`` is the epoch under way and ``step`` the steps of it
+    that finished. ``clean`` is true when the stop came between two steps (asked for
+    through :class:`StopSignals`), so that the weights are those after a whole step;
+    false when a KeyboardInterrupt cut a step short (the weights may be half updated)."""
 
-    def __init__(self, history):
+    def __init__(self, history, signum=None, epoch=None, step=None, clean=False):
         super().__init__("training interrupted")
         self.history = history
+        self.signal = int(signal.SIGINT if signum is None else signum)
+        self.epoch, self.step, self.clean = epoch, step, clean
 
 
 class TrainingDiverged(RuntimeError):
-    """The mean training loss of an epoch came out non-finite (nan or inf): the weights
-    are ruined, and every further epoch would be wasted. ``history`` holds the epochs
-    that finished with a finite loss; ``epoch`` is the one that diverged."""
+    """The mean training loss of an epoch came out non-finite (nan or inf), or a step met
+    a non-finite gradient: the weights are ruined (or would be), and every further epoch
+    would be wasted. ``history`` holds the epochs that finished with a finite loss;
+    ``epoch`` is the one that diverged; ``reason`` says what was seen, ``step`` (None
+    for an epoch's mean loss) the step it was seen at."""
 
-    def __init__(self, history, epoch, loss):
-        super().__init__(f"training diverged: loss is {loss} at epoch {epoch}")
+    def __init__(self, history, epoch, loss, reason=None, step=None):
+        self.reason = reason or f"loss is {loss}"
+        super().__init__(f"training diverged: {self.reason} at epoch {epoch}")
         self.history = history
         self.epoch = epoch
         self.loss = loss
+        self.step = step
+
+
+class StopSignals:
+    """While entered, SIGINT and SIGTERM ask :func:`fit` to stop after the current step
+    rather than kill it mid-update: ``received`` becomes the first signal's number, and
+    fit raises a clean :class:`TrainingInterrupted` at the next step boundary (or after
+    the end-of-epoch save under way). A second signal stops at once (a KeyboardInterrupt
+    from wherever the program is). The previous handlers come back on exit. Outside the
+    main thread (where Python cannot install handlers) it does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        self.received = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+        return False
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received is None:
+            self.received = signum
+            # os.write, not print: a handler may run in the middle of a print to stderr
+            os.write(2, f"\n{name}: stopping after this step and saving (send it again to "
+                        f"stop at once)\n".encode())
+            return
+        raise _SecondSignal(signum)
+
+
+class _SecondSignal(KeyboardInterrupt):
+    def __init__(self, signum):
+        super().__init__(f"second signal {signum}")
+        self.signum = signum
+
+
+class _StopRequested(Exception):
+    """Raised at a step boundary once a StopSignals has received a signal."""
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.step = step
 
 
 class _Totals:
@@ -59,14 +125,21 @@ def _batch(x, y, device):
     return tensor(x, device=device), move_array(np.asarray(y), device)
 
 
-def evaluate(model, loader, device="cpu"):
-    """Mean cross-entropy and accuracy of ``model`` over ``loader``, in eval mode and without gradients."""
+def _stop_asked(stop):
+    return stop is not None and stop.received is not None
+
+
+def evaluate(model, loader, device="cpu", stop=None):
+    """Mean cross-entropy and accuracy of ``model`` over ``loader``, in eval mode and without
+    gradients. With ``stop`` (a :class:`StopSignals`) a signal ends it between batches."""
     was_training = getattr(model, "training", True)
     model.eval()
     totals = _Totals()
     try:
         with no_grad():
             for x, y in loader:
+                if _stop_asked(stop):
+                    raise _StopRequested(None)
                 images, labels = _batch(x, y, device)
                 logits = model(images)
                 totals.add(F.cross_entropy(logits, labels), logits, labels)
@@ -87,8 +160,13 @@ def _progress_bar(loader, desc, enabled):
     return tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def train_epoch(model, optimizer, loader, device="cpu", bar=None):
-    """One pass over ``loader``; returns (mean training loss, training accuracy, samples seen)."""
+def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None):
+    """One pass over ``loader``; returns (mean training loss, training accuracy, samples seen).
+
+    With ``stop`` (a :class:`StopSignals`), a signal ends the pass after the step under
+    way (``_StopRequested`` carrying the steps done). A non-finite gradient
+    (:class:`pycnn.optim.NonFiniteGradient`, raised before any weight changed) comes out
+    with ``step`` (1-based) and ``loss`` (that step's) set on it."""
     model.train()
     totals = _Totals()
     start = time.perf_counter()
@@ -99,7 +177,11 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None):
         loss = F.cross_entropy(logits, labels)
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        try:
+            optimizer.step()
+        except NonFiniteGradient as e:
+            e.step, e.loss = step + 1, float(loss.item())
+            raise
         totals.add(loss, logits, labels)
         # The graph hangs off loss and logits (every activation of this step): drop it
         # now, or it stays alive through the next step's forward, next to that step's
@@ -110,6 +192,8 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None):
             if step % 5 == 0 or step == last_step:  # reading the loss syncs the GPU: not every step
                 rate = totals.seen / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{totals.means()[0]:.4f}", samples_s=f"{rate:.0f}")
+        if _stop_asked(stop):
+            raise _StopRequested(step + 1)
     if totals.seen == 0:
         raise ValueError("train_loader: expected at least one batch, got none "
                          "(dataset smaller than batch_size with drop_last=True?)")
@@ -117,7 +201,8 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None):
 
 
 def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", scheduler=None,
-        progress=True, on_epoch_end=None, log=print, stop_on_divergence=True):
+        progress=True, on_epoch_end=None, log=print, stop_on_divergence=True, stop=None,
+        names=None):
     """Train for ``epochs`` passes, evaluating on ``test_loader`` after each.
 
     Returns a list with one dict per epoch (epoch, train_loss, train_acc,
@@ -127,11 +212,15 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
     only when ``progress`` is true and stderr is a terminal.
 
     Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt) carrying the
-    history of the finished epochs, so that the caller can save and exit.
+    history of the finished epochs, so that the caller can save and exit. Under a
+    :class:`StopSignals` passed as ``stop``, SIGINT and SIGTERM finish the step under way
+    first (or the ``on_epoch_end`` under way), and the TrainingInterrupted is ``clean``.
 
     An epoch whose mean training loss is nan or inf raises :class:`TrainingDiverged`
     (carrying the finite epochs before it, not evaluated and without calling
-    ``on_epoch_end``) unless ``stop_on_divergence`` is false.
+    ``on_epoch_end``) unless ``stop_on_divergence`` is false; so does a step whose
+    gradient holds nan or inf (the optimizer refuses it before any weight changes),
+    naming the parameter (``names``: the parameters' names in the optimizer's order).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
@@ -140,14 +229,25 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
     for epoch in range(1, epochs + 1):
         bar = _progress_bar(train_loader, f"epoch {epoch}/{epochs}", show_bar)
         start = time.perf_counter()
+        steps = len(train_loader)
         try:
-            train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader, device, bar)
+            train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader, device, bar,
+                                                      stop)
             train_seconds = time.perf_counter() - start
             if stop_on_divergence and not math.isfinite(train_loss):
                 raise TrainingDiverged(history, epoch, train_loss)
-            test_loss, test_acc = evaluate(model, test_loader, device)
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(history) from None
+            test_loss, test_acc = evaluate(model, test_loader, device, stop)
+        except NonFiniteGradient as e:
+            name = names[e.index] if names is not None and e.index < len(names) else \
+                f"parameter {e.index}"
+            reason = (f"loss is {e.loss}" if not math.isfinite(e.loss) else
+                      f"the gradient of {name} (shape {e.shape}) holds {e.describe()}")
+            raise TrainingDiverged(history, epoch, e.loss, reason=reason, step=e.step) from None
+        except _StopRequested as e:
+            raise TrainingInterrupted(history, stop.received, epoch,
+                                      steps if e.step is None else e.step, clean=True) from None
+        except KeyboardInterrupt as e:
+            raise TrainingInterrupted(history, getattr(e, "signum", None), epoch) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -172,8 +272,11 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
         if on_epoch_end is not None:
             try:
                 on_epoch_end(record, history)
-            except KeyboardInterrupt:
-                raise TrainingInterrupted(history) from None
+            except KeyboardInterrupt as e:
+                raise TrainingInterrupted(history, getattr(e, "signum", None), epoch,
+                                          steps) from None
+        if _stop_asked(stop) and epoch < epochs:
+            raise TrainingInterrupted(history, stop.received, epoch, steps, clean=True)
     return history
 
 

@@ -383,7 +383,7 @@ def test_diverging_run_stops_with_status_1_and_valid_metrics(tmp_path, capsys):
     # weights that step blew up
     assert code == 1
     err = capsys.readouterr().err
-    assert "training diverged: loss is nan at epoch 2; try a smaller --lr" in err
+    assert "training diverged: loss is nan at epoch 2 step 1; try a smaller --lr" in err
     metrics = _strict_json((tmp_path / "metrics.json").read_text())
     assert metrics["diverged"]["epoch"] == 2 and metrics["diverged"]["train_loss"] is None
     assert [r["epoch"] for r in metrics["epochs"]] == [1]
