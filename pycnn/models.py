@@ -12,8 +12,24 @@
   keys. Small inputs (``input_size <= 64``, e.g. CIFAR) get the CIFAR stem: a
   3x3 stride-1 conv and no max pool; larger inputs get the 7x7 stride-2 conv
   and the 3x3 stride-2 max pool. ``input_size`` is an int or an (H, W) pair.
+- ``vgg16``/``alexnet``: torchvision's VGG-16 (no batch norm) and AlexNet, with the
+  same module names, so the same ``state_dict`` keys (138,357,544 and 61,100,840
+  parameters with 1000 classes).
+
+Weights both ways: ``resnet18/34/50``, ``vgg16`` and ``alexnet`` take
+``weights=`` (a torchvision-layout state_dict: a ``.pt``/``.pth`` file, a pycnn
+``.npz``, or a mapping of NumPy arrays or torch tensors), and ``export_weights``
+writes one (torch tensors in a ``.pt`` file, or NumPy arrays). torch is imported
+only to read or write ``.pt`` files and to convert torch tensors. Given weights, the
+class count, the input channels and (for a ResNet) the stem come from the
+checkpoint unless the arguments say otherwise.
 """
 from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
 
 from pycnn import nn, shapes
 
@@ -203,16 +219,198 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
-def resnet18(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> ResNet:
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, input_size)
+def _resnet(block, layers, num_classes, in_channels, input_size, weights, default_classes,
+            default_size):
+    state = None if weights is None else read_weights(weights)
+    if state is not None:
+        conv1, fc = _entry(state, "conv1.weight", 4), _entry(state, "fc.weight", 2)
+        num_classes = fc.shape[0] if num_classes is None else num_classes
+        in_channels = conv1.shape[1] if in_channels is None else in_channels
+        if input_size is None:        # the stem tells which input the weights were made for
+            input_size = 224 if conv1.shape[-1] == 7 else 32
+    model = ResNet(block, layers, default_classes if num_classes is None else num_classes,
+                   3 if in_channels is None else in_channels,
+                   default_size if input_size is None else input_size)
+    return model if state is None else load_weights(model, state)
 
 
-def resnet34(num_classes: int = 10, in_channels: int = 3, input_size: int = 32) -> ResNet:
-    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, input_size)
+def resnet18(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
+    """ResNet-18; defaults 10 classes, 3 channels, 32x32 (the CIFAR stem), or the
+    checkpoint's when ``weights`` is given."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, input_size, weights, 10, 32)
 
 
-def resnet50(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224) -> ResNet:
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size)
+def resnet34(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
+    """ResNet-34; defaults as resnet18's."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, input_size, weights, 10, 32)
+
+
+def resnet50(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
+    """ResNet-50 v1.5; defaults 1000 classes, 3 channels, 224x224, or the checkpoint's."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size, weights,
+                   1000, 224)
+
+
+# ---------------------------------------------------------------------- VGG-16 and AlexNet
+class _TorchvisionClassifier(nn.Module):
+    """``features``, ``avgpool`` (adaptive), flatten, ``classifier``: torchvision's VGG and
+    AlexNet layout (keys ``features.0.weight``, ``classifier.6.bias``, ...)."""
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+class VGG(_TorchvisionClassifier):
+    #: torchvision's configuration "D" (VGG-16): channels per 3x3 conv, "M" a 2x2 max pool
+    CONFIG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                512, 512, 512, "M")
+
+    def __init__(self, config=CONFIG16, num_classes=1000, in_channels=3, dropout=0.5):
+        super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        layers, c = [], shapes.positive_int(in_channels, "in_channels")
+        for v in config:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, stride=2))
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(c * 7 * 7, 4096), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(4096, num_classes),
+        )
+        # torchvision's initialisation: He-normal (fan_out) convs, N(0, 0.01) linears, zero biases
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+
+class AlexNet(_TorchvisionClassifier):
+    def __init__(self, num_classes=1000, in_channels=3, dropout=0.5):
+        super().__init__()
+        num_classes = shapes.positive_int(num_classes, "num_classes")
+        in_channels = shapes.positive_int(in_channels, "in_channels")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Linear(4096, num_classes),
+        )
+
+
+def _classifier_from(ctor, num_classes, in_channels, weights, last):
+    state = None if weights is None else read_weights(weights)
+    if state is not None:
+        num_classes = _entry(state, last, 2).shape[0] if num_classes is None else num_classes
+        in_channels = (_entry(state, "features.0.weight", 4).shape[1] if in_channels is None
+                       else in_channels)
+    model = ctor(num_classes=1000 if num_classes is None else num_classes,
+                 in_channels=3 if in_channels is None else in_channels)
+    return model if state is None else load_weights(model, state)
+
+
+def vgg16(num_classes=None, in_channels=None, weights=None) -> VGG:
+    """torchvision's VGG-16 (configuration D, no batch norm); 1000 classes by default."""
+    return _classifier_from(VGG, num_classes, in_channels, weights, "classifier.6.weight")
+
+
+def alexnet(num_classes=None, in_channels=None, weights=None) -> AlexNet:
+    """torchvision's AlexNet (the one-GPU variant of "One weird trick"); 1000 classes by default."""
+    return _classifier_from(AlexNet, num_classes, in_channels, weights, "classifier.6.weight")
+
+
+# ---------------------------------------------------------------------- weights both ways
+def _to_numpy(value, key):
+    if hasattr(value, "detach") and hasattr(value, "cpu"):        # a torch tensor
+        return value.detach().cpu().numpy()
+    if hasattr(value, "data") and hasattr(value, "device") and not isinstance(value, np.ndarray):
+        value = value.data                                       # a pycnn Tensor
+    if hasattr(value, "get") and not isinstance(value, np.ndarray):  # a CuPy array
+        return value.get()
+    try:
+        return np.asarray(value)
+    except Exception:
+        raise TypeError(f"weights: entry {key!r} is a {type(value).__name__}, not an array "
+                        f"or tensor") from None
+
+
+def read_weights(source) -> "OrderedDict[str, np.ndarray]":
+    """A state_dict as NumPy arrays, from a ``.pt``/``.pth`` file (read with
+    ``torch.load(weights_only=True)``: nothing is unpickled but tensors), an ``.npz``
+    file, or a mapping of arrays or tensors. A checkpoint that wraps its state_dict
+    as ``{"state_dict": ...}`` or ``{"model": ...}`` is unwrapped."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"weights: file not found: {path}")
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                source = {k: z[k] for k in z.files if k != "__meta__"}
+        else:
+            try:
+                import torch
+            except ImportError:
+                raise ImportError(f"weights: reading {path} needs PyTorch (pip install torch); "
+                                  f"an .npz needs nothing more") from None
+            source = torch.load(path, map_location="cpu", weights_only=True)
+    if not hasattr(source, "keys") or not hasattr(source, "__getitem__"):
+        raise TypeError(f"weights: expected a path or a mapping of names to arrays, got "
+                        f"{type(source).__name__}")
+    for wrapper in ("state_dict", "model"):
+        if set(source.keys()) >= {wrapper} and hasattr(source[wrapper], "keys") and \
+                not any(k.endswith(".weight") for k in source.keys()):
+            source = source[wrapper]
+    return OrderedDict((k, _to_numpy(v, k)) for k, v in source.items())
+
+
+def _entry(state, key, ndim):
+    if key not in state:
+        raise ValueError(f"weights: expected a torchvision-layout state_dict with the key "
+                         f"{key!r}; its keys start {', '.join(list(state)[:4])}")
+    if state[key].ndim != ndim:
+        raise ValueError(f"weights: {key} must be {ndim}-D, got shape {state[key].shape}")
+    return state[key]
+
+
+def load_weights(model, weights, strict: bool = True):
+    """Copy a torchvision-layout state_dict (path or mapping, see ``read_weights``) into
+    ``model`` in place, cast to its dtype; returns ``model``. Raises ValueError naming
+    every missing, unexpected or mismatched key."""
+    state = weights if isinstance(weights, OrderedDict) and all(
+        isinstance(v, np.ndarray) for v in weights.values()) else read_weights(weights)
+    model.load_state_dict(state, strict=strict)
+    return model
+
+
+def export_weights(model, path=None, format: str = "torch"):
+    """``model``'s state_dict in torchvision's layout: torch tensors (``format="torch"``)
+    or NumPy arrays (``"numpy"``); written to ``path`` when given (``torch.save`` for
+    torch, ``numpy.savez`` for numpy). Returns the dict."""
+    if format not in ("torch", "numpy"):
+        raise ValueError(f"format: expected 'torch' or 'numpy', got {format!r}")
+    state = model.state_dict()
+    if format == "torch":
+        import torch
+        state = OrderedDict((k, torch.from_numpy(v)) for k, v in state.items())
+        if path is not None:
+            torch.save(state, os.fspath(path))
+    elif path is not None:
+        np.savez(os.fspath(path), **state)
+    return state
 
 
 # ---------------------------------------------------------------------- registry
@@ -223,6 +421,8 @@ MODELS = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "vgg16": vgg16,
+    "alexnet": alexnet,
 }
 
 
@@ -236,5 +436,6 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 
 __all__ = ["LeNet5", "KerasMNIST", "VGGSmall", "BasicBlock", "Bottleneck", "ResNet",
-           "lenet5", "keras_mnist", "vgg_small", "resnet18", "resnet34", "resnet50",
+           "VGG", "AlexNet", "lenet5", "keras_mnist", "vgg_small", "resnet18", "resnet34",
+           "resnet50", "vgg16", "alexnet", "read_weights", "load_weights", "export_weights",
            "MODELS", "get_model"]
