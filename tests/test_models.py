@@ -103,12 +103,13 @@ def test_lenet5_learns_a_small_batch():
 
 
 def test_registry():
-    assert set(models.MODELS) >= {"lenet5", "keras_mnist", "vgg_small", "resnet18", "resnet50"}
+    assert set(models.MODELS) >= {"lenet5", "keras_mnist", "vgg_small", "resnet18", "resnet50",
+                                  "vgg16", "alexnet"}
     m = models.get_model("lenet5", num_classes=4)
     assert m.classifier[-1].out_features == 4
     with pytest.raises(ValueError) as err:
-        models.get_model("alexnet")
-    assert "alexnet" in str(err.value) and "resnet18" in str(err.value)
+        models.get_model("inception_v3")
+    assert "inception_v3" in str(err.value) and "resnet18" in str(err.value)
 
 
 # ---------------------------------------------------------------- summary
