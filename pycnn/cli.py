@@ -56,9 +56,10 @@ exit status:
   3    I/O error (disk full, permission denied, ...): one line names the path and the
        cause; the file's previous version is intact (every write goes to a temporary
        file that is renamed into place)
-  130  stopped by SIGINT (Ctrl-C), 143 stopped by SIGTERM: the step under way finishes,
-       then model.npz (the weights after that step), metrics.json ("interrupted": true)
-       and curves.png are saved; a second signal stops at once, keeping the last save
+  130  stopped by SIGINT (Ctrl-C) and saved: the step under way finishes, then
+       model.npz (the weights after that step), metrics.json ("interrupted": true) and
+       curves.png are written; a second signal stops at once, keeping the last save
+  143  stopped by SIGTERM (a batch scheduler's stop) and saved, as for SIGINT
 (an unexpected internal error exits 1 with a Python traceback)"""
 
 # Input shape (C, H, W) for `pycnn summary` per model; anything else gets 3x32x32.
@@ -666,10 +667,10 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
             raise TrainingDiverged(history[:-1], record["epoch"], float("nan"),
                                    reason="the weights hold nan or inf after the epoch's "
                                    "last step")
+        save_model(len(history), 0)       # first: metrics.json never runs ahead of model.npz
+        saved["epochs"] = len(history)
         metrics["epochs"] = list(history)
         metrics["final_test_acc"] = record["test_acc"]
-        save_model(len(history), 0)
-        saved["epochs"] = len(history)
         write_json(paths["metrics"], metrics)
 
     status = 0

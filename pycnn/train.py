@@ -246,8 +246,10 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
         except _StopRequested as e:
             raise TrainingInterrupted(history, stop.received, epoch,
                                       steps if e.step is None else e.step, clean=True) from None
+        except _SecondSignal:
+            raise                         # stop at once: no more saving
         except KeyboardInterrupt as e:
-            raise TrainingInterrupted(history, getattr(e, "signum", None), epoch) from None
+            raise TrainingInterrupted(history, None, epoch) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -272,9 +274,10 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
         if on_epoch_end is not None:
             try:
                 on_epoch_end(record, history)
-            except KeyboardInterrupt as e:
-                raise TrainingInterrupted(history, getattr(e, "signum", None), epoch,
-                                          steps) from None
+            except _SecondSignal:
+                raise
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(history, None, epoch, steps) from None
         if _stop_asked(stop) and epoch < epochs:
             raise TrainingInterrupted(history, stop.received, epoch, steps, clean=True)
     return history
