@@ -219,36 +219,53 @@ class ResNet(nn.Module):
         return self.fc(self.flatten(self.avgpool(x)))
 
 
-def _resnet(block, layers, num_classes, in_channels, input_size, weights, default_classes,
-            default_size):
+class _Default:
+    """An argument's default that a checkpoint given as ``weights=`` overrides (the class
+    count, the input channels, the stem); shown as the plain value in signatures."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __repr__(self):
+        return repr(self.value)
+
+
+def _given(value, from_checkpoint=None):
+    """``value`` if the caller gave it, else the checkpoint's (when there is one) or the default."""
+    if not isinstance(value, _Default):
+        return value
+    return value.value if from_checkpoint is None else from_checkpoint
+
+
+def _resnet(block, layers, num_classes, in_channels, input_size, weights):
     state = None if weights is None else read_weights(weights)
     if state is not None:
         conv1, fc = _entry(state, "conv1.weight", 4), _entry(state, "fc.weight", 2)
-        num_classes = fc.shape[0] if num_classes is None else num_classes
-        in_channels = conv1.shape[1] if in_channels is None else in_channels
-        if input_size is None:        # the stem tells which input the weights were made for
-            input_size = 224 if conv1.shape[-1] == 7 else 32
-    model = ResNet(block, layers, default_classes if num_classes is None else num_classes,
-                   3 if in_channels is None else in_channels,
-                   default_size if input_size is None else input_size)
+        num_classes = _given(num_classes, fc.shape[0])
+        in_channels = _given(in_channels, conv1.shape[1])
+        # the stem tells which input the weights were made for
+        input_size = _given(input_size, 224 if conv1.shape[-1] == 7 else 32)
+    model = ResNet(block, layers, _given(num_classes), _given(in_channels), _given(input_size))
     return model if state is None else load_weights(model, state)
 
 
-def resnet18(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
-    """ResNet-18; defaults 10 classes, 3 channels, 32x32 (the CIFAR stem), or the
-    checkpoint's when ``weights`` is given."""
-    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, input_size, weights, 10, 32)
+def resnet18(num_classes=_Default(10), in_channels=_Default(3), input_size=_Default(32),
+             weights=None) -> ResNet:
+    """ResNet-18 (the CIFAR stem at 32x32 by default); with ``weights``, the arguments not
+    given come from the checkpoint (torchvision's: 1000 classes, the 7x7 stem)."""
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, input_size, weights)
 
 
-def resnet34(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
-    """ResNet-34; defaults as resnet18's."""
-    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, input_size, weights, 10, 32)
+def resnet34(num_classes=_Default(10), in_channels=_Default(3), input_size=_Default(32),
+             weights=None) -> ResNet:
+    """ResNet-34; arguments as resnet18's."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, input_size, weights)
 
 
-def resnet50(num_classes=None, in_channels=None, input_size=None, weights=None) -> ResNet:
-    """ResNet-50 v1.5; defaults 1000 classes, 3 channels, 224x224, or the checkpoint's."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size, weights,
-                   1000, 224)
+def resnet50(num_classes=_Default(1000), in_channels=_Default(3), input_size=_Default(224),
+             weights=None) -> ResNet:
+    """ResNet-50 v1.5; arguments as resnet18's."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size, weights)
 
 
 # ---------------------------------------------------------------------- VGG-16 and AlexNet
@@ -312,25 +329,25 @@ class AlexNet(_TorchvisionClassifier):
         )
 
 
-def _classifier_from(ctor, num_classes, in_channels, weights, last):
+def _classifier_from(ctor, num_classes, in_channels, weights):
     state = None if weights is None else read_weights(weights)
     if state is not None:
-        num_classes = _entry(state, last, 2).shape[0] if num_classes is None else num_classes
-        in_channels = (_entry(state, "features.0.weight", 4).shape[1] if in_channels is None
-                       else in_channels)
-    model = ctor(num_classes=1000 if num_classes is None else num_classes,
-                 in_channels=3 if in_channels is None else in_channels)
+        num_classes = _given(num_classes, _entry(state, "classifier.6.weight", 2).shape[0])
+        in_channels = _given(in_channels, _entry(state, "features.0.weight", 4).shape[1])
+    model = ctor(num_classes=_given(num_classes), in_channels=_given(in_channels))
     return model if state is None else load_weights(model, state)
 
 
-def vgg16(num_classes=None, in_channels=None, weights=None) -> VGG:
-    """torchvision's VGG-16 (configuration D, no batch norm); 1000 classes by default."""
-    return _classifier_from(VGG, num_classes, in_channels, weights, "classifier.6.weight")
+def vgg16(num_classes=_Default(1000), in_channels=_Default(3), weights=None) -> VGG:
+    """torchvision's VGG-16 (configuration D, no batch norm); with ``weights``, the
+    arguments not given come from the checkpoint."""
+    return _classifier_from(VGG, num_classes, in_channels, weights)
 
 
-def alexnet(num_classes=None, in_channels=None, weights=None) -> AlexNet:
-    """torchvision's AlexNet (the one-GPU variant of "One weird trick"); 1000 classes by default."""
-    return _classifier_from(AlexNet, num_classes, in_channels, weights, "classifier.6.weight")
+def alexnet(num_classes=_Default(1000), in_channels=_Default(3), weights=None) -> AlexNet:
+    """torchvision's AlexNet (the one-GPU variant of "One weird trick"); with ``weights``,
+    the arguments not given come from the checkpoint."""
+    return _classifier_from(AlexNet, num_classes, in_channels, weights)
 
 
 # ---------------------------------------------------------------------- weights both ways

@@ -185,7 +185,8 @@ def test_summary_bad_arguments():
 
 
 @pytest.mark.parametrize("build", [models.lenet5, models.keras_mnist, models.vgg_small,
-                                   models.resnet18, models.resnet34, models.resnet50])
+                                   models.resnet18, models.resnet34, models.resnet50,
+                                   models.vgg16, models.alexnet])
 def test_model_arguments_name_themselves(build):
     for bad in (0, -1, 2.5, "10", None):
         with pytest.raises(ValueError, match=r"num_classes: expected a positive int"):
