@@ -73,7 +73,8 @@ def _first_non_finite(grads):
     modules = {id(array_module(g)): array_module(g) for _, g in grads}
     if len(modules) == 1:
         (xp,) = modules.values()
-        sums = xp.stack([g.sum() for _, g in grads])
+        with np.errstate(over="ignore", invalid="ignore"):   # an overflow is checked below
+            sums = xp.stack([g.sum() for _, g in grads])
         if bool(xp.isfinite(sums).all()):
             return None
     for i, g in grads:
