@@ -99,3 +99,21 @@ def test_wrong_weights_are_named():
         models.alexnet(weights="nowhere.pt")
     with pytest.raises(TypeError, match=r"weights: expected a path or a mapping"):
         models.alexnet(weights=3)
+
+
+def test_pycnn_eval_accepts_a_converted_torchvision_checkpoint(tmp_path, capsys):
+    """torch weights -> pycnn model -> a checkpoint as `pycnn train` writes it
+    (pycnn.cli.save_checkpoint) -> `pycnn eval` loads and runs it."""
+    from pycnn import cli
+    torch.manual_seed(0)
+    theirs = tv.resnet18(num_classes=10)
+    theirs.conv1 = torch.nn.Conv2d(1, 64, 7, stride=2, padding=3, bias=False)   # MNIST's 1 channel
+    ours = models.resnet18(weights=theirs.state_dict())
+    assert not ours.small_input                   # the 7x7 stem, read off the checkpoint
+    meta = {"model": "resnet18", "kwargs": {"num_classes": 10, "in_channels": 1,
+                                            "input_size": 224}, "data": "embedded-mnist"}
+    cli.save_checkpoint(tmp_path / "model.npz", ours, meta)
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "model.npz"), "--limit", "20",
+                     "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 from" in out and "(20 test samples, cpu)" in out and "test accuracy" in out
