@@ -7,7 +7,11 @@
     pycnn bench ...                   (see pycnn bench --help)
 
 Every run writes model.npz (the state dict plus a ``__meta__`` JSON entry that
-says how to rebuild the model), metrics.json and curves.png to its directory.
+says how to rebuild the model), metrics.json and curves.png to its directory: a
+folder of its own (``runs/<run id>``, created exclusively) or ``--out``, which it
+locks for as long as it lives. SIGINT and SIGTERM stop it between two steps and
+save; every write is atomic; the exit statuses are listed in EXIT_STATUS_HELP
+(``pycnn --help``) and in the README.
 """
 from __future__ import annotations
 
