@@ -701,7 +701,9 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
                                       "between_steps": e.clean}
                 if e.clean and weights_finite(model):
                     # the weights after the last whole step: nothing trained is lost
-                    save_model(len(history), 0 if e.step == len(train_loader) else e.step)
+                    # meta: the finished (evaluated) epochs, plus the steps of the one
+                    # under way (all of them when the stop came before its evaluation)
+                    save_model(len(history), e.step if e.epoch > len(history) else 0)
                     held = (f"the weights after step {e.step} of {len(train_loader)} of "
                             f"epoch {e.epoch}")
                 elif saved["epochs"] != len(history) or not history:

@@ -163,22 +163,50 @@ def test_signal_mid_epoch_finishes_the_step_and_saves(tmp_path, signame, status)
     assert proc.returncode == status, stderr
     steps = dict(line.split() for line in log.read_text().splitlines())
     last = max(map(int, steps))
-    assert last in (13, 14)                         # the step under way finished, no more
+    # the step under way (13, or a later one if this process was slow to send) finished,
+    # and no other began
+    assert 13 <= last < 30 and len(steps) == last
+    epoch, step = (last - 1) // 10 + 1, (last - 1) % 10 + 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True
-    assert metrics["stopped"] == {"signal": signame, "epoch": 2, "step": last - 10,
+    assert metrics["stopped"] == {"signal": signame, "epoch": epoch, "step": step,
                                   "steps_per_epoch": 10, "between_steps": True}
-    assert [r["epoch"] for r in metrics["epochs"]] == [1]
+    assert [r["epoch"] for r in metrics["epochs"]] == list(range(1, epoch))
     state, meta = _checkpoint(out / "model.npz")
     # the saved weights are exactly those after the last finished step
     assert _state_hash(state.values()) == steps[str(last)]
-    assert meta["run_id"] == metrics["run_id"] and (meta["epochs"], meta["step"]) == (1, last - 10)
+    assert meta["run_id"] == metrics["run_id"]
+    assert (meta["epochs"], meta["step"]) == (epoch - 1, step)
     assert sorted(os.listdir(out)) == ["curves.png", "metrics.json", "model.npz"]
     assert f"{signame}: stopping after this step" in stderr
-    assert f"model.npz holds the weights after step {last - 10} of 10 of epoch 2" in stderr
+    assert f"model.npz holds the weights after step {step} of 10 of epoch {epoch}" in stderr
 
 
-# The child's first checkpoint save sleeps 1 s inside np.savez, after writing part of the
+def test_a_signal_in_an_epochs_last_step_saves_it_unevaluated(tmp_path, monkeypatch, capsys):
+    # in this process: the handler `pycnn train` installs turns the signal into a stop
+    from pycnn import optim
+    real, count = optim.SGD.step, {"n": 0}
+
+    def step(self):
+        real(self)
+        count["n"] += 1
+        if count["n"] == 2:                          # the last of epoch 1's two steps
+            os.kill(os.getpid(), signal.SIGTERM)
+    monkeypatch.setattr(optim.SGD, "step", step)
+    assert cli.main(["train", "--limit", "128", "--epochs", "2", "--no-progress", "--device",
+                     "cpu", "--out", str(tmp_path)]) == 143
+    assert count["n"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # handlers put back
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == [] and metrics["stopped"]["epoch"] == 1
+    assert metrics["stopped"]["step"] == 2
+    _, meta = _checkpoint(tmp_path / "model.npz")
+    assert (meta["epochs"], meta["step"]) == (0, 2)      # no epoch evaluated, two steps in
+    assert sorted(os.listdir(tmp_path)) == ["metrics.json", "model.npz"]   # no curve yet
+    assert "model.npz holds the weights after step 2 of 2 of epoch 1" in capsys.readouterr().err
+
+
+# The child's first checkpoint save sleeps 2 s inside np.savez, after writing part of the
 # file, and touches the marker there: the test's SIGTERM arrives in the middle of it.
 _SAVE_CHILD = """
 import sys, time
@@ -192,7 +220,7 @@ def slow_savez(f, **arrays):
         f.write(b"PK\\x03\\x04 part of an archive")
         f.flush()
         open(marker, "w").close()
-        time.sleep(1.0)
+        time.sleep(2.0)
         f.seek(0)
         f.truncate()
     real(f, **arrays)
@@ -215,7 +243,7 @@ def test_sigterm_during_a_save_completes_it_and_leaves_no_temporary_file(tmp_pat
     assert metrics["interrupted"] is True and [r["epoch"] for r in metrics["epochs"]] == [1]
     assert metrics["stopped"]["epoch"] == 1 and metrics["stopped"]["step"] == 1
     state, meta = _checkpoint(out / "model.npz")
-    assert meta["epochs"] == 1 and state
+    assert (meta["epochs"], meta["step"]) == (1, 0) and state
 
 
 def test_a_second_signal_stops_at_once_and_cleans_up(tmp_path):
