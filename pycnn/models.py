@@ -26,6 +26,7 @@ checkpoint unless the arguments say otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 
@@ -237,6 +238,12 @@ def _given(value, from_checkpoint=None):
     return value.value if from_checkpoint is None else from_checkpoint
 
 
+def _init_unless(state):
+    """Random initialisation, unless a checkpoint (``state``) is about to overwrite it:
+    strict loading replaces every parameter and buffer."""
+    return nn.init.skip_init() if state is not None else contextlib.nullcontext()
+
+
 def _resnet(block, layers, num_classes, in_channels, input_size, weights):
     state = None if weights is None else read_weights(weights)
     if state is not None:
@@ -245,7 +252,8 @@ def _resnet(block, layers, num_classes, in_channels, input_size, weights):
         in_channels = _given(in_channels, conv1.shape[1])
         # the stem tells which input the weights were made for
         input_size = _given(input_size, 224 if conv1.shape[-1] == 7 else 32)
-    model = ResNet(block, layers, _given(num_classes), _given(in_channels), _given(input_size))
+    with _init_unless(state):
+        model = ResNet(block, layers, _given(num_classes), _given(in_channels), _given(input_size))
     return model if state is None else load_weights(model, state)
 
 
@@ -334,7 +342,8 @@ def _classifier_from(ctor, num_classes, in_channels, weights):
     if state is not None:
         num_classes = _given(num_classes, _entry(state, "classifier.6.weight", 2).shape[0])
         in_channels = _given(in_channels, _entry(state, "features.0.weight", 4).shape[1])
-    model = ctor(num_classes=_given(num_classes), in_channels=_given(in_channels))
+    with _init_unless(state):
+        model = ctor(num_classes=_given(num_classes), in_channels=_given(in_channels))
     return model if state is None else load_weights(model, state)
 
 

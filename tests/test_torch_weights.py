@@ -117,3 +117,18 @@ def test_pycnn_eval_accepts_a_converted_torchvision_checkpoint(tmp_path, capsys)
                      "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "resnet18 from" in out and "(20 test samples, cpu)" in out and "test accuracy" in out
+
+
+def test_a_model_built_for_weights_skips_random_init():
+    from pycnn import nn
+    pycnn.manual_seed(5)
+    with nn.init.skip_init():
+        layer = nn.Conv2d(2, 3, 3)
+    assert not layer.weight.numpy().any()
+    drawn = nn.init.generator().integers(0, 2**32)
+    pycnn.manual_seed(5)
+    assert nn.init.generator().integers(0, 2**32) == drawn     # the generator did not advance
+    assert nn.Conv2d(2, 3, 3).weight.numpy().any()             # and outside it init is back
+    sd = tv.alexnet().state_dict()
+    np.testing.assert_array_equal(models.alexnet(weights=sd).features[0].bias.numpy(),
+                                  sd["features.0.bias"].numpy())
