@@ -57,9 +57,15 @@ def _class_indices(y):
 
 
 class Dataset:
-    """Images ``x`` (N, C, H, W) and labels ``y`` (N,), indexable by int, slice or index array."""
+    """Images ``x`` (N, C, H, W) and labels ``y`` (N,), indexable by int, slice or index array.
 
-    def __init__(self, x, y, classes=None, name="dataset"):
+    ``mean``/``std`` (per channel, in [0, 1] pixel units) say how the images were
+    normalised, so that a transform can work on pixels (colour jitter) and a checkpoint
+    can preprocess new images the same way. A uint8 ``x`` (pixels 0..255) needs them:
+    it is stored as is (a quarter of float32's memory) and indexing returns float32
+    ``(x / 255 - mean) / std``."""
+
+    def __init__(self, x, y, classes=None, name="dataset", mean=None, std=None):
         x = np.asarray(x)
         y = np.asarray(y)
         if x.ndim != 4:
@@ -74,12 +80,34 @@ class Dataset:
             raise ValueError(f"y: expected class indices in 0..{len(self.classes) - 1} for "
                              f"{len(self.classes)} classes, got {int(self.y.max())}")
         self.name = name
+        if (mean is None) != (std is None):
+            raise ValueError("mean, std: expected both or neither")
+        self.mean = None if mean is None else tuple(float(m) for m in np.ravel(mean))
+        self.std = None if std is None else tuple(float(s) for s in np.ravel(std))
+        if x.dtype == np.uint8:
+            if mean is None:
+                raise ValueError("x: uint8 images need mean and std to normalise them with")
+            self._norm = normalize(tuple(255.0 * m for m in self.mean),
+                                   tuple(255.0 * s for s in self.std))
+        elif x.dtype.kind != "f":
+            raise ValueError(f"x: expected float images or uint8 pixels, got dtype {x.dtype}")
+        else:
+            self._norm = None
 
     def __len__(self):
         return self.x.shape[0]
 
     def __getitem__(self, index):
-        return self.x[index], self.y[index]
+        x = self.x[index]
+        if self._norm is not None:
+            one = x.ndim == 3
+            x = self._norm(x[None] if one else x)
+            x = x[0] if one else x
+        return x, self.y[index]
+
+    def images(self, index=slice(None)):
+        """The images ``index`` as float32, normalised (what the model sees)."""
+        return self[index][0]
 
     @property
     def sample_shape(self):
@@ -94,7 +122,7 @@ class Dataset:
         """The first ``n`` samples (all of them if there are fewer) as a new Dataset."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: expected a positive int, got {n!r}")
-        return Dataset(self.x[:n], self.y[:n], self.classes, self.name)
+        return Dataset(self.x[:n], self.y[:n], self.classes, self.name, self.mean, self.std)
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, {len(self)} samples of shape {self.sample_shape}, "
@@ -109,8 +137,10 @@ class DataLoader:
     seed each pass seeds its generator from pycnn's generator, so that
     ``pycnn.manual_seed`` makes the order repeatable, as ``torch.manual_seed``
     does for a torch DataLoader.
-    ``transform(x, rng)`` is applied to each batch of images with the same
-    per-pass generator (see :func:`random_crop`, :func:`horizontal_flip`).
+    ``transform(x, rng)`` is applied to each batch of images with a generator of that
+    batch, seeded from (seed, pass, batch) (see :func:`random_crop`,
+    :func:`horizontal_flip`, :func:`random_resized_crop`, :func:`color_jitter`,
+    :func:`pca_lighting`, :func:`augmentation`).
     """
 
     def __init__(self, dataset, batch_size, shuffle=False, seed=None, drop_last=False,
@@ -132,25 +162,36 @@ class DataLoader:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def _generator(self, epoch):
+    def _entropy(self, epoch):
         if self.seed is None:
-            return np.random.default_rng(_random.next_seed())
-        return np.random.default_rng([int(self.seed), int(epoch)])
+            return [_random.next_seed()]
+        return [int(self.seed), int(epoch)]
+
+    def skip(self, steps):
+        """Make the next pass start at batch ``steps`` (resuming a run stopped mid-epoch):
+        the order and each batch's augmentation are those an uninterrupted pass draws."""
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+            raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
+        self._skip = int(steps)
 
     def __iter__(self):
-        rng = self._generator(self.epoch)
+        entropy = self._entropy(self.epoch)
         self.epoch += 1
+        skip, self._skip = getattr(self, "_skip", 0), 0
         n = len(self.dataset)
-        order = rng.permutation(n) if self.shuffle else None
+        order = np.random.default_rng(entropy).permutation(n) if self.shuffle else None
         stop = len(self) * self.batch_size
-        for start in range(0, min(stop, n), self.batch_size):
+        for step, start in enumerate(range(0, min(stop, n), self.batch_size)):
+            if step < skip:
+                continue
             end = min(start + self.batch_size, n)
             if order is None:
                 x, y = self.dataset[start:end]
             else:
                 x, y = self.dataset[order[start:end]]
             if self.transform is not None:
-                x = self.transform(x, rng)
+                # a generator per batch, so that a pass resumed at any batch draws the same
+                x = self.transform(x, np.random.default_rng(entropy + [1 + step]))
             yield x, y
 
 
@@ -210,6 +251,189 @@ def normalize(mean, std):
         return ((x - mean) / std).astype(np.float32, copy=False)
 
     return norm
+
+
+def _pixel_stats(mean, std, channels):
+    """mean and std as (1, C, 1, 1) float32 arrays (0 and 1 when not given)."""
+    m = np.zeros(channels, np.float32) if mean is None else np.asarray(mean, np.float32)
+    s = np.ones(channels, np.float32) if std is None else np.asarray(std, np.float32)
+    return (np.broadcast_to(m.reshape(-1), (channels,)).reshape(1, -1, 1, 1),
+            np.broadcast_to(s.reshape(-1), (channels,)).reshape(1, -1, 1, 1))
+
+
+def random_resized_crop(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=None):
+    """Cut a random box from each image (its area a fraction in ``scale`` of the image's,
+    its aspect ratio in ``ratio``, log-uniform) and resize it back to H x W, bilinear
+    (torchvision's RandomResizedCrop, Inception's and AlexNet's augmentation). After 10
+    draws that do not fit, the whole image is used."""
+    lo, hi = (float(v) for v in scale)
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"scale: expected 0 < min <= max <= 1, got {scale!r}")
+    rlo, rhi = (float(v) for v in ratio)
+    if not 0 < rlo <= rhi:
+        raise ValueError(f"ratio: expected 0 < min <= max, got {ratio!r}")
+    own = np.random.default_rng(seed)
+
+    def crop(x, rng=None):
+        g = own if rng is None else rng
+        n, c, h, w = x.shape
+        area = g.uniform(lo, hi, size=(n, 10)) * h * w
+        aspect = np.exp(g.uniform(np.log(rlo), np.log(rhi), size=(n, 10)))
+        cw = np.round(np.sqrt(area * aspect))
+        ch = np.round(np.sqrt(area / aspect))
+        fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+        first = np.argmax(fits, axis=1)
+        any_fit = fits.any(axis=1)
+        cw = np.where(any_fit, cw[np.arange(n), first], w)
+        ch = np.where(any_fit, ch[np.arange(n), first], h)
+        top = np.floor(g.random(n) * (h - ch + 1))
+        left = np.floor(g.random(n) * (w - cw + 1))
+        # the centre of output pixel i samples the box at top + (i + 0.5) * ch / h - 0.5
+        ys = top[:, None] + (np.arange(h) + 0.5) * (ch[:, None] / h) - 0.5       # (N, H)
+        xs = left[:, None] + (np.arange(w) + 0.5) * (cw[:, None] / w) - 0.5      # (N, W)
+        ys, xs = np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)
+        y0, x0 = np.floor(ys).astype(np.int64), np.floor(xs).astype(np.int64)
+        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+        wy, wx = (ys - y0)[:, None, :, None], (xs - x0)[:, None, None, :]
+        ni, ci = np.arange(n)[:, None, None, None], np.arange(c)[None, :, None, None]
+
+        def at(yy, xx):
+            return x[ni, ci, yy[:, None, :, None], xx[:, None, None, :]]
+        top_row = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+        bottom_row = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+        return (top_row * (1 - wy) + bottom_row * wy).astype(x.dtype, copy=False)
+
+    return crop
+
+
+def color_jitter(brightness=0.4, contrast=0.4, saturation=0.4, mean=None, std=None,
+                 seed=None):
+    """Scale each image's brightness, contrast and saturation by factors drawn from
+    [1 - b, 1 + b] (and so on), in pixel space (``mean``/``std``: the normalisation the
+    batch carries; pixels are clipped to [0, 1]). Saturation needs three channels and is
+    skipped on one."""
+    for name, v in (("brightness", brightness), ("contrast", contrast),
+                    ("saturation", saturation)):
+        if not 0 <= v < 1:
+            raise ValueError(f"{name}: expected a jitter in [0, 1), got {v!r}")
+    own = np.random.default_rng(seed)
+
+    def jitter(x, rng=None):
+        g = own if rng is None else rng
+        n, c = x.shape[:2]
+        m, s = _pixel_stats(mean, std, c)
+        p = x * s + m
+        factors = g.uniform(-1, 1, size=(3, n)) * np.array([[brightness], [contrast],
+                                                            [saturation]]) + 1
+        p = p * factors[0].reshape(-1, 1, 1, 1)
+        grey = _luma(p)
+        p = (p - grey.mean(axis=(2, 3), keepdims=True)) * factors[1].reshape(-1, 1, 1, 1) \
+            + grey.mean(axis=(2, 3), keepdims=True)
+        if c == 3:
+            grey = _luma(p)
+            p = grey + (p - grey) * factors[2].reshape(-1, 1, 1, 1)
+        return ((np.clip(p, 0, 1) - m) / s).astype(x.dtype, copy=False)
+
+    return jitter
+
+
+def _luma(p):
+    if p.shape[1] != 3:
+        return p.mean(axis=1, keepdims=True)
+    return (0.299 * p[:, :1] + 0.587 * p[:, 1:2] + 0.114 * p[:, 2:3])
+
+
+def pixel_pca(dataset, samples=200_000, seed=0):
+    """(eigenvalues, eigenvectors as columns) of the covariance of the training set's
+    pixels (channels as variables, [0, 1] units): what AlexNet's lighting noise follows."""
+    rng = np.random.default_rng(seed)
+    n = len(dataset)
+    idx = np.sort(rng.choice(n, size=min(n, 256), replace=False))
+    x = dataset.images(idx).astype(np.float64)
+    m, s = _pixel_stats(dataset.mean, dataset.std, x.shape[1])
+    pixels = (x * s + m).transpose(1, 0, 2, 3).reshape(x.shape[1], -1)
+    if pixels.shape[1] > samples:
+        pixels = pixels[:, rng.choice(pixels.shape[1], samples, replace=False)]
+    eigval, eigvec = np.linalg.eigh(np.cov(pixels))
+    return np.clip(eigval, 0, None), eigvec
+
+
+def pca_lighting(alphastd, eigval, eigvec, mean=None, std=None, seed=None):
+    """AlexNet's lighting noise: add ``eigvec @ (alpha * eigval)`` to every pixel of an
+    image, alpha ~ N(0, alphastd) per image and component (``eigval``/``eigvec``: the
+    principal components of the training pixels, :func:`pixel_pca`)."""
+    if not alphastd >= 0:
+        raise ValueError(f"alphastd: expected a non-negative number, got {alphastd!r}")
+    eigval = np.asarray(eigval, np.float64)
+    eigvec = np.asarray(eigvec, np.float64)
+    own = np.random.default_rng(seed)
+
+    def light(x, rng=None):
+        g = own if rng is None else rng
+        n, c = x.shape[:2]
+        if eigvec.shape != (c, c):
+            raise ValueError(f"pca_lighting: components for {eigvec.shape[0]} channels, the "
+                             f"batch has {c}")
+        m, s = _pixel_stats(mean, std, c)
+        alpha = g.normal(0, alphastd, size=(n, c))
+        shift = (alpha * eigval) @ eigvec.T                         # (N, C)
+        p = x * s + m + shift[:, :, None, None].astype(np.float32)
+        return ((np.clip(p, 0, 1) - m) / s).astype(x.dtype, copy=False)
+
+    return light
+
+
+AUGMENTATIONS = ("flip", "crop", "resized-crop", "jitter", "lighting")
+AUGMENT_HELP = ("comma-separated: flip (mirror, p 0.5), crop[=PAD] (pad by PAD, 4, and "
+                "crop back), resized-crop[=MIN] (a random box of MIN..100%% of the area, "
+                "default 0.08, resized back), jitter[=J] (brightness, contrast, saturation "
+                "x[1-J, 1+J], default 0.4), lighting[=STD] (AlexNet's PCA colour noise, "
+                "default 0.1); none; or auto")
+
+
+def parse_augment(text):
+    """``[(name, value or None)]`` of an --augment list such as "resized-crop=0.5,flip"."""
+    text = text.strip()
+    if text in ("", "none"):
+        return []
+    out = []
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"augment: expected names from {', '.join(AUGMENTATIONS)} "
+                             f"(or none, auto), got {name!r}")
+        if sep:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError(f"augment: {name}={value}: expected a number") from None
+        else:
+            number = None
+        out.append((name, number))
+    return out
+
+
+def augmentation(items, dataset):
+    """One transform applying ``items`` (from :func:`parse_augment`) in the order
+    crops, flip, colour, with ``dataset``'s normalisation; None for no items."""
+    order = {name: i for i, name in enumerate(("crop", "resized-crop", "flip", "jitter",
+                                               "lighting"))}
+    steps = []
+    for name, value in sorted(items, key=lambda it: order[it[0]]):
+        if name == "flip":
+            steps.append(horizontal_flip(0.5 if value is None else value))
+        elif name == "crop":
+            steps.append(random_crop(4 if value is None else int(value)))
+        elif name == "resized-crop":
+            steps.append(random_resized_crop((0.08 if value is None else value, 1.0)))
+        elif name == "jitter":
+            j = 0.4 if value is None else value
+            steps.append(color_jitter(j, j, j, dataset.mean, dataset.std))
+        elif name == "lighting":
+            eigval, eigvec = pixel_pca(dataset)
+            steps.append(pca_lighting(0.1 if value is None else value, eigval, eigvec,
+                                      dataset.mean, dataset.std))
+    return compose(*steps) if steps else None
 
 
 def compose(*transforms):
@@ -277,8 +501,10 @@ def embedded_mnist(seed=0, train_per_class=400):
     train_idx = rng.permutation(np.concatenate(train_idx))
     test_idx = rng.permutation(np.concatenate(test_idx))
     x = _to_float(pixels.reshape(-1, 1, 28, 28), MNIST_MEAN, MNIST_STD)
-    return (Dataset(x[train_idx], labels[train_idx], MNIST_CLASSES, "embedded-mnist/train"),
-            Dataset(x[test_idx], labels[test_idx], MNIST_CLASSES, "embedded-mnist/test"))
+    return (Dataset(x[train_idx], labels[train_idx], MNIST_CLASSES, "embedded-mnist/train",
+                    MNIST_MEAN, MNIST_STD),
+            Dataset(x[test_idx], labels[test_idx], MNIST_CLASSES, "embedded-mnist/test",
+                    MNIST_MEAN, MNIST_STD))
 
 
 # --------------------------------------------------------------------------- IDX (MNIST, Fashion-MNIST)
@@ -365,7 +591,8 @@ def _load_idx_dataset(directory, mean, std, classes, name):
     out = []
     for prefix, split in (("train", "train"), ("t10k", "test")):
         images, labels = _idx_split(directory, prefix, name)
-        out.append(Dataset(_to_float(images, mean, std), labels, classes, f"{name}/{split}"))
+        out.append(Dataset(_to_float(images, mean, std), labels, classes, f"{name}/{split}",
+                           mean, std))
     return tuple(out)
 
 
@@ -416,7 +643,8 @@ def load_cifar10(directory):
             images.append(x)
             labels.append(y)
         x = _to_float(np.concatenate(images), CIFAR10_MEAN, CIFAR10_STD)
-        out.append(Dataset(x, np.concatenate(labels), CIFAR10_CLASSES, f"cifar10/{split}"))
+        out.append(Dataset(x, np.concatenate(labels), CIFAR10_CLASSES, f"cifar10/{split}",
+                           CIFAR10_MEAN, CIFAR10_STD))
     return tuple(out)
 
 
@@ -427,11 +655,13 @@ def cifar10_augment():
 
 # --------------------------------------------------------------------------- spec strings
 
-DATA_SPECS = ("embedded-mnist", "mnist:DIR", "fashion:DIR", "cifar10:DIR")
+DATA_SPECS = ("embedded-mnist", "mnist:DIR", "fashion:DIR", "cifar10:DIR", "folder:DIR")
 
 
-def get_dataset(spec, seed=0):
-    """``(train, test)`` for a spec string: embedded-mnist, mnist:DIR, fashion:DIR or cifar10:DIR."""
+def get_dataset(spec, seed=0, **folder_options):
+    """``(train, test)`` for a spec string: embedded-mnist, mnist:DIR, fashion:DIR,
+    cifar10:DIR or folder:DIR (one sub-folder of images per class: see
+    :func:`pycnn.images.load_folder`, which takes ``folder_options``)."""
     if not isinstance(spec, str):
         raise TypeError(f"data: expected a string such as {', '.join(DATA_SPECS)}, "
                         f"got {type(spec).__name__}")
@@ -440,6 +670,9 @@ def get_dataset(spec, seed=0):
     kind, sep, directory = spec.partition(":")
     loaders = {"mnist": load_mnist, "fashion": load_fashion_mnist,
                "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    if kind == "folder" and sep and directory:
+        from .images import load_folder
+        return load_folder(os.path.expanduser(directory), seed=seed, **folder_options)
     if not sep or kind not in loaders or not directory:
         raise ValueError(f"data: expected one of {', '.join(DATA_SPECS)}, got {spec!r}")
     return loaders[kind](os.path.expanduser(directory))
