@@ -1,8 +1,12 @@
-"""The ``pycnn`` command: train, eval, summary, bench.
+"""The ``pycnn`` command: train, eval, predict, visualize, summary, bench.
 
     pycnn train                       LeNet-5 on the 5,000 embedded MNIST digits
     pycnn train --model resnet18 --data cifar10:~/data/cifar --epochs 30
+    pycnn train --model resnet18 --data folder:~/photos      (one sub-folder per class)
+    pycnn train --resume runs/resnet18-.../                  (carry on where it stopped)
     pycnn eval --checkpoint runs/lenet5-.../model.npz
+    pycnn predict --checkpoint runs/.../model.npz cat.jpg    (top-k classes by name)
+    pycnn visualize --checkpoint runs/.../model.npz          (filters, feature maps, confusion)
     pycnn summary resnet50
     pycnn bench ...                   (see pycnn bench --help)
 
@@ -151,7 +155,7 @@ def check_fits(model, name, dataset, device, what=None):
     mismatch is reported up front; errors start with ``what`` (default ``--model NAME``)."""
     import pycnn
     what = what or f"--model {name}"
-    x = pycnn.tensor(dataset.x[:1], device=device)
+    x = pycnn.tensor(dataset.images(slice(0, 1)), device=device)
     try:
         with pycnn.no_grad():
             model.eval()
@@ -179,6 +183,27 @@ def make_optimizer(name, params, lr):
     raise CLIError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
 
 
+def default_augment(spec):
+    """What --augment auto means for a data set: CIFAR-10's pad-and-crop and flip; for
+    photos in a folder a random resized crop (half the area or more) and flip; nothing
+    for digits, whose meaning a mirror changes."""
+    if spec.startswith("cifar10:"):
+        return "crop,flip"
+    if spec.startswith("folder:"):
+        return "resized-crop=0.5,flip"
+    return "none"
+
+
+def make_augmentation(text, spec, train_set):
+    """The training transform of --augment ``text`` (auto, none, or a list), or None."""
+    from pycnn.data import augmentation, parse_augment
+    text = default_augment(spec) if text == "auto" else text
+    try:
+        return augmentation(parse_augment(text), train_set)
+    except ValueError as e:
+        raise CLIError(f"--augment {text}: {e}") from e
+
+
 def make_scheduler(optimizer, lr_decay):
     """ExponentialLR stepped once per epoch, or None when ``lr_decay`` is 1."""
     if not 0 < lr_decay <= 1:
@@ -195,10 +220,30 @@ def seed_everything(seed):
     pycnn.manual_seed(seed)
 
 
-def load_data(spec, limit=None, seed=0):
+# The side of the square images `--data folder:DIR` is decoded to, per model, unless
+# --image-size says otherwise: the input each model was designed for.
+IMAGE_SIZES = {"lenet5": 28, "keras_mnist": 28, "vgg_small": 32, "resnet18": 32,
+               "resnet34": 32}
+DEFAULT_IMAGE_SIZE = 224
+
+
+def folder_options(spec, model=None, image_size=None, val_split=0.2, mean=None, std=None,
+                   progress=True):
+    """The keyword arguments of pycnn.images.load_folder for ``spec``; {} when ``spec`` is
+    not folder:DIR."""
+    if not spec.startswith("folder:"):
+        return {}
+    size = image_size or IMAGE_SIZES.get(model, DEFAULT_IMAGE_SIZE)
+    return {"size": int(size), "val_split": float(val_split), "mean": mean, "std": std,
+            "progress": progress}
+
+
+def load_data(spec, limit=None, seed=0, folder=None):
     from pycnn.data import get_dataset
     try:
-        train, test = get_dataset(spec, seed=seed)
+        train, test = get_dataset(spec, seed=seed, **(folder or {}))
+    except ImportError as e:
+        raise CLIError(f"--data {spec}: {e}") from e
     except (FileNotFoundError, ValueError, TypeError) as e:
         raise CLIError(f"--data {spec}: {e}") from e
     if limit is not None:
@@ -399,13 +444,61 @@ def _earlier_run(out):
     return (f"run {run_id}'s " if run_id else "an earlier run's ") + ", ".join(found)
 
 
-def save_checkpoint(path, model, meta):
-    """The state dict as NumPy arrays plus ``__meta__`` (a JSON string), written atomically."""
+TRAIN_PREFIX = "__train__/"
+
+
+def save_checkpoint(path, model, meta, train_arrays=None):
+    """The state dict as NumPy arrays plus ``__meta__`` (a JSON string), written atomically.
+    ``train_arrays`` (the optimizer's buffers, for ``--resume``) go in the same file under
+    ``__train__/``, so that weights and optimizer state can never come from two epochs."""
     state = {k: np.asarray(v) for k, v in model.state_dict().items()}
-    if META_KEY in state:
-        raise ValueError(f"state_dict: a key is named {META_KEY!r}, which checkpoints reserve")
+    if META_KEY in state or any(k.startswith(TRAIN_PREFIX) for k in state):
+        raise ValueError(f"state_dict: a key is named {META_KEY!r} or starts with "
+                         f"{TRAIN_PREFIX!r}, which checkpoints reserve")
     state[META_KEY] = np.array(json.dumps(meta))
+    for k, v in (train_arrays or {}).items():
+        state[TRAIN_PREFIX + k] = np.asarray(v)
     _atomic_write(path, lambda f: np.savez(f, **state))
+
+
+def training_state(optimizer, scheduler, train_loader):
+    """(JSON-able dict, arrays) of what `--resume` needs beyond the weights: the optimizer's
+    hyperparameters and buffers, the schedule, pycnn's generator and the loader's pass."""
+    from pycnn import random as pycnn_random
+    opt = optimizer.state_dict()
+    arrays, scalars = {}, {}
+    for i, st in opt["state"].items():
+        for name, value in st.items():
+            if hasattr(value, "shape") and np.ndim(value) > 0:
+                arrays[f"optim/{i}/{name}"] = value
+            else:
+                scalars.setdefault(str(i), {})[name] = (value.item() if hasattr(value, "item")
+                                                        else value)
+    info = {"optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
+            "scheduler": None if scheduler is None else json_safe(scheduler.state_dict()),
+            "rng": pycnn_random.generator().bit_generator.state,
+            "loader_epoch": train_loader.epoch}
+    return json_safe(info), arrays
+
+
+def restore_training_state(info, arrays, optimizer, scheduler, where):
+    """Load what :func:`training_state` saved into ``optimizer`` and ``scheduler`` and
+    pycnn's generator; a CLIError naming ``where`` if it does not fit."""
+    from pycnn import random as pycnn_random
+    state = {}
+    for key, value in arrays.items():
+        _, i, name = key.split("/", 2)
+        state.setdefault(int(i), {})[name] = value
+    for i, values in info["optimizer"]["scalars"].items():
+        state.setdefault(int(i), {}).update(values)
+    try:
+        optimizer.load_state_dict({"state": state,
+                                   "param_groups": info["optimizer"]["param_groups"]})
+        if scheduler is not None and info.get("scheduler") is not None:
+            scheduler.load_state_dict(info["scheduler"])
+        pycnn_random.generator().bit_generator.state = info["rng"]
+    except (ValueError, TypeError, KeyError) as e:
+        raise CLIError(f"{where}: its optimizer state does not fit this run ({e})") from e
 
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")    # a zip with members; an empty zip
@@ -442,9 +535,16 @@ def load_checkpoint(path):
     with archive as z:
         if META_KEY not in z.files:
             raise CLIError(f"{where}: no {META_KEY} entry; {_CHECKPOINT_EXPECTED}")
-        entries = {k: _checkpoint_entry(z, k, where) for k in z.files}
+        entries = {k: _checkpoint_entry(z, k, where) for k in z.files
+                   if not k.startswith(TRAIN_PREFIX)}
     meta = _checkpoint_meta(entries.pop(META_KEY), where)
     return entries, meta
+
+
+def load_train_arrays(path):
+    """The ``__train__/`` entries of a checkpoint (the optimizer's buffers), prefix removed."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k[len(TRAIN_PREFIX):]: z[k] for k in z.files if k.startswith(TRAIN_PREFIX)}
 
 
 def _checkpoint_entry(z, key, where):
@@ -597,14 +697,78 @@ def _environment(device):
 
 # --------------------------------------------------------------------------- train
 
-def cmd_train(args):
-    from pycnn.data import DataLoader, cifar10_augment
+# What `--resume` restores from the run, and the value each flag has when not given.
+RESUMED_FLAGS = {"model": DEFAULTS["model"], "data": DEFAULTS["data"],
+                 "batch_size": DEFAULTS["batch_size"], "optimizer": DEFAULTS["optimizer"],
+                 "lr": None, "lr_decay": DEFAULTS["lr_decay"], "seed": DEFAULTS["seed"],
+                 "limit": None, "augment": "auto", "image_size": None, "val_split": 0.2,
+                 "mean": None, "std": None, "out": None}
 
+
+def resume_settings(args):
+    """Read the run folder ``args.resume`` and set ``args`` to the run's own settings;
+    returns {"meta", "metrics", "arrays", "epochs", "step"}. A flag given with another
+    value than the run's, a run saved without its optimizer state, or one already
+    finished (unless --epochs asks for more) is a CLIError."""
+    run = args.resume
+    where = f"--resume {run}"
+    model_path, metrics_path = (os.path.join(run, f) for f in RUN_FILES[:2])
+    if not os.path.isdir(run):
+        raise CLIError(f"{where}: expected a run folder (runs/<run id>), got "
+                       + ("a file" if os.path.exists(run) else "no such folder"))
+    for path in (model_path, metrics_path):
+        if not os.path.isfile(path):
+            raise CLIError(f"{where}: no {os.path.basename(path)} in it; expected the folder "
+                           "of a run of `pycnn train`")
+    _, meta = load_checkpoint(model_path)
+    try:
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        run_args = metrics["args"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CLIError(f"{where}: cannot read {metrics_path} ({e})") from e
+    if not meta.get("train"):
+        raise CLIError(f"{where}: its model.npz holds no optimizer state (saved by an older "
+                       "pycnn, or cut short in the middle of a step); it cannot be resumed")
+    saved = {k: run_args.get(k) for k in ("model", "data", "batch_size", "optimizer", "lr",
+                                          "lr_decay", "seed", "limit")}
+    saved["augment"] = run_args.get("augment", "auto")
+    folder = meta.get("folder") or {}
+    saved.update(image_size=folder.get("size"), val_split=folder.get("val_split", 0.2),
+                 mean=meta.get("mean") if folder else None,
+                 std=meta.get("std") if folder else None, out=run)
+    for name, default in RESUMED_FLAGS.items():
+        given = getattr(args, name)
+        if given != default and given != saved[name] and name not in ("mean", "std"):
+            flag = "--" + name.replace("_", "-")
+            raise CLIError(f"{flag} {given}: a resumed run keeps its own settings ({flag} "
+                           f"{saved[name]} in {run}); only --epochs, --device and "
+                           "--no-progress may change")
+        setattr(args, name, saved[name])
+    done, step = int(meta.get("epochs", 0)), meta.get("step") or 0
+    if args.epochs == DEFAULTS["epochs"]:
+        args.epochs = int(run_args.get("epochs", args.epochs))
+    if done >= args.epochs:
+        raise CLIError(f"{where}: the run has finished its {done} epoch(s); give --epochs N "
+                       f"with N > {done} to train it further")
+    return {"meta": meta, "metrics": metrics, "arrays": load_train_arrays(model_path),
+            "epochs": done, "step": int(step), "path": model_path}
+
+
+def cmd_train(args):
+    from pycnn.data import DataLoader
+
+    resumed = resume_settings(args) if args.resume else None
     device = resolve_device(args.device)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     if args.out is not None:
         prepare_out_dir(args.out, create=False)  # cheap checks before the data loads
-    train_set, test_set = load_data(args.data, args.limit, args.seed)
+    folder = folder_options(args.data, args.model, args.image_size, args.val_split,
+                            args.mean, args.std, not args.no_progress)
+    if not folder and (args.image_size or args.mean or args.std):
+        raise CLIError("--image-size, --mean and --std: only for --data folder:DIR (the "
+                       f"other data sets have fixed sizes and statistics), got --data {args.data}")
+    train_set, test_set = load_data(args.data, args.limit, args.seed, folder)
     seed_everything(args.seed)
     kwargs = model_kwargs(args.model, train_set.sample_shape, train_set.num_classes)
     model = build_model(args.model, kwargs,
@@ -614,57 +778,92 @@ def cmd_train(args):
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
     scheduler = make_scheduler(optimizer, args.lr_decay)
 
-    transform = cifar10_augment() if args.data.startswith("cifar10:") else None
+    transform = make_augmentation(args.augment, args.data, train_set)
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
                               transform=transform)
     test_loader = DataLoader(test_set, args.batch_size)
 
-    if args.out is None:
+    if resumed is not None:
+        where = f"--resume {args.resume}"
+        state, _ = load_checkpoint(resumed["path"])
+        check_weights(state, model, where)
+        try:
+            model.load_state_dict(state)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CLIError(f"{where}: {e}") from e
+        restore_training_state(resumed["meta"]["train"], resumed["arrays"], optimizer,
+                               scheduler, where)
+        train_loader.epoch = int(resumed["meta"]["train"]["loader_epoch"])
+        if resumed["step"]:               # stopped mid-epoch: that pass starts again
+            train_loader.epoch -= 1
+        run_id, out = resumed["meta"].get("run_id") or new_run_id(args.model), args.resume
+    elif args.out is None:
         run_id, out = create_run_dir("runs", args.model)
     else:
         run_id, out = new_run_id(args.model), args.out
         prepare_out_dir(out)
     with RunLock(out, run_id, force=args.force):
         earlier = _earlier_run(out)
-        if earlier and not args.force:
+        if earlier and not args.force and resumed is None:
             raise CLIError(f"--out {out}: holds {earlier}; choose another --out, or --force "
                            "to overwrite them")
         for name in remove_stale_temps(out):
             print(f"removed {os.path.join(out, name)}, left by a run killed while saving",
                   file=sys.stderr)
         return _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler,
-                      train_set, test_set, train_loader, test_loader)
+                      train_set, test_set, train_loader, test_loader, resumed)
 
 
 def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, train_set,
-           test_set, train_loader, test_loader):
-    """The run itself, in its locked folder ``out``: fit, save, report; the exit status."""
+           test_set, train_loader, test_loader, resumed=None):
+    """The run itself, in its locked folder ``out``: fit, save, report; the exit status.
+    ``resumed``: {"metrics": the run's metrics.json, "epochs": finished, "step": steps of
+    the next one done} when continuing a run."""
     import pycnn
     from pycnn.train import StopSignals, TrainingDiverged, TrainingInterrupted, fit
 
     paths = {k: os.path.join(out, f) for k, f in zip(("model", "metrics", "curves"), RUN_FILES)}
     run_args = {"model": args.model, "data": args.data, "epochs": args.epochs,
                 "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
-                "lr_decay": args.lr_decay,
+                "lr_decay": args.lr_decay, "augment": args.augment,
                 "seed": args.seed, "limit": args.limit, "device": device}
     meta = {"model": args.model, "kwargs": kwargs, "data": args.data, "limit": args.limit,
-            "seed": args.seed, "pycnn": _version(), "run_id": run_id, "epochs": 0, "step": 0}
+            "seed": args.seed, "pycnn": _version(), "run_id": run_id, "epochs": 0, "step": 0,
+            "classes": list(train_set.classes), "input_shape": list(train_set.sample_shape),
+            "mean": train_set.mean, "std": train_set.std}
+    if args.data.startswith("folder:"):
+        # how `pycnn predict` and `pycnn eval` decode images as training did
+        meta["folder"] = {"size": train_set.sample_shape[-1], "val_split": args.val_split,
+                          "channels": train_set.sample_shape[0]}
     metrics = {"run_id": run_id, "model": args.model, "data": args.data, "device": device,
                "args": run_args, "versions": _environment(device),
                "train_samples": len(train_set), "test_samples": len(test_set),
                "parameters": model.num_parameters(), "epochs": [], "final_test_acc": None,
                "interrupted": False, "diverged": None}
+    if resumed is not None:
+        before = resumed["metrics"]
+        metrics["epochs"] = list(before.get("epochs", []))[:resumed["epochs"]]
+        metrics["final_test_acc"] = (metrics["epochs"][-1]["test_acc"] if metrics["epochs"]
+                                     else None)
+        metrics["resumed"] = list(before.get("resumed", [])) + [
+            {"epoch": resumed["epochs"], "step": resumed["step"],
+             "at": datetime.datetime.now().isoformat(timespec="seconds")}]
+        print(f"resuming run {run_id} after epoch {resumed['epochs']}"
+              + (f" and step {resumed['step']} of epoch {resumed['epochs'] + 1}"
+                 if resumed["step"] else ""), flush=True)
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
           f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
           f"lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
           f"{args.epochs} epochs", flush=True)
 
-    saved = {"epochs": 0}
+    saved = {"epochs": 0 if resumed is None else resumed["epochs"]}
 
     def save_model(epochs, step):
         meta.update(epochs=epochs, step=step)
-        save_checkpoint(paths["model"], model, meta)
+        info, arrays = training_state(optimizer, scheduler, train_loader)
+        meta["train"] = info if step is not None else None   # cut mid-step: not resumable
+        save_checkpoint(paths["model"], model, meta, arrays if step is not None else None)
 
     def on_epoch_end(record, history):
         if not weights_finite(model):     # the epoch's last step blew the weights up
@@ -689,7 +888,9 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
                                   device, scheduler=scheduler, progress=not args.no_progress,
                                   on_epoch_end=on_epoch_end,
                                   log=lambda line: print(line, flush=True), stop=stop,
-                                  names=[name for name, _ in model.named_parameters()])
+                                  names=[name for name, _ in model.named_parameters()],
+                                  history=metrics["epochs"],
+                                  skip_steps=0 if resumed is None else resumed["step"])
             except TrainingInterrupted as e:
                 history = e.history
                 status = 128 + e.signal
@@ -770,7 +971,8 @@ def cmd_eval(args):
     device = resolve_device(args.device)
     spec = args.data or meta.get("data", "embedded-mnist")
     limit = args.limit if args.limit is not None else (meta.get("limit") if not args.data else None)
-    _, test_set = load_data(spec, limit, meta.get("seed", 0))
+    _, test_set = load_data(spec, limit, meta.get("seed", 0),
+                            checkpoint_folder_options(meta, spec))
     model = build_model(meta["model"], meta.get("kwargs", {}), f"--checkpoint {args.checkpoint}")
     if not args.allow_bad_weights:
         check_weights(state, model, f"--checkpoint {args.checkpoint}")
@@ -785,6 +987,169 @@ def cmd_eval(args):
     loss, acc = evaluate(model, DataLoader(test_set, args.batch_size), device)
     print(f"{meta['model']} from {args.checkpoint} on {spec} ({len(test_set)} test samples, "
           f"{device}): test loss {loss:.4f}, test accuracy {100 * acc:.2f}%")
+    return 0
+
+
+def checkpoint_folder_options(meta, spec, progress=True):
+    """load_folder's arguments for ``spec`` as the checkpoint's training decoded it: same
+    size, split and normalisation (so that the validation images are the same ones)."""
+    if not spec.startswith("folder:"):
+        return {}
+    saved = meta.get("folder") or {}
+    size = saved.get("size") or (meta.get("input_shape") or [0, 0, DEFAULT_IMAGE_SIZE])[-1]
+    return {"size": int(size), "val_split": float(saved.get("val_split", 0.2)),
+            "channels": saved.get("channels"), "mean": meta.get("mean"),
+            "std": meta.get("std"), "progress": progress}
+
+
+# --------------------------------------------------------------------------- predict
+
+def load_model(path, device, allow_bad_weights=False):
+    """(model in eval mode on ``device``, meta) of a checkpoint written by `pycnn train`."""
+    state, meta = load_checkpoint(path)
+    model = build_model(meta["model"], meta.get("kwargs", {}), f"--checkpoint {path}")
+    if not allow_bad_weights:
+        check_weights(state, model, f"--checkpoint {path}")
+    try:
+        model.load_state_dict(state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CLIError(f"--checkpoint {path}: {e}") from e
+    model.to(device)
+    model.eval()
+    return model, meta
+
+
+def checkpoint_preprocessing(meta, path):
+    """(channels, side, mean, std, class names) that turn an image file into the model's
+    input, from the checkpoint (older checkpoints: from the data set they name)."""
+    from pycnn import data
+    spec = meta.get("data", "embedded-mnist")
+    known = {"embedded-mnist": (data.MNIST_MEAN, data.MNIST_STD, data.MNIST_CLASSES),
+             "mnist": (data.MNIST_MEAN, data.MNIST_STD, data.MNIST_CLASSES),
+             "fashion": (data.FASHION_MEAN, data.FASHION_STD, data.FASHION_CLASSES),
+             "fashion-mnist": (data.FASHION_MEAN, data.FASHION_STD, data.FASHION_CLASSES),
+             "cifar10": (data.CIFAR10_MEAN, data.CIFAR10_STD, data.CIFAR10_CLASSES)}
+    fallback = known.get(spec.partition(":")[0])
+    shape = meta.get("input_shape")
+    if shape is None and fallback is not None:
+        shape = [1, 28, 28] if spec.partition(":")[0] != "cifar10" else [3, 32, 32]
+    mean = meta.get("mean") or (fallback[0] if fallback else None)
+    std = meta.get("std") or (fallback[1] if fallback else None)
+    classes = meta.get("classes") or (list(fallback[2]) if fallback else None)
+    if shape is None or mean is None or std is None:
+        raise CLIError(f"--checkpoint {path}: does not say how its images were prepared "
+                       "(input_shape, mean, std); retrain it with this pycnn")
+    c, h, w = (int(v) for v in shape)
+    if h != w:
+        raise CLIError(f"--checkpoint {path}: input {h}x{w}; predict takes square inputs only")
+    return c, h, mean, std, classes
+
+
+def cmd_predict(args):
+    import pycnn
+    from pycnn.images import ImageError, decode_image
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.checkpoint, device)
+    channels, side, mean, std, classes = checkpoint_preprocessing(meta, args.checkpoint)
+    m = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+    sd = np.asarray(std, np.float32).reshape(-1, 1, 1)
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            pixels = decode_image(path, side, channels)
+        except ImageError as e:
+            failed += 1
+            print(f"pycnn: error: {e}", file=sys.stderr)
+            results.append({"image": path, "error": str(e)})
+            continue
+        x = ((pixels.astype(np.float32) / 255.0 - m) / sd)[None]
+        with pycnn.no_grad():
+            logits = model(pycnn.tensor(x, device=device)).numpy().astype(np.float64)[0]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        k = min(args.top_k, p.size)
+        top = np.argsort(-p, kind="stable")[:k]
+        names = [classes[i] if classes and i < len(classes) else str(i) for i in top]
+        results.append({"image": path, "top": [{"class": n, "index": int(i),
+                                                "probability": float(p[i])}
+                                               for n, i in zip(names, top)]})
+        if not args.json:
+            print(f"{path}: " + ", ".join(f"{n} {100 * p[i]:.1f}%" for n, i in zip(names, top)))
+    if args.json:
+        print(json.dumps(json_safe({"checkpoint": args.checkpoint, "model": meta["model"],
+                                    "predictions": results}), indent=2))
+    return EXIT_USAGE if failed else 0
+
+
+# --------------------------------------------------------------------------- visualize
+
+def _predict_all(model, dataset, device, batch_size=256):
+    import pycnn
+    out = []
+    with pycnn.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            x, _ = dataset[start:start + batch_size]
+            out.append(model(pycnn.tensor(x, device=device)).numpy().argmax(axis=1))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def cmd_visualize(args):
+    from pycnn import visualize as vis
+    from pycnn.images import ImageError, decode_image
+
+    device = resolve_device(args.device)
+    model, meta = load_model(args.checkpoint, device)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)),
+                                   "visualize")
+    prepare_out_dir(out)
+    written = []
+
+    def saver(name):
+        path = os.path.join(out, name)
+
+        def save(fig):
+            _atomic_write(path, lambda f: fig.savefig(f, format="png"))
+        return path, save
+
+    if not vis.conv_layers(model):
+        raise CLIError(f"--checkpoint {args.checkpoint}: model {meta['model']} has no Conv2d "
+                       "layer: no filters or feature maps to show")
+    path, save = saver("filters.png")
+    written.append((path, vis.filter_grid(model, save)))
+
+    spec = args.data or meta.get("data", "embedded-mnist")
+    test_set = None
+    if not args.no_confusion or not args.image:
+        _, test_set = load_data(spec, args.limit, meta.get("seed", 0),
+                                checkpoint_folder_options(meta, spec, progress=False))
+        what = (f"--data {spec}: the checkpoint's model {meta['model']}" if args.data else
+                f"--checkpoint {args.checkpoint}: its model {meta['model']}")
+        check_fits(model, meta["model"], test_set, device, what)
+        model.eval()                      # check_fits leaves it in training mode
+    if args.image:
+        channels, side, mean, std, _ = checkpoint_preprocessing(meta, args.checkpoint)
+        try:
+            pixels = decode_image(args.image, side, channels)
+        except ImageError as e:
+            raise CLIError(f"--image: {e}") from e
+        image = ((pixels.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)
+                  .reshape(-1, 1, 1)) / np.asarray(std, np.float32).reshape(-1, 1, 1))
+        label = os.path.basename(args.image)
+    else:
+        image = test_set.images(0)
+        label = (f"test image 0 (a {test_set.classes[int(test_set.y[0])]})")
+    for name, maps in vis.feature_maps(model, image, device, args.max_maps):
+        path, save = saver(f"features-{name.replace('.', '_')}.png")
+        written.append((path, vis.feature_map_figure(name, maps, label, save)))
+    if not args.no_confusion:
+        predictions = _predict_all(model, test_set, device)
+        counts = vis.confusion_matrix(test_set.y, predictions, test_set.num_classes)
+        path, save = saver("confusion.png")
+        written.append((path, vis.confusion_figure(counts, list(test_set.classes),
+                                                   f"the {spec} test split", save)))
+    for path, caption in written:
+        print(f"{path}: {caption}")
     return 0
 
 
@@ -826,7 +1191,26 @@ def build_parser():
     t.add_argument("--model", default=DEFAULTS["model"], help="lenet5, keras_mnist, vgg_small, "
                    f"resnet18, resnet34, resnet50 (pycnn.models.MODELS; default {DEFAULTS['model']})")
     t.add_argument("--data", default=DEFAULTS["data"],
-                   help="embedded-mnist (default), mnist:DIR, fashion:DIR or cifar10:DIR")
+                   help="embedded-mnist (default), mnist:DIR, fashion:DIR, cifar10:DIR, or "
+                   "folder:DIR (one sub-folder of JPEG/PNG/BMP images per class)")
+    t.add_argument("--image-size", type=_positive_int, default=None, metavar="N",
+                   help="folder:DIR only: decode images to N x N (shorter side resized, "
+                   "centre crop; default: the model's input, 28 for lenet5, 32 for "
+                   f"vgg_small/resnet18/34, else {DEFAULT_IMAGE_SIZE})")
+    t.add_argument("--val-split", type=_fraction, default=0.2, metavar="F",
+                   help="folder:DIR only: hold out F of each class for validation "
+                   "(default 0.2; a DIR with train/ and val/ or test/ sub-folders is split "
+                   "already)")
+    t.add_argument("--mean", type=_floats, default=None, metavar="M[,M,M]",
+                   help="folder:DIR only: per-channel mean in [0, 1] units (default: "
+                   "computed from the training images)")
+    t.add_argument("--std", type=_floats, default=None, metavar="S[,S,S]",
+                   help="folder:DIR only: per-channel standard deviation (default: computed)")
+    from pycnn.data import AUGMENT_HELP
+    t.add_argument("--augment", default="auto", metavar="LIST",
+                   help=f"training augmentation, applied per batch: {AUGMENT_HELP}. auto "
+                   "(default): crop,flip for cifar10, resized-crop=0.5,flip for folder, "
+                   "none for digits")
     t.add_argument("--epochs", type=_positive_int, default=DEFAULTS["epochs"],
                    help=f"default {DEFAULTS['epochs']}")
     t.add_argument("--batch-size", type=_positive_int, default=DEFAULTS["batch_size"],
@@ -853,6 +1237,11 @@ def build_parser():
     t.add_argument("--limit", type=_positive_int, default=None,
                    help="use only the first N samples of train and of test")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR from its last save (an epoch's end, or "
+                   "the step a signal stopped it at) with its weights, optimizer state, "
+                   "schedule and random state, to its --epochs (or a larger --epochs); the "
+                   "result equals an uninterrupted run's")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint written by `pycnn train`")
@@ -866,6 +1255,31 @@ def build_parser():
                    "otherwise)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
     e.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="classify image files with a checkpoint: the top-k "
+                        "classes by name with their probabilities")
+    pr.add_argument("--checkpoint", required=True, help="path to model.npz")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG or BMP files")
+    pr.add_argument("--top-k", type=_positive_int, default=3, help="default 3")
+    pr.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+    pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
+    pr.set_defaults(func=cmd_predict)
+
+    v = sub.add_parser("visualize", help="write PNGs of a checkpoint: first-layer filters, "
+                       "feature maps of each conv layer, confusion matrix on the test split")
+    v.add_argument("--checkpoint", required=True, help="path to model.npz")
+    v.add_argument("--image", default=None, help="the image whose feature maps to show "
+                   "(default: the first test image)")
+    v.add_argument("--out", default=None, help="folder for the PNGs (default: visualize/ "
+                   "next to the checkpoint)")
+    v.add_argument("--data", default=None, help="default: the data the model was trained on")
+    v.add_argument("--limit", type=_positive_int, default=None, help="first N test samples")
+    v.add_argument("--max-maps", type=_positive_int, default=32,
+                   help="feature maps shown per layer (default 32)")
+    v.add_argument("--no-confusion", action="store_true", help="skip the confusion matrix "
+                   "(and, with --image, loading the data)")
+    v.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help=device_help)
+    v.set_defaults(func=cmd_visualize)
 
     s = sub.add_parser("summary", help="print a model's layers, output shapes and parameter counts")
     s.add_argument("model", help="a name from pycnn.models.MODELS")
@@ -900,6 +1314,19 @@ _non_negative_int = _number_type(int, lambda v: v >= 0, "a non-negative integer"
 _positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0,
                                "a finite positive number")
 _decay_factor = _number_type(float, lambda v: 0 < v <= 1, "a factor in (0, 1]")
+_fraction = _number_type(float, lambda v: 0 <= v < 1, "a fraction in [0, 1)")
+
+
+def _floats(text):
+    """An argparse ``type``: one number or three, comma-separated."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected one number or three separated by commas, "
+                                         f"got {text!r}")
+    return values
 
 
 def main(argv=None):

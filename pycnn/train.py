@@ -160,18 +160,19 @@ def _progress_bar(loader, desc, enabled):
     return tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None):
+def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None, first_step=0):
     """One pass over ``loader``; returns (mean training loss, training accuracy, samples seen).
 
     With ``stop`` (a :class:`StopSignals`), a signal ends the pass after the step under
     way (``_StopRequested`` carrying the steps done). A non-finite gradient
     (:class:`pycnn.optim.NonFiniteGradient`, raised before any weight changed) comes out
-    with ``step`` (1-based) and ``loss`` (that step's) set on it."""
+    with ``step`` (1-based) and ``loss`` (that step's) set on it. ``first_step``: the
+    number of the loader's first batch (a pass resumed mid-way starts there)."""
     model.train()
     totals = _Totals()
     start = time.perf_counter()
     last_step = len(loader) - 1
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(loader, start=first_step):
         images, labels = _batch(x, y, device)
         logits = model(images)
         loss = F.cross_entropy(logits, labels)
@@ -202,7 +203,7 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None):
 
 def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", scheduler=None,
         progress=True, on_epoch_end=None, log=print, stop_on_divergence=True, stop=None,
-        names=None):
+        names=None, history=None, skip_steps=0):
     """Train for ``epochs`` passes, evaluating on ``test_loader`` after each.
 
     Returns a list with one dict per epoch (epoch, train_loss, train_acc,
@@ -221,20 +222,32 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
     ``on_epoch_end``) unless ``stop_on_divergence`` is false; so does a step whose
     gradient holds nan or inf (the optimizer refuses it before any weight changes),
     naming the parameter (``names``: the parameters' names in the optimizer's order).
+
+    Resuming: ``history`` holds the epochs already done (training goes on with the next),
+    and ``skip_steps`` the steps of that next epoch already done (the loader, a
+    :class:`pycnn.data.DataLoader`, skips them; that epoch's train loss and accuracy then
+    cover the remaining steps only, and are nan if none remain).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
     show_bar = bool(progress) and sys.stderr.isatty()
-    history = []
-    for epoch in range(1, epochs + 1):
+    history = list(history or [])
+    for epoch in range(len(history) + 1, epochs + 1):
+        skip, skip_steps = skip_steps, 0
         bar = _progress_bar(train_loader, f"epoch {epoch}/{epochs}", show_bar)
         start = time.perf_counter()
         steps = len(train_loader)
         try:
-            train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader, device, bar,
-                                                      stop)
+            if skip >= steps:             # stopped after its last step, before evaluating
+                train_loss, train_acc, seen = math.nan, math.nan, 0
+                train_loader.epoch += 1   # the pass is done: the next draws the next order
+            else:
+                if skip:
+                    train_loader.skip(skip)
+                train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader,
+                                                          device, bar, stop, first_step=skip)
             train_seconds = time.perf_counter() - start
-            if stop_on_divergence and not math.isfinite(train_loss):
+            if stop_on_divergence and not math.isfinite(train_loss) and skip < steps:
                 raise TrainingDiverged(history, epoch, train_loss)
             test_loss, test_acc = evaluate(model, test_loader, device, stop)
         except NonFiniteGradient as e:
