@@ -22,7 +22,8 @@ from pycnn.tensor import Function, Tensor, array_module, is_float_dtype, move_ar
 
 __all__ = [
     "conv2d", "conv2d_relu", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-    "relu", "leaky_relu", "sigmoid", "tanh", "linear", "flatten",
+    "relu", "leaky_relu", "sigmoid", "tanh", "elu", "gelu", "prelu", "maxout", "linear",
+    "flatten",
     "softmax", "log_softmax", "cross_entropy", "mse_loss", "dropout", "batch_norm",
 ]
 
@@ -337,6 +338,123 @@ def linear(x, w, b=None) -> Tensor:
 
 def flatten(x, start_dim: int = 1, end_dim: int = -1) -> Tensor:
     return x.flatten(start_dim, end_dim)
+
+
+# ELU, GELU and PReLU are elementwise NumPy/CuPy expressions (the same code on both
+# devices, through the array module), not backend entries: no kernel of ours runs them.
+
+class ELU(Function):
+    name = "elu"
+
+    def forward(self, x, alpha):
+        xp = array_module(x)
+        self.x, self.alpha = x, alpha
+        self.neg = alpha * xp.expm1(xp.minimum(x, 0))         # alpha (e^x - 1) for x <= 0
+        return xp.where(x > 0, x, self.neg).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        xp = array_module(dy)
+        # d/dx: 1 for x > 0, alpha e^x = neg + alpha for x <= 0
+        return xp.where(self.x > 0, dy, dy * (self.neg + self.alpha)).astype(dy.dtype), None
+
+
+def _erf(xp, a):
+    if xp is np:
+        try:
+            from scipy.special import erf
+        except ImportError:                       # scipy is optional: math.erf per element
+            import math
+            erf = np.frompyfunc(math.erf, 1, 1)
+        return np.asarray(erf(a), dtype=a.dtype)
+    from cupyx.scipy.special import erf
+    return erf(a)
+
+
+class GELU(Function):
+    name = "gelu"
+
+    def forward(self, x, approximate):
+        xp = array_module(x)
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            # 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+            self.t = xp.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))
+            return (0.5 * x * (1 + self.t)).astype(x.dtype, copy=False)
+        self.cdf = 0.5 * (1 + _erf(xp, x / np.sqrt(2)))          # Phi(x)
+        return (x * self.cdf).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        xp = array_module(dy)
+        x = self.x
+        if self.approximate == "tanh":
+            du = np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * x ** 2)
+            d = 0.5 * (1 + self.t) + 0.5 * x * (1 - self.t ** 2) * du
+        else:
+            d = self.cdf + x * xp.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)   # Phi + x phi
+        return (dy * d).astype(dy.dtype, copy=False), None
+
+
+class PReLU(Function):
+    name = "prelu"
+
+    def forward(self, x, weight):
+        xp = array_module(x)
+        self.x = x
+        # one slope for all, or one per channel (dim 1), as torch.nn.functional.prelu
+        self.w = weight.reshape((1, -1) + (1,) * (x.ndim - 2)) if weight.size > 1 else weight
+        return xp.where(x > 0, x, self.w * x).astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        xp = array_module(dy)
+        positive = self.x > 0
+        dx = xp.where(positive, dy, dy * self.w) if self.needs_input_grad[0] else None
+        dw = None
+        if self.needs_input_grad[1]:
+            g = xp.where(positive, 0, dy * self.x)
+            if self.w.size > 1:
+                dw = g.sum(axis=tuple(a for a in range(g.ndim) if a != 1))
+            else:
+                dw = g.sum().reshape(self.w.shape)
+        return dx, dw
+
+
+def elu(x, alpha: float = 1.0) -> Tensor:
+    _check_tensor(x, "x (input)", "elu")
+    return ELU.apply(x, shapes.number(alpha, "elu: alpha"))
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    _check_tensor(x, "x (input)", "gelu")
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate)
+
+
+def prelu(x, weight) -> Tensor:
+    """max(0, x) + weight * min(0, x); ``weight`` holds one slope, or one per channel."""
+    _check_tensor(x, "x (input)", "prelu")
+    _check_tensor(weight, "weight", "prelu", ndim=1)
+    _check_like("prelu", "x (input)", x, weight=weight)
+    if weight.shape[0] != 1 and (x.ndim < 2 or weight.shape[0] != x.shape[1]):
+        raise ValueError(f"prelu: weight has {weight.shape[0]} slopes; expected 1 or one per "
+                         f"channel of x (dim 1 of shape {x.shape})")
+    return PReLU.apply(x, weight)
+
+
+def maxout(x, pool_size: int, dim: int = 1) -> Tensor:
+    """Goodfellow et al.'s maxout: split dim ``dim`` (C entries) into C / pool_size groups
+    of ``pool_size`` consecutive entries and keep each group's largest. Composed of a
+    reshape and :meth:`Tensor.max`, so its backward (the gradient to each group's chosen
+    entry) runs on any device."""
+    _check_tensor(x, "x (input)", "maxout")
+    d = _dim(dim, x.ndim, "maxout")
+    k = shapes.positive_int(pool_size, "maxout: pool_size")
+    c = x.shape[d]
+    if c % k:
+        raise ValueError(f"maxout: dim {d} of x has {c} entries (shape {x.shape}), not a "
+                         f"multiple of pool_size {k}")
+    grouped = x.reshape(*x.shape[:d], c // k, k, *x.shape[d + 1:])
+    return grouped.max(dim=d + 1).values
 
 
 # --------------------------------------------------------------------------- #

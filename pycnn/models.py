@@ -276,6 +276,18 @@ def resnet50(num_classes=_Default(1000), in_channels=_Default(3), input_size=_De
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, input_size, weights)
 
 
+def resnet101(num_classes=_Default(1000), in_channels=_Default(3), input_size=_Default(224),
+              weights=None) -> ResNet:
+    """ResNet-101 v1.5 (44,549,160 parameters for 1000 classes, as torchvision's)."""
+    return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels, input_size, weights)
+
+
+def resnet152(num_classes=_Default(1000), in_channels=_Default(3), input_size=_Default(224),
+              weights=None) -> ResNet:
+    """ResNet-152 v1.5 (60,192,808 parameters for 1000 classes, as torchvision's)."""
+    return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels, input_size, weights)
+
+
 # ---------------------------------------------------------------------- VGG-16 and AlexNet
 class _TorchvisionClassifier(nn.Module):
     """``features``, ``avgpool`` (adaptive), flatten, ``classifier``: torchvision's VGG and
@@ -289,6 +301,8 @@ class VGG(_TorchvisionClassifier):
     #: torchvision's configuration "D" (VGG-16): channels per 3x3 conv, "M" a 2x2 max pool
     CONFIG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
                 512, 512, 512, "M")
+    #: configuration "A" (VGG-11)
+    CONFIG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
     def __init__(self, config=CONFIG16, num_classes=1000, in_channels=3, dropout=0.5):
         super().__init__()
@@ -337,13 +351,13 @@ class AlexNet(_TorchvisionClassifier):
         )
 
 
-def _classifier_from(ctor, num_classes, in_channels, weights):
+def _classifier_from(ctor, num_classes, in_channels, weights, **extra):
     state = None if weights is None else read_weights(weights)
     if state is not None:
         num_classes = _given(num_classes, _entry(state, "classifier.6.weight", 2).shape[0])
         in_channels = _given(in_channels, _entry(state, "features.0.weight", 4).shape[1])
     with _init_unless(state):
-        model = ctor(num_classes=_given(num_classes), in_channels=_given(in_channels))
+        model = ctor(num_classes=_given(num_classes), in_channels=_given(in_channels), **extra)
     return model if state is None else load_weights(model, state)
 
 
@@ -351,6 +365,12 @@ def vgg16(num_classes=_Default(1000), in_channels=_Default(3), weights=None) -> 
     """torchvision's VGG-16 (configuration D, no batch norm); with ``weights``, the
     arguments not given come from the checkpoint."""
     return _classifier_from(VGG, num_classes, in_channels, weights)
+
+
+def vgg11(num_classes=_Default(1000), in_channels=_Default(3), weights=None) -> VGG:
+    """torchvision's VGG-11 (configuration A, no batch norm: 132,863,336 parameters for
+    1000 classes); ``weights`` as for vgg16."""
+    return _classifier_from(VGG, num_classes, in_channels, weights, config=VGG.CONFIG11)
 
 
 def alexnet(num_classes=_Default(1000), in_channels=_Default(3), weights=None) -> AlexNet:
@@ -447,6 +467,9 @@ MODELS = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "resnet101": resnet101,
+    "resnet152": resnet152,
+    "vgg11": vgg11,
     "vgg16": vgg16,
     "alexnet": alexnet,
 }
@@ -463,5 +486,5 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = ["LeNet5", "KerasMNIST", "VGGSmall", "BasicBlock", "Bottleneck", "ResNet",
            "VGG", "AlexNet", "lenet5", "keras_mnist", "vgg_small", "resnet18", "resnet34",
-           "resnet50", "vgg16", "alexnet", "read_weights", "load_weights", "export_weights",
+           "resnet50", "resnet101", "resnet152", "vgg11", "vgg16", "alexnet", "read_weights", "load_weights", "export_weights",
            "MODELS", "get_model"]

@@ -442,6 +442,38 @@ class Sum(Function):
         return (xp.broadcast_to(g, self.shape).copy(),)
 
 
+class Max(Function):
+    """The largest (``smallest``: the smallest) entry along ``axis`` (all, when None).
+    The gradient goes to the one entry chosen, the first of tied ones (as argmax picks,
+    and as PyTorch's ``max(dim)`` does)."""
+    name = "max"
+
+    def forward(self, a, axis=None, keepdims=False, smallest=False):
+        xp = array_module(a)
+        if a.size == 0:
+            raise ValueError(f"{'min' if smallest else 'max'}: the tensor is empty (shape "
+                             f"{a.shape}): no {'smallest' if smallest else 'largest'} entry")
+        flat = a.reshape(-1) if axis is None else a
+        ax = 0 if axis is None else axis
+        self.index = xp.expand_dims((flat.argmin if smallest else flat.argmax)(axis=ax), ax)
+        self.shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        out = xp.take_along_axis(flat, self.index, axis=ax)
+        if axis is None:
+            return out.reshape(()) if not keepdims else out.reshape((1,) * a.ndim)
+        return out if keepdims else out.squeeze(ax)
+
+    def backward(self, g):
+        xp = array_module(g)
+        if self.axis is None:
+            grad = xp.zeros(int(np.prod(self.shape)), dtype=g.dtype)
+            grad[self.index.reshape(())] = g.reshape(())
+            return (grad.reshape(self.shape),)
+        grad = xp.zeros(self.shape, dtype=g.dtype)
+        g = g if self.keepdims else xp.expand_dims(g, self.axis)
+        xp.put_along_axis(grad, self.index, g, axis=self.axis)
+        return (grad,)
+
+
 class Reshape(Function):
     name = "reshape"
 
@@ -762,9 +794,66 @@ class Tensor:
             index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
         return GetItem.apply(self, index)
 
-    def argmax(self, axis=None):
-        """Indices of the maxima (no gradient)."""
-        return Tensor(self.data.argmax(axis=axis))
+    def _dim(self, dim, op):
+        if dim is None:
+            return None
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"{op}: dim must be an int or None, got {dim!r}")
+        if not -max(self.ndim, 1) <= dim < max(self.ndim, 1):
+            raise ValueError(f"{op}: dim {dim} is out of range for a {self.ndim}-D tensor "
+                             f"(shape {self.shape})")
+        return int(dim) % max(self.ndim, 1)
+
+    def max(self, dim=None, keepdim: bool = False):
+        """The largest entry (a 0-d tensor), or with ``dim`` the pair ``(values, indices)``
+        along it, as ``torch.max``; the gradient flows to the entries chosen."""
+        return self._extreme(dim, keepdim, False, "max")
+
+    def min(self, dim=None, keepdim: bool = False):
+        """As :meth:`max`, for the smallest entries."""
+        return self._extreme(dim, keepdim, True, "min")
+
+    def _extreme(self, dim, keepdim, smallest, op):
+        d = self._dim(dim, op)
+        values = Max.apply(self, axis=d, keepdims=bool(keepdim), smallest=smallest)
+        if d is None:
+            return values
+        return MinMax(values, self.argmin(d, keepdim) if smallest else self.argmax(d, keepdim))
+
+    def argmax(self, dim=None, keepdim: bool = False, axis=None):
+        """Indices of the maxima (int64, no gradient): of the flattened tensor, or along
+        ``dim`` (``axis`` is NumPy's name for it); the first of tied ones."""
+        return self._arg(dim if axis is None else axis, keepdim, "argmax")
+
+    def argmin(self, dim=None, keepdim: bool = False, axis=None):
+        """Indices of the minima, as :meth:`argmax`."""
+        return self._arg(dim if axis is None else axis, keepdim, "argmin")
+
+    def _arg(self, dim, keepdim, op):
+        d = self._dim(dim, op)
+        if self.data.size == 0:
+            raise ValueError(f"{op}: the tensor is empty (shape {self.shape})")
+        index = getattr(self.data, op)(axis=d)
+        if keepdim:
+            index = (index.reshape((1,) * self.ndim) if d is None else
+                     array_module(index).expand_dims(index, d))
+        return Tensor(index.astype(np.int64))
+
+
+class MinMax(tuple):
+    """``(values, indices)`` of :meth:`Tensor.max` / :meth:`Tensor.min` along a dim, also
+    readable as ``.values`` and ``.indices`` (torch's ``torch.return_types.max``)."""
+
+    def __new__(cls, values, indices):
+        return super().__new__(cls, (values, indices))
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
 
 
 def tensor(data, requires_grad: bool = False, device: str = "cpu", dtype=None) -> Tensor:

@@ -259,6 +259,82 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}"
 
 
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+        super().__init__()
+        self.alpha = shapes.number(alpha, "alpha")
+
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class PReLU(Module):
+    """A learned negative slope: one (``num_parameters=1``) or one per channel, each
+    starting at ``init`` (torch.nn.PReLU; its ``weight`` is the slopes)."""
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25):
+        super().__init__()
+        n = shapes.positive_int(num_parameters, "num_parameters")
+        self.init_value = shapes.number(init, "init")
+        self.weight = _empty_param(n)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.weight.data[...] = self.init_value
+
+    def forward(self, x):
+        return F.prelu(x, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.weight.shape[0]}"
+
+
+class Maxout(Module):
+    """The largest of each group of ``pool_size`` consecutive channels (dim ``dim``): C
+    channels in, C / pool_size out (Goodfellow et al., 2013). Put it after a Conv2d or
+    Linear with pool_size times the units wanted."""
+
+    def __init__(self, pool_size: int, dim: int = 1):
+        super().__init__()
+        self.pool_size = shapes.positive_int(pool_size, "pool_size")
+        self.dim = dim
+
+    def forward(self, x):
+        return F.maxout(x, self.pool_size, self.dim)
+
+    def extra_repr(self):
+        return f"pool_size={self.pool_size}, dim={self.dim}"
+
+
+class Softmax(Module):
+    def __init__(self, dim: int | None = None):
+        super().__init__()
+        self.dim = -1 if dim is None else dim
+
+    def forward(self, x):
+        return F.softmax(x, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
 class Sigmoid(Module):
     def forward(self, x):
         return F.sigmoid(x)
