@@ -170,6 +170,24 @@ def check_fits(model, name, dataset, device, what=None):
                        f"for {dataset.name}, got {tuple(out.shape)}")
 
 
+# Above this many parameters per training sample, a model has the capacity to memorise
+# every sample many times over (lenet5 on the 4,000 digits: 15; resnet18 on CIFAR-10's
+# 50,000: 220; resnet50 on 64 digits: 367,000).
+PARAMS_PER_SAMPLE_WARNING = 10_000
+
+
+def warn_if_too_big(model, name, train_set, log=None):
+    """One line on stderr when ``model`` is far too big for ``train_set``; returns it."""
+    params, n = model.num_parameters(), len(train_set)
+    if params <= PARAMS_PER_SAMPLE_WARNING * n:
+        return None
+    line = (f"pycnn: warning: {name} has {params:,} parameters for {n:,} training samples "
+            f"({params // n:,} per sample): it can memorise them rather than learn; a "
+            f"smaller model (lenet5, vgg_small, resnet18) or more data would fit better")
+    (log or (lambda text: print(text, file=sys.stderr)))(line)
+    return line
+
+
 def make_optimizer(name, params, lr):
     from pycnn import optim
     if name == "sgd":
@@ -775,6 +793,7 @@ def cmd_train(args):
                         f"--model {args.model} does not take {train_set.name} images of "
                         f"shape {train_set.sample_shape}").to(device)
     check_fits(model, args.model, train_set, device)
+    warn_if_too_big(model, args.model, train_set)
     optimizer = make_optimizer(args.optimizer, model.parameters(), lr)
     scheduler = make_scheduler(optimizer, args.lr_decay)
 
@@ -1161,14 +1180,18 @@ def cmd_summary(args):
         raise CLIError(f"model: expected one of {', '.join(sorted(models.MODELS))}, "
                        f"got {args.model!r}")
     shape = tuple(args.input_shape) if args.input_shape else SUMMARY_SHAPES.get(args.model, (3, 32, 32))
-    kwargs = model_kwargs(args.model, shape, args.num_classes)
+    if len(shape) not in (3, 4):
+        raise CLIError(f"--input-shape: expected C H W or N C H W, got {len(shape)} numbers "
+                       f"{' '.join(map(str, shape))}")
+    sample = shape[-3:]
+    kwargs = model_kwargs(args.model, sample, args.num_classes)
     model = build_model(args.model, kwargs,
-                        f"--model {args.model} does not take inputs of shape {shape}")
+                        f"model {args.model} does not take inputs of shape {sample}")
     from pycnn.summary import summary
     try:
-        text = summary(model, shape, print_fn=None)
+        text = summary(model, shape, print_fn=None, keras=args.keras)
     except (ValueError, TypeError) as e:
-        raise CLIError(f"--model {args.model} does not take inputs of shape {shape}: {e}") from e
+        raise CLIError(f"model {args.model} does not take inputs of shape {shape}: {e}") from e
     print(text)
     return 0
 
@@ -1283,9 +1306,12 @@ def build_parser():
 
     s = sub.add_parser("summary", help="print a model's layers, output shapes and parameter counts")
     s.add_argument("model", help="a name from pycnn.models.MODELS")
-    s.add_argument("--input-shape", type=_positive_int, nargs=3, metavar=("C", "H", "W"),
-                   help="default: 1 28 28 for MNIST models, 3 32 32 for vgg/resnet18, "
-                   "3 224 224 for resnet50")
+    s.add_argument("--input-shape", type=_positive_int, nargs="+", metavar="N",
+                   help="C H W, or N C H W to size the activations for a batch of N "
+                   "(default: 1 28 28 for MNIST models, 3 32 32 for vgg_small/resnet18, "
+                   "3 224 224 for resnet50)")
+    s.add_argument("--keras", action="store_true", help="shapes as Keras prints them: "
+                   "(None, H, W, C)")
     s.add_argument("--num-classes", type=_positive_int, default=None,
                    help="default: the model's own (10 for the MNIST/CIFAR models, 1000 for resnet50)")
     s.set_defaults(func=cmd_summary)

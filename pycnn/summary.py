@@ -1,7 +1,8 @@
 """A Keras-style table of a model: one row per leaf-module call.
 
 ``summarize(model, input_shape)`` runs one forward pass on zeros of shape
-``(1, *input_shape)`` in eval mode under ``no_grad`` (so BatchNorm's running
+``(1, C, H, W)`` (``input_shape`` is (C, H, W), or (N, C, H, W): then shapes and
+activation memory are for a batch of N, FLOPs still per sample) in eval mode under ``no_grad`` (so BatchNorm's running
 statistics do not move), with a forward hook on every leaf module, and returns
 the rows and totals; ``summary(...)`` formats them as a table.
 
@@ -56,18 +57,29 @@ def _flops(module, inp, out) -> int:
 
 
 def _check_input_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints; (C, H, W), or (N, C, H, W) with a batch."""
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise TypeError(f"input_shape: expected a tuple of ints such as (1, 28, 28), "
-                        f"got {input_shape!r}") from None
+        raise TypeError(f"input_shape: expected a tuple of ints such as (1, 28, 28) or "
+                        f"(64, 1, 28, 28), got {input_shape!r}") from None
     if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1
                         for d in shape):
-        raise ValueError(f"input_shape: expected positive ints without the batch dimension, "
-                         f"such as (1, 28, 28), got {input_shape!r}")
+        raise ValueError(f"input_shape: expected positive ints, (C, H, W) such as (1, 28, 28) "
+                         f"or with the batch (N, C, H, W) such as (64, 1, 28, 28), got "
+                         f"{input_shape!r}")
+    if len(shape) > 4:
+        raise ValueError(f"input_shape: expected (C, H, W) or (N, C, H, W), got {len(shape)} "
+                         f"dimensions {input_shape!r}")
     return tuple(int(d) for d in shape)
+
+
+def _split_batch(input_shape):
+    """(batch, per-sample shape): a 4-D shape carries its batch, a shorter one is one sample."""
+    shape = _check_input_shape(input_shape)
+    return (shape[0], shape[1:]) if len(shape) == 4 else (1, shape)
 
 
 def summarize(model, input_shape, device: str = "cpu", dtype=np.float32) -> dict:
@@ -80,7 +92,8 @@ def summarize(model, input_shape, device: str = "cpu", dtype=np.float32) -> dict
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a pycnn.nn.Module, got {type(model).__name__}")
-    shape = (1,) + _check_input_shape(input_shape)
+    batch, sample = _split_batch(input_shape)
+    shape = (1,) + sample
     names = {id(m): name for name, m in model.named_modules()}
     rows, counted, handles = [], set(), []
 
@@ -117,10 +130,16 @@ def summarize(model, input_shape, device: str = "cpu", dtype=np.float32) -> dict
 
     params = list(model.parameters())
     y0 = y[0] if isinstance(y, tuple) else y
+    if batch != 1:      # the pass ran on one sample; shapes and activations are per batch
+        for r in rows:
+            r["output_shape"] = (batch,) + tuple(r["output_shape"][1:])
+            r["activation_bytes"] *= batch
+        shape = (batch,) + sample
     return {
         "rows": rows,
+        "batch_size": batch,
         "input_shape": shape,
-        "output_shape": tuple(y0.shape) if isinstance(y0, Tensor) else None,
+        "output_shape": ((batch,) + tuple(y0.shape[1:])) if isinstance(y0, Tensor) else None,
         "total_params": sum(p.size for p in params),
         "trainable_params": sum(p.size for p in params if p.requires_grad),
         "total_flops": sum(r["flops"] for r in rows),
@@ -144,11 +163,24 @@ def _bytes(n: int) -> str:
     return f"{n} B"
 
 
-def summary(model, input_shape, device: str = "cpu", dtype=np.float32, print_fn=print) -> str:
-    """The summary table as a string; also passed to ``print_fn`` unless it is None."""
+def keras_shape(shape) -> str:
+    """``(N, C, H, W)`` as Keras prints it: ``(None, H, W, C)`` (channels last, batch None)."""
+    rest = tuple(shape[1:])
+    if len(rest) == 3:
+        rest = (rest[1], rest[2], rest[0])
+    return "(" + ", ".join(["None"] + [str(d) for d in rest]) + ")"
+
+
+def summary(model, input_shape, device: str = "cpu", dtype=np.float32, print_fn=print,
+            keras: bool = False) -> str:
+    """The summary table as a string; also passed to ``print_fn`` unless it is None.
+
+    ``input_shape``: (C, H, W), or (N, C, H, W) to size activations for a batch of N.
+    ``keras``: shapes as Keras prints them, ``(None, H, W, C)``."""
     info = summarize(model, input_shape, device=device, dtype=dtype)
+    show = keras_shape if keras else (lambda s: str(tuple(s)))
     header = ("Layer (type)", "Output Shape", "Param #", "FLOPs", "Act. memory")
-    body = [(f"{r['name']} ({r['type']})", str(r["output_shape"]), f"{r['params']:,}",
+    body = [(f"{r['name']} ({r['type']})", show(r["output_shape"]), f"{r['params']:,}",
              f"{r['flops']:,}", _bytes(r["activation_bytes"])) for r in info["rows"]]
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
 
@@ -158,7 +190,8 @@ def summary(model, input_shape, device: str = "cpu", dtype=np.float32, print_fn=
                          [c.rjust(w) for c, w in zip(row[2:], widths[2:])])
 
     rule_len = len(fmt(header))
-    lines = [f"{type(model).__name__} on input {info['input_shape']}", "=" * rule_len,
+    shown = show(info["input_shape"]) if keras else str(info["input_shape"])
+    lines = [f"{type(model).__name__} on input {shown}", "=" * rule_len,
              fmt(header), "=" * rule_len]
     lines += [fmt(row) for row in body]
     total, trainable = info["total_params"], info["trainable_params"]
@@ -171,7 +204,9 @@ def summary(model, input_shape, device: str = "cpu", dtype=np.float32, print_fn=
         f"({_human(info['total_flops'], 'FLOP')})",
         "-" * rule_len,
         f"Input size: {_bytes(info['input_bytes'])}",
-        f"Activation memory (outputs of all rows): {_bytes(info['activation_bytes'])}",
+        f"Activation memory (outputs of all rows"
+        + (f", batch of {info['batch_size']}" if info["batch_size"] != 1 else "")
+        + f"): {_bytes(info['activation_bytes'])}",
         f"Params size: {_bytes(info['param_bytes'])}",
         "=" * rule_len,
     ]

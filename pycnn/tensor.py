@@ -57,10 +57,23 @@ def cuda_status() -> str:
     try:
         count = _cp.cuda.runtime.getDeviceCount()
     except Exception as exc:  # no driver, no device
+        if not _nvidia_driver_present():
+            # CUDA reports a missing driver as "driver version is insufficient": say what it is
+            return "unavailable: no NVIDIA GPU/driver found; the CPU backend runs everything"
+        if "InsufficientDriver" in str(exc):
+            return (f"unavailable: the NVIDIA driver is older than the CUDA runtime CuPy was "
+                    f"built for; update the driver or install the CuPy for its CUDA ({exc})")
         return f"unavailable: no usable GPU ({type(exc).__name__}: {exc})"
     if count == 0:
-        return "unavailable: no GPU visible"
+        return "unavailable: no NVIDIA GPU visible; the CPU backend runs everything"
     return f"available: {count} GPU(s)"
+
+
+def _nvidia_driver_present() -> bool:
+    """True when an NVIDIA kernel driver is loaded (Linux: /proc/driver/nvidia, /dev/nvidia0)."""
+    import os
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidia0") \
+        or os.path.exists("/dev/dxg")                          # WSL's GPU device
 
 
 def cuda_available() -> bool:

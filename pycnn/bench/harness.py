@@ -350,9 +350,10 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
 
 
 def _one_line(row) -> str:
+    # op column 18 wide: the longest op name, conv_bias_relu_fwd, is 18 characters
     if row["error"]:
-        return f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} ERROR {row['error']}"
-    text = (f"  {row['case']:<36} {row['op']:<16} {row['impl']:<12} "
+        return f"  {row['case']:<36} {row['op']:<18} {row['impl']:<12} ERROR {row['error']}"
+    text = (f"  {row['case']:<36} {row['op']:<18} {row['impl']:<12} "
             f"{row['time']['median_ms']:9.4f} ms {row['tflops']:9.3g} TFLOP/s {row['gbps']:9.3g} GB/s")
     if row["ratio_default"] is not None:
         text += f"  x{row['ratio_default']:.2f} vs default"
