@@ -1,8 +1,13 @@
-"""Backends: one flat interface, implemented twice.
+"""Backends: one flat interface, implemented three times.
 
-``numpy_ref`` (NumPy, the reference and the CPU path) and ``cuda`` (CuPy arrays,
+``numpy_ref`` (NumPy, the readable reference), ``numpy_fast`` (NumPy laid out for
+speed, the CPU default; checked against the reference) and ``cuda`` (CuPy arrays,
 our own kernels through ``pycnn._C``) define the same functions with the same
-arguments. They take and return plain arrays (no autograd); ``pycnn.functional``
+arguments.
+
+Which one runs on the CPU: ``numpy_fast`` unless the environment variable
+``PYCNN_BACKEND=reference`` is set when pycnn is imported, or
+``set_cpu_backend("reference")`` is called (``"fast"`` switches back). They take and return plain arrays (no autograd); ``pycnn.functional``
 builds autograd on top and picks the backend from the tensor's device.
 
 Arguments are already validated and normalised by ``pycnn.functional`` /
@@ -88,13 +93,43 @@ INTERFACE = (
     "dropout_fwd", "dropout_bwd",
 )
 
-_MODULES = {"cpu": "pycnn.backends.numpy_ref", "cuda": "pycnn.backends.cuda"}
+import os  # noqa: E402
+
+#: The CPU backends by name (``PYCNN_BACKEND`` / ``set_cpu_backend``).
+CPU_BACKENDS = {"fast": "pycnn.backends.numpy_fast", "reference": "pycnn.backends.numpy_ref"}
+_MODULES = {"cpu": CPU_BACKENDS["fast"], "cuda": "pycnn.backends.cuda"}
+_loaded: dict = {}
+
+
+def set_cpu_backend(name: str) -> None:
+    """Run CPU ops on ``"fast"`` (the default) or ``"reference"`` (``numpy_ref``)."""
+    if name not in CPU_BACKENDS:
+        raise ValueError(f"cpu backend: expected one of {sorted(CPU_BACKENDS)}, got {name!r}")
+    _MODULES["cpu"] = CPU_BACKENDS[name]
+    _loaded.pop("cpu", None)
+
+
+def cpu_backend() -> str:
+    """The name of the backend that runs CPU ops now."""
+    return next(k for k, v in CPU_BACKENDS.items() if v == _MODULES["cpu"])
 
 
 def get_backend(device: str):
     """The backend module that runs ops for tensors on ``device``."""
+    module = _loaded.get(device)
+    if module is None:
+        try:
+            name = _MODULES[device]
+        except KeyError:
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}") from None
+        module = _loaded[device] = importlib.import_module(name)
+    return module
+
+
+_env = os.environ.get("PYCNN_BACKEND")
+if _env:
     try:
-        name = _MODULES[device]
-    except KeyError:
-        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}") from None
-    return importlib.import_module(name)
+        set_cpu_backend(_env)
+    except ValueError:
+        raise ValueError(f"PYCNN_BACKEND: expected one of {sorted(CPU_BACKENDS)}, "
+                         f"got {_env!r}") from None
