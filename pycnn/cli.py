@@ -181,9 +181,10 @@ def warn_if_too_big(model, name, train_set, log=None):
     params, n = model.num_parameters(), len(train_set)
     if params <= PARAMS_PER_SAMPLE_WARNING * n:
         return None
+    smaller = ", ".join(m for m in ("lenet5", "vgg_small", "resnet18") if m != name)
     line = (f"pycnn: warning: {name} has {params:,} parameters for {n:,} training samples "
-            f"({params // n:,} per sample): it can memorise them rather than learn; a "
-            f"smaller model (lenet5, vgg_small, resnet18) or more data would fit better")
+            f"({params // n:,} per sample): it can memorise them rather than learn; "
+            f"augmentation (--augment), more data or a smaller model ({smaller}) helps")
     (log or (lambda text: print(text, file=sys.stderr)))(line)
     return line
 
@@ -1212,7 +1213,8 @@ def build_parser():
                        "curves.png.", epilog=EXIT_STATUS_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--model", default=DEFAULTS["model"], help="lenet5, keras_mnist, vgg_small, "
-                   f"resnet18, resnet34, resnet50 (pycnn.models.MODELS; default {DEFAULTS['model']})")
+                   "resnet18, resnet34, resnet50, resnet101, resnet152, vgg11, vgg16, alexnet "
+                   f"(pycnn.models.MODELS; default {DEFAULTS['model']})")
     t.add_argument("--data", default=DEFAULTS["data"],
                    help="embedded-mnist (default), mnist:DIR, fashion:DIR, cifar10:DIR, or "
                    "folder:DIR (one sub-folder of JPEG/PNG/BMP images per class)")

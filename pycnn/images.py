@@ -414,6 +414,7 @@ def write_sample_folder(root, per_class=12, size=48, seed=0):
 
 if __name__ == "__main__":          # python -m pycnn.images DIR: write the sample set
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m pycnn.images DIR   (writes a three-class sample set)")
-    names = write_sample_folder(sys.argv[1])
-    print(f"wrote {', '.join(names)} under {sys.argv[1]}")
+        sys.exit("usage: python -m pycnn.images DIR   (writes a three-class sample set: "
+                 "30 64x64 images per class, from scikit-image's sample photographs)")
+    names = write_sample_folder(sys.argv[1], per_class=30, size=64)
+    print(f"wrote 30 images each of {', '.join(names)} under {sys.argv[1]}")
