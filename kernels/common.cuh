@@ -10,8 +10,8 @@
 
 namespace pycnn {
 
-// Every launcher ends with PYCNN_CHECK_LAUNCH("name"): a failed launch becomes a
-// std::runtime_error naming the kernel, which pybind11 turns into RuntimeError.
+// A failed launch becomes a std::runtime_error naming the kernel, which pybind11
+// turns into RuntimeError.
 inline void check_launch(const char* kernel) {
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) {
@@ -19,7 +19,28 @@ inline void check_launch(const char* kernel) {
                              cudaGetErrorString(err));
   }
 }
-#define PYCNN_CHECK_LAUNCH(name) ::pycnn::check_launch(name)
+
+// The one way a launcher starts a kernel:
+//   launch("relu_fwd_kernel1", relu_fwd_kernel1, grid, block, smem, stream, x, y, n, vec);
+// is relu_fwd_kernel1<<<grid, block, smem, stream>>>(x, y, n, vec) followed by the
+// launch check. Built for the CPU emulator (kernels/emulate/emu.h, which defines
+// PYCNN_KERNEL_EMULATION), the same call runs the grid on CPU fibers under the
+// emulator's checks, so the launcher code that chose the tile, grid and split
+// count is what the emulator tests, not a copy of it.
+#if defined(PYCNN_KERNEL_EMULATION) || defined(__CUDACC__)
+template <class... Params, class... Args>
+inline void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+#ifdef PYCNN_KERNEL_EMULATION
+  (void)stream;  // one stream: launches run in program order
+  ::emu::launch(name, grid, block, smem, reinterpret_cast<const void*>(kernel),
+                [&] { kernel(args...); });
+#else
+  kernel<<<grid, block, smem, stream>>>(static_cast<Args&&>(args)...);
+#endif
+  check_launch(name);
+}
+#endif
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }

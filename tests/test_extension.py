@@ -97,7 +97,9 @@ def test_each_launcher_is_defined_in_its_kernel_file():
         assert re.search(rf"\bvoid {name}\(", text), f"{name} is not defined in {rel}"
         kernel = re.sub(r"(\d+)$", r"_kernel\1", name)  # relu_fwd1 -> relu_fwd_kernel1
         assert re.search(rf"__global__ void {kernel}\(", text), f"{rel} defines no kernel {kernel}"
-        assert f'PYCNN_CHECK_LAUNCH("{kernel}")' in text, f"{rel}: no launch check naming {kernel}"
+        # pycnn::launch (common.cuh) checks every launch and names the kernel in its error
+        assert f'"{kernel}"' in text and "launch" in text, f"{rel}: no checked launch naming {kernel}"
+        assert "<<<" not in text, f"{rel}: a raw <<<...>>> launch bypasses pycnn::launch (and the emulator)"
 
 
 HEADER_PARTS = {

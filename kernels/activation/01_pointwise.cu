@@ -169,10 +169,6 @@ __global__ void bias_relu_fwd_kernel1(const float* __restrict__ x, const float* 
 }
 
 // ---------------------------------------------------------------------------- launchers
-// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
-// CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
 namespace {
 // Blocks for n elements: a float4 path needs n/4 threads plus the scalar tail.
 int grid_of(int64_t n, bool vec) { return grid_for(vec ? n / 4 + n % 4 : n, kBlock); }
@@ -182,24 +178,24 @@ void relu_fwd1(const float* x, float* y, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "relu_fwd1: x");
   if (n == 0) return;
   const bool vec = aligned16(x) && aligned16(y);
-  relu_fwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(x, y, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("relu_fwd_kernel1");
+  launch("relu_fwd_kernel1", relu_fwd_kernel1, grid_of(n, vec), kBlock, 0, stream, x, y,
+         static_cast<int>(n), vec);
 }
 
 void relu_bwd1(const float* dy, const float* y, float* dx, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "relu_bwd1: dy");
   if (n == 0) return;
   const bool vec = aligned16(dy) && aligned16(y) && aligned16(dx);
-  relu_bwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(dy, y, dx, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("relu_bwd_kernel1");
+  launch("relu_bwd_kernel1", relu_bwd_kernel1, grid_of(n, vec), kBlock, 0, stream, dy, y, dx,
+         static_cast<int>(n), vec);
 }
 
 void leaky_relu_fwd1(const float* x, float* y, int64_t n, float slope, cudaStream_t stream) {
   check_int32_size(n, "leaky_relu_fwd1: x");
   if (n == 0) return;
   const bool vec = aligned16(x) && aligned16(y);
-  leaky_relu_fwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(x, y, static_cast<int>(n), vec, slope);
-  PYCNN_CHECK_LAUNCH("leaky_relu_fwd_kernel1");
+  launch("leaky_relu_fwd_kernel1", leaky_relu_fwd_kernel1, grid_of(n, vec), kBlock, 0, stream, x, y,
+         static_cast<int>(n), vec, slope);
 }
 
 void leaky_relu_bwd1(const float* dy, const float* x, float* dx, int64_t n, float slope,
@@ -207,41 +203,40 @@ void leaky_relu_bwd1(const float* dy, const float* x, float* dx, int64_t n, floa
   check_int32_size(n, "leaky_relu_bwd1: dy");
   if (n == 0) return;
   const bool vec = aligned16(dy) && aligned16(x) && aligned16(dx);
-  leaky_relu_bwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(dy, x, dx, static_cast<int>(n), vec,
-                                                                 slope);
-  PYCNN_CHECK_LAUNCH("leaky_relu_bwd_kernel1");
+  launch("leaky_relu_bwd_kernel1", leaky_relu_bwd_kernel1, grid_of(n, vec), kBlock, 0, stream, dy,
+         x, dx, static_cast<int>(n), vec, slope);
 }
 
 void sigmoid_fwd1(const float* x, float* y, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "sigmoid_fwd1: x");
   if (n == 0) return;
   const bool vec = aligned16(x) && aligned16(y);
-  sigmoid_fwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(x, y, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("sigmoid_fwd_kernel1");
+  launch("sigmoid_fwd_kernel1", sigmoid_fwd_kernel1, grid_of(n, vec), kBlock, 0, stream, x, y,
+         static_cast<int>(n), vec);
 }
 
 void sigmoid_bwd1(const float* dy, const float* y, float* dx, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "sigmoid_bwd1: dy");
   if (n == 0) return;
   const bool vec = aligned16(dy) && aligned16(y) && aligned16(dx);
-  sigmoid_bwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(dy, y, dx, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("sigmoid_bwd_kernel1");
+  launch("sigmoid_bwd_kernel1", sigmoid_bwd_kernel1, grid_of(n, vec), kBlock, 0, stream, dy, y, dx,
+         static_cast<int>(n), vec);
 }
 
 void tanh_fwd1(const float* x, float* y, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "tanh_fwd1: x");
   if (n == 0) return;
   const bool vec = aligned16(x) && aligned16(y);
-  tanh_fwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(x, y, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("tanh_fwd_kernel1");
+  launch("tanh_fwd_kernel1", tanh_fwd_kernel1, grid_of(n, vec), kBlock, 0, stream, x, y,
+         static_cast<int>(n), vec);
 }
 
 void tanh_bwd1(const float* dy, const float* y, float* dx, int64_t n, cudaStream_t stream) {
   check_int32_size(n, "tanh_bwd1: dy");
   if (n == 0) return;
   const bool vec = aligned16(dy) && aligned16(y) && aligned16(dx);
-  tanh_bwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(dy, y, dx, static_cast<int>(n), vec);
-  PYCNN_CHECK_LAUNCH("tanh_bwd_kernel1");
+  launch("tanh_bwd_kernel1", tanh_bwd_kernel1, grid_of(n, vec), kBlock, 0, stream, dy, y, dx,
+         static_cast<int>(n), vec);
 }
 
 void bias_relu_fwd1(const float* x, const float* b, float* y, int64_t n, int64_t channels,
@@ -254,11 +249,8 @@ void bias_relu_fwd1(const float* x, const float* b, float* y, int64_t n, int64_t
                                 std::to_string(channels * inner));
   }
   const bool vec = aligned16(x) && aligned16(y) && inner % 4 == 0;
-  bias_relu_fwd_kernel1<<<grid_of(n, vec), kBlock, 0, stream>>>(
-      x, b, y, static_cast<int>(n), static_cast<int>(channels), static_cast<int>(inner), vec);
-  PYCNN_CHECK_LAUNCH("bias_relu_fwd_kernel1");
+  launch("bias_relu_fwd_kernel1", bias_relu_fwd_kernel1, grid_of(n, vec), kBlock, 0, stream, x, b,
+         y, static_cast<int>(n), static_cast<int>(channels), static_cast<int>(inner), vec);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -142,11 +142,6 @@ __global__ void batch_norm_bwd_kernel1(const float* __restrict__ dy, const float
   }
 }
 
-// ---------------------------------------------------------------------------- launchers
-// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
-// CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
 namespace {
 void check_bn_sizes(int64_t n, int64_t c, int64_t inner, const char* what) {
   if (n < 0 || c < 1 || inner < 0) {
@@ -168,11 +163,10 @@ void batch_norm_fwd_train1(const float* x, const float* weight, const float* bia
     throw std::invalid_argument("batch_norm_fwd_train1: x: training needs more than 1 value per "
                                 "channel, got N*H*W=" + std::to_string(n * inner));
   }
-  batch_norm_fwd_train_kernel1<<<static_cast<int>(c), kBnBlock, 0, stream>>>(
-      x, weight, bias, running_mean, running_var, y, save_mean, save_invstd, static_cast<int>(n),
-      static_cast<int>(c), static_cast<int>(inner), static_cast<float>(momentum),
-      static_cast<float>(eps));
-  PYCNN_CHECK_LAUNCH("batch_norm_fwd_train_kernel1");
+  launch("batch_norm_fwd_train_kernel1", batch_norm_fwd_train_kernel1, static_cast<int>(c),
+         kBnBlock, 0, stream, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
+         static_cast<int>(n), static_cast<int>(c), static_cast<int>(inner),
+         static_cast<float>(momentum), static_cast<float>(eps));
 }
 
 void batch_norm_fwd_infer1(const float* x, const float* weight, const float* bias,
@@ -183,23 +177,19 @@ void batch_norm_fwd_infer1(const float* x, const float* weight, const float* bia
   // at least C threads, so that the per-channel outputs are written even for an empty batch
   const int64_t total = n * c * inner;
   const int64_t threads = total > c ? total : c;
-  batch_norm_fwd_infer_kernel1<<<grid_for(threads, kBnBlock), kBnBlock, 0, stream>>>(
-      x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
-      static_cast<int>(total), static_cast<int>(c), static_cast<int>(inner > 0 ? inner : 1),
-      static_cast<float>(eps));
-  PYCNN_CHECK_LAUNCH("batch_norm_fwd_infer_kernel1");
+  launch("batch_norm_fwd_infer_kernel1", batch_norm_fwd_infer_kernel1, grid_for(threads, kBnBlock),
+         kBnBlock, 0, stream, x, weight, bias, running_mean, running_var, y, save_mean, save_invstd,
+         static_cast<int>(total), static_cast<int>(c), static_cast<int>(inner > 0 ? inner : 1),
+         static_cast<float>(eps));
 }
 
 void batch_norm_bwd1(const float* dy, const float* x, const float* weight, const float* save_mean,
                      const float* save_invstd, float* dx, float* dweight, float* dbias, int64_t n,
                      int64_t c, int64_t inner, bool training, cudaStream_t stream) {
   check_bn_sizes(n, c, inner, "batch_norm_bwd1: dy");
-  batch_norm_bwd_kernel1<<<static_cast<int>(c), kBnBlock, 0, stream>>>(
-      dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, static_cast<int>(n),
-      static_cast<int>(c), static_cast<int>(inner), training);
-  PYCNN_CHECK_LAUNCH("batch_norm_bwd_kernel1");
+  launch("batch_norm_bwd_kernel1", batch_norm_bwd_kernel1, static_cast<int>(c), kBnBlock, 0, stream,
+         dy, x, weight, save_mean, save_invstd, dx, dweight, dbias, static_cast<int>(n),
+         static_cast<int>(c), static_cast<int>(inner), training);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

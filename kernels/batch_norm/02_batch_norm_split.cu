@@ -182,10 +182,6 @@ __global__ void batch_norm_bwd_dx_kernel2(const float* __restrict__ dy, const fl
   }
 }
 
-// ---------------------------------------------------------------------------- launchers
-// (Hidden from kernels/emulate/, which runs the kernels above on the CPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
 int batch_norm_splits2(int64_t n, int64_t c, int64_t inner, int num_sms) {
   if (n < 1 || c < 1 || inner < 1 || num_sms < 1) return 1;
   const int64_t m = n * inner;
@@ -233,15 +229,14 @@ void batch_norm_fwd_train2(const float* x, const float* weight, const float* bia
                                 "channel, got N*H*W=" + std::to_string(n * inner));
   }
   const int N = static_cast<int>(n), C = static_cast<int>(c), inner_i = static_cast<int>(inner);
-  batch_norm_fwd_sums_kernel2<<<dim3(C, splits), kBnBlock, 0, stream>>>(x, workspace, N, C, inner_i, chunk);
-  PYCNN_CHECK_LAUNCH("batch_norm_fwd_sums_kernel2");
-  batch_norm_fwd_stats_kernel2<<<grid_for(c, kBnBlock), kBnBlock, 0, stream>>>(
-      x, workspace, running_mean, running_var, save_mean, save_invstd, N, C, inner_i, splits,
-      static_cast<float>(momentum), static_cast<float>(eps));
-  PYCNN_CHECK_LAUNCH("batch_norm_fwd_stats_kernel2");
-  batch_norm_fwd_apply_kernel2<<<grid_for(n * c * inner, kBnBlock), kBnBlock, 0, stream>>>(
-      x, weight, bias, save_mean, save_invstd, y, static_cast<int>(n * c * inner), C, inner_i);
-  PYCNN_CHECK_LAUNCH("batch_norm_fwd_apply_kernel2");
+  launch("batch_norm_fwd_sums_kernel2", batch_norm_fwd_sums_kernel2, dim3(C, splits), kBnBlock, 0,
+         stream, x, workspace, N, C, inner_i, chunk);
+  launch("batch_norm_fwd_stats_kernel2", batch_norm_fwd_stats_kernel2, grid_for(c, kBnBlock),
+         kBnBlock, 0, stream, x, workspace, running_mean, running_var, save_mean, save_invstd, N, C,
+         inner_i, splits, static_cast<float>(momentum), static_cast<float>(eps));
+  launch("batch_norm_fwd_apply_kernel2", batch_norm_fwd_apply_kernel2,
+         grid_for(n * c * inner, kBnBlock), kBnBlock, 0, stream, x, weight, bias, save_mean,
+         save_invstd, y, static_cast<int>(n * c * inner), C, inner_i);
 }
 
 void batch_norm_bwd2(const float* dy, const float* x, const float* weight, const float* save_mean,
@@ -250,17 +245,13 @@ void batch_norm_bwd2(const float* dy, const float* x, const float* weight, const
                      cudaStream_t stream) {
   const int chunk = check_split_launch(n, c, inner, splits, workspace, "batch_norm_bwd2: dy");
   const int N = static_cast<int>(n), C = static_cast<int>(c), inner_i = static_cast<int>(inner);
-  batch_norm_bwd_sums_kernel2<<<dim3(C, splits), kBnBlock, 0, stream>>>(dy, x, save_mean, save_invstd,
-                                                                        workspace, N, C, inner_i, chunk);
-  PYCNN_CHECK_LAUNCH("batch_norm_bwd_sums_kernel2");
-  batch_norm_bwd_totals_kernel2<<<grid_for(c, kBnBlock), kBnBlock, 0, stream>>>(workspace, dweight, dbias,
-                                                                                 C, splits);
-  PYCNN_CHECK_LAUNCH("batch_norm_bwd_totals_kernel2");
-  batch_norm_bwd_dx_kernel2<<<grid_for(n * c * inner, kBnBlock), kBnBlock, 0, stream>>>(
-      dy, x, weight, save_mean, save_invstd, dweight, dbias, dx, N, C, inner_i, training);
-  PYCNN_CHECK_LAUNCH("batch_norm_bwd_dx_kernel2");
+  launch("batch_norm_bwd_sums_kernel2", batch_norm_bwd_sums_kernel2, dim3(C, splits), kBnBlock, 0,
+         stream, dy, x, save_mean, save_invstd, workspace, N, C, inner_i, chunk);
+  launch("batch_norm_bwd_totals_kernel2", batch_norm_bwd_totals_kernel2, grid_for(c, kBnBlock),
+         kBnBlock, 0, stream, workspace, dweight, dbias, C, splits);
+  launch("batch_norm_bwd_dx_kernel2", batch_norm_bwd_dx_kernel2, grid_for(n * c * inner, kBnBlock),
+         kBnBlock, 0, stream, dy, x, weight, save_mean, save_invstd, dweight, dbias, dx, N, C,
+         inner_i, training);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

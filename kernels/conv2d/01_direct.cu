@@ -139,20 +139,16 @@ __global__ void conv2d_bwd_filter_kernel1(const float* __restrict__ x,
   }
 }
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 void conv2d_fwd1(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream) {
   check_conv2d_params(p, "conv2d_fwd1");
   const int block = 256;
   const int grid = grid_for((int64_t)p.N * p.K * p.P * p.Q, block);
   if (relu)
-    conv2d_fwd_kernel1<true><<<grid, block, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel1", conv2d_fwd_kernel1<true>, grid, block, 0, stream, x, w, b, y, p);
   else
-    conv2d_fwd_kernel1<false><<<grid, block, 0, stream>>>(x, w, b, y, p);
-  PYCNN_CHECK_LAUNCH("conv2d_fwd_kernel1");
+    launch("conv2d_fwd_kernel1", conv2d_fwd_kernel1<false>, grid, block, 0, stream, x, w, b, y, p);
 }
 
 void conv2d_bwd_data1(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -160,8 +156,7 @@ void conv2d_bwd_data1(const float* dy, const float* w, float* dx, const Conv2dPa
   check_conv2d_params(p, "conv2d_bwd_data1");
   const int block = 256;
   const int grid = grid_for((int64_t)p.N * p.C * p.H * p.W, block);
-  conv2d_bwd_data_kernel1<<<grid, block, 0, stream>>>(dy, w, dx, p);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_data_kernel1");
+  launch("conv2d_bwd_data_kernel1", conv2d_bwd_data_kernel1, grid, block, 0, stream, dy, w, dx, p);
 }
 
 void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2dParams& p,
@@ -169,10 +164,7 @@ void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2d
   check_conv2d_params(p, "conv2d_bwd_filter1");
   const int block = 256;
   const int grid = grid_for((int64_t)p.K * (p.C / p.groups) * p.R * p.S, block);
-  conv2d_bwd_filter_kernel1<<<grid, block, 0, stream>>>(x, dy, dw, p);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel1");
+  launch("conv2d_bwd_filter_kernel1", conv2d_bwd_filter_kernel1, grid, block, 0, stream, x, dy, dw, p);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -141,10 +141,7 @@ conv2d_fwd_kernel2(const float* __restrict__ x, const float* __restrict__ w,
 using Fwd2Large = IgemmTile<128, 128, 8, 8, 8>;
 using Fwd2Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 template <class T>
 static void launch_fwd2(const float* x, const float* w, const float* b, float* y,
                         const Conv2dParams& p, bool relu, cudaStream_t stream) {
@@ -152,9 +149,9 @@ static void launch_fwd2(const float* x, const float* w, const float* b, float* y
   check_grid_yz(ceil_div(Kg, T::BN), p.groups, "conv2d_fwd2");  // y: output channels per group
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Kg, T::BN), p.groups);
   if (relu)
-    conv2d_fwd_kernel2<T, true><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel2", conv2d_fwd_kernel2<T, true>, grid, T::THREADS, 0, stream, x, w, b, y, p);
   else
-    conv2d_fwd_kernel2<T, false><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel2", conv2d_fwd_kernel2<T, false>, grid, T::THREADS, 0, stream, x, w, b, y, p);
 }
 
 void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
@@ -170,9 +167,6 @@ void conv2d_fwd2(const float* x, const float* w, const float* b, float* y,
     launch_fwd2<Fwd2Large>(x, w, b, y, p, relu, stream);
   else
     launch_fwd2<Fwd2Small>(x, w, b, y, p, relu, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_fwd_kernel2");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -147,17 +147,14 @@ conv2d_bwd_data_kernel3(const float* __restrict__ dy, const float* __restrict__ 
 using BwdData3Large = IgemmTile<128, 128, 8, 8, 8>;
 using BwdData3Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 template <class T>
 static void launch_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                              cudaStream_t stream) {
   const int M = p.N * p.H * p.W, Cg = p.C / p.groups;
   check_grid_yz(ceil_div(Cg, T::BN), p.groups, "conv2d_bwd_data3");  // y: input channels per group
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Cg, T::BN), p.groups);
-  conv2d_bwd_data_kernel3<T><<<grid, T::THREADS, 0, stream>>>(dy, w, dx, p);
+  launch("conv2d_bwd_data_kernel3", conv2d_bwd_data_kernel3<T>, grid, T::THREADS, 0, stream, dy, w, dx, p);
 }
 
 void conv2d_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -172,9 +169,6 @@ void conv2d_bwd_data3(const float* dy, const float* w, float* dx, const Conv2dPa
     launch_bwd_data3<BwdData3Large>(dy, w, dx, p, stream);
   else
     launch_bwd_data3<BwdData3Small>(dy, w, dx, p, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_data_kernel3");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

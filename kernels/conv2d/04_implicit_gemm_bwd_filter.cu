@@ -194,10 +194,7 @@ size_t conv2d_bwd_filter4_workspace_bytes(const Conv2dParams& p, int splits, boo
   return (size_t)splits * dw_elems * sizeof(float);
 }
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 template <class T>
 static void launch_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,
                                const Conv2dParams& p, int splits, bool deterministic,
@@ -228,7 +225,5 @@ void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* works
   else
     launch_bwd_filter4<BwdFilter4Small>(x, dy, dw, workspace, p, splits, deterministic, stream);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -50,10 +50,7 @@ conv2d_bwd_bias_kernel5(const float* __restrict__ dy, float* __restrict__ db, in
   }
 }
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 void conv2d_bwd_bias5(const float* dy, float* db, int N, int K, int PQ, cudaStream_t stream) {
   if (N < 1 || K < 1 || PQ < 1)
     throw std::invalid_argument("conv2d_bwd_bias5: expected N, K, PQ >= 1, got N=" +
@@ -61,10 +58,7 @@ void conv2d_bwd_bias5(const float* dy, float* db, int N, int K, int PQ, cudaStre
                                 " PQ=" + std::to_string(PQ));
   check_int32_size((int64_t)N * K * PQ, "dy");
   check_int32_size((int64_t)N * PQ + kBiasThreads, "N*P*Q plus one block");  // i + blockDim stays an int
-  conv2d_bwd_bias_kernel5<<<K, kBiasThreads, 0, stream>>>(dy, db, N, K, PQ);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_bias_kernel5");
+  launch("conv2d_bwd_bias_kernel5", conv2d_bwd_bias_kernel5, K, kBiasThreads, 0, stream, dy, db, N, K, PQ);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -252,10 +252,7 @@ size_t conv2d_bwd_filter6_workspace_bytes(const Conv2dParams& p, int splits) {
   return (size_t)splits * p.K * p.R * p.S * sizeof(float);
 }
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 // A block per plane (grid x, up to 2^31-1) and ceil(pixels / threads) runs of
 // pixels (grid y, capped: the kernels stride over the rest).
 static dim3 dw_plane_grid(int64_t planes, int64_t pixels, int threads) {
@@ -273,20 +270,19 @@ void conv2d_fwd6(const float* x, const float* w, const float* b, float* y,
   const int64_t PQ = (int64_t)p.P * p.Q;
   const int threads = dw_plane_threads(PQ);
   const dim3 grid = dw_plane_grid((int64_t)p.N * p.K, PQ, threads);
-  auto launch = [&](auto ksize) {
+  auto launch_ks = [&](auto ksize) {
     constexpr int KS = decltype(ksize)::value;
     if (relu)
-      conv2d_fwd_kernel6<KS, true><<<grid, threads, 0, stream>>>(x, w, b, y, p);
+      launch("conv2d_fwd_kernel6", conv2d_fwd_kernel6<KS, true>, grid, threads, 0, stream, x, w, b, y, p);
     else
-      conv2d_fwd_kernel6<KS, false><<<grid, threads, 0, stream>>>(x, w, b, y, p);
+      launch("conv2d_fwd_kernel6", conv2d_fwd_kernel6<KS, false>, grid, threads, 0, stream, x, w, b, y, p);
   };
   switch (dw_ksize(p)) {
-    case 3: launch(std::integral_constant<int, 3>{}); break;
-    case 5: launch(std::integral_constant<int, 5>{}); break;
-    case 7: launch(std::integral_constant<int, 7>{}); break;
-    default: launch(std::integral_constant<int, 0>{}); break;
+    case 3: launch_ks(std::integral_constant<int, 3>{}); break;
+    case 5: launch_ks(std::integral_constant<int, 5>{}); break;
+    case 7: launch_ks(std::integral_constant<int, 7>{}); break;
+    default: launch_ks(std::integral_constant<int, 0>{}); break;
   }
-  PYCNN_CHECK_LAUNCH("conv2d_fwd_kernel6");
 }
 
 void conv2d_bwd_data6(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -296,12 +292,11 @@ void conv2d_bwd_data6(const float* dy, const float* w, float* dx, const Conv2dPa
   const int threads = dw_plane_threads(HW);
   const dim3 grid = dw_plane_grid((int64_t)p.N * p.C, HW, threads);
   switch (dw_ksize(p)) {
-    case 3: conv2d_bwd_data_kernel6<3><<<grid, threads, 0, stream>>>(dy, w, dx, p); break;
-    case 5: conv2d_bwd_data_kernel6<5><<<grid, threads, 0, stream>>>(dy, w, dx, p); break;
-    case 7: conv2d_bwd_data_kernel6<7><<<grid, threads, 0, stream>>>(dy, w, dx, p); break;
-    default: conv2d_bwd_data_kernel6<0><<<grid, threads, 0, stream>>>(dy, w, dx, p); break;
+    case 3: launch("conv2d_bwd_data_kernel6", conv2d_bwd_data_kernel6<3>, grid, threads, 0, stream, dy, w, dx, p); break;
+    case 5: launch("conv2d_bwd_data_kernel6", conv2d_bwd_data_kernel6<5>, grid, threads, 0, stream, dy, w, dx, p); break;
+    case 7: launch("conv2d_bwd_data_kernel6", conv2d_bwd_data_kernel6<7>, grid, threads, 0, stream, dy, w, dx, p); break;
+    default: launch("conv2d_bwd_data_kernel6", conv2d_bwd_data_kernel6<0>, grid, threads, 0, stream, dy, w, dx, p); break;
   }
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_data_kernel6");
 }
 
 void conv2d_bwd_filter6(const float* x, const float* dy, float* dw, float* workspace,
@@ -322,20 +317,16 @@ void conv2d_bwd_filter6(const float* x, const float* dy, float* dw, float* works
   float* out = splits > 1 ? workspace : dw;
   const dim3 grid(p.K, splits);
   switch (dw_ksize(p)) {
-    case 3: conv2d_bwd_filter_kernel6<3><<<grid, kDwThreads, 0, stream>>>(x, dy, out, p, chunk); break;
-    case 5: conv2d_bwd_filter_kernel6<5><<<grid, kDwThreads, 0, stream>>>(x, dy, out, p, chunk); break;
-    case 7: conv2d_bwd_filter_kernel6<7><<<grid, kDwThreads, 0, stream>>>(x, dy, out, p, chunk); break;
-    default: conv2d_bwd_filter_kernel6<0><<<grid, kDwThreads, 0, stream>>>(x, dy, out, p, chunk); break;
+    case 3: launch("conv2d_bwd_filter_kernel6", conv2d_bwd_filter_kernel6<3>, grid, kDwThreads, 0, stream, x, dy, out, p, chunk); break;
+    case 5: launch("conv2d_bwd_filter_kernel6", conv2d_bwd_filter_kernel6<5>, grid, kDwThreads, 0, stream, x, dy, out, p, chunk); break;
+    case 7: launch("conv2d_bwd_filter_kernel6", conv2d_bwd_filter_kernel6<7>, grid, kDwThreads, 0, stream, x, dy, out, p, chunk); break;
+    default: launch("conv2d_bwd_filter_kernel6", conv2d_bwd_filter_kernel6<0>, grid, kDwThreads, 0, stream, x, dy, out, p, chunk); break;
   }
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_filter_kernel6");
   if (splits > 1) {
     const int total = p.K * p.R * p.S, block = 256;
-    conv2d_split_sum_kernel<<<grid_for(total, block), block, 0, stream>>>(workspace, dw, total,
-                                                                        splits);
-    PYCNN_CHECK_LAUNCH("conv2d_split_sum_kernel");
+    launch("conv2d_split_sum_kernel", conv2d_split_sum_kernel, grid_for(total, block), block, 0,
+           stream, workspace, dw, total, splits);
   }
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -122,10 +122,7 @@ conv2d_fwd_kernel7(const float* __restrict__ x, const float* __restrict__ w,
 using Fwd7Large = IgemmTile<128, 128, 8, 8, 8>;
 using Fwd7Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 template <class T>
 static void launch_fwd7(const float* x, const float* w, const float* b, float* y,
                         const Conv2dParams& p, bool relu, cudaStream_t stream) {
@@ -133,9 +130,9 @@ static void launch_fwd7(const float* x, const float* w, const float* b, float* y
   check_grid_yz(ceil_div(Kg, T::BN), p.groups, "conv2d_fwd7");
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Kg, T::BN), p.groups);
   if (relu)
-    conv2d_fwd_kernel7<T, true><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel7", conv2d_fwd_kernel7<T, true>, grid, T::THREADS, 0, stream, x, w, b, y, p);
   else
-    conv2d_fwd_kernel7<T, false><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel7", conv2d_fwd_kernel7<T, false>, grid, T::THREADS, 0, stream, x, w, b, y, p);
 }
 
 void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
@@ -150,9 +147,6 @@ void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
     launch_fwd7<Fwd7Large>(x, w, b, y, p, relu, stream);
   else
     launch_fwd7<Fwd7Small>(x, w, b, y, p, relu, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_fwd_kernel7");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

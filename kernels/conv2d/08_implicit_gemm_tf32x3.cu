@@ -104,8 +104,6 @@ conv2d_fwd_kernel8(const float* __restrict__ x, const float* __restrict__ w,
 using Fwd8Large = Tf32x3Tile<128, 128, 16, 64, 32>;
 using Fwd8Small = Tf32x3Tile<64, 64, 16, 32, 32>;
 
-#ifndef PYCNN_KERNEL_EMULATION
-
 template <class T>
 static void launch_fwd8(const float* x, const float* w, const float* b, float* y,
                         const Conv2dParams& p, bool relu, cudaStream_t stream) {
@@ -113,9 +111,9 @@ static void launch_fwd8(const float* x, const float* w, const float* b, float* y
   check_grid_yz(ceil_div(Kg, T::BN), p.groups, "conv2d_fwd8");
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Kg, T::BN), p.groups);
   if (relu)
-    conv2d_fwd_kernel8<T, true><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel8", conv2d_fwd_kernel8<T, true>, grid, T::THREADS, 0, stream, x, w, b, y, p);
   else
-    conv2d_fwd_kernel8<T, false><<<grid, T::THREADS, 0, stream>>>(x, w, b, y, p);
+    launch("conv2d_fwd_kernel8", conv2d_fwd_kernel8<T, false>, grid, T::THREADS, 0, stream, x, w, b, y, p);
 }
 
 void conv2d_fwd8(const float* x, const float* w, const float* b, float* y,
@@ -131,9 +129,6 @@ void conv2d_fwd8(const float* x, const float* w, const float* b, float* y,
     launch_fwd8<Fwd8Large>(x, w, b, y, p, relu, stream);
   else
     launch_fwd8<Fwd8Small>(x, w, b, y, p, relu, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_fwd_kernel8");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

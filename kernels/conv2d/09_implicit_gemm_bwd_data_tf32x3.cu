@@ -160,15 +160,13 @@ conv2d_bwd_data_kernel9(const float* __restrict__ dy, const float* __restrict__ 
 using BwdData9Large = Tf32x3Tile<128, 128, 16, 64, 32>;
 using BwdData9Small = Tf32x3Tile<64, 64, 16, 32, 32>;
 
-#ifndef PYCNN_KERNEL_EMULATION
-
 template <class T>
 static void launch_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                              cudaStream_t stream) {
   const int M = p.N * p.H * p.W, Cg = p.C / p.groups;
   check_grid_yz(ceil_div(Cg, T::BN), p.groups, "conv2d_bwd_data9");
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Cg, T::BN), p.groups);
-  conv2d_bwd_data_kernel9<T><<<grid, T::THREADS, 0, stream>>>(dy, w, dx, p);
+  launch("conv2d_bwd_data_kernel9", conv2d_bwd_data_kernel9<T>, grid, T::THREADS, 0, stream, dy, w, dx, p);
 }
 
 void conv2d_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -184,9 +182,6 @@ void conv2d_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dPa
     launch_bwd_data9<BwdData9Large>(dy, w, dx, p, stream);
   else
     launch_bwd_data9<BwdData9Small>(dy, w, dx, p, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_data_kernel9");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

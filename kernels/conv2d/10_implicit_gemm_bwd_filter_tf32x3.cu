@@ -155,8 +155,6 @@ conv2d_bwd_filter_kernel10(const float* __restrict__ x, const float* __restrict_
 using BwdFilter10Large = Tf32x3Tile<128, 128, 16, 64, 32>;
 using BwdFilter10Small = Tf32x3Tile<64, 64, 16, 32, 32>;
 
-#ifndef PYCNN_KERNEL_EMULATION
-
 template <class T>
 static void launch_bwd_filter10(const float* x, const float* dy, float* dw, float* workspace,
                                 const Conv2dParams& p, int splits, bool deterministic,
@@ -191,7 +189,5 @@ void conv2d_bwd_filter10(const float* x, const float* dy, float* dw, float* work
   else
     launch_bwd_filter10<BwdFilter10Small>(x, dy, dw, workspace, p, splits, deterministic, stream);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -200,10 +200,7 @@ inline int64_t bwd_data11_max_rows(const Conv2dParams& p) {
          ceil_div((int64_t)p.W, (int64_t)p.stride_w);
 }
 
-// Launchers. (Hidden from kernels/emulate/emulate_conv2d.cc, which runs the kernels above on
-// CPU threads to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 template <class T>
 static void launch_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                               cudaStream_t stream) {
@@ -211,7 +208,7 @@ static void launch_bwd_data11(const float* dy, const float* w, float* dx, const 
   const int z = p.groups * p.stride_h * p.stride_w;  // checked against 65535 by the caller
   check_grid_yz(ceil_div(Cg, T::BN), z, "conv2d_bwd_data11");
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Cg, T::BN), z);
-  conv2d_bwd_data_kernel11<T><<<grid, T::THREADS, 0, stream>>>(dy, w, dx, p);
+  launch("conv2d_bwd_data_kernel11", conv2d_bwd_data_kernel11<T>, grid, T::THREADS, 0, stream, dy, w, dx, p);
 }
 
 void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -232,9 +229,6 @@ void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dP
     launch_bwd_data11<BwdData11Large>(dy, w, dx, p, stream);
   else
     launch_bwd_data11<BwdData11Small>(dy, w, dx, p, stream);
-  PYCNN_CHECK_LAUNCH("conv2d_bwd_data_kernel11");
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

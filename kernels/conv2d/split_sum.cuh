@@ -25,8 +25,6 @@ static __global__ void conv2d_split_sum_kernel(const float* __restrict__ workspa
   }
 }
 
-#ifndef PYCNN_KERNEL_EMULATION
-
 // A split-K backward-filter kernel (versions 4 and 10): (x, dy, out, p, chunk,
 // split_stride), split s writing at out + s * split_stride.
 using SplitKFilterKernel = void (*)(const float*, const float*, float*, Conv2dParams, int, int);
@@ -49,24 +47,19 @@ void launch_split_k_bwd_filter(SplitKFilterKernel store, SplitKFilterKernel atom
   check_grid_yz(ceil_div(Kg, T::BN), (int64_t)splits * p.groups, launcher);
   const dim3 grid(ceil_div(Cg * p.R * p.S, T::BM), ceil_div(Kg, T::BN), splits * p.groups);
   if (splits == 1) {
-    store<<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
+    launch(kernel, store, grid, T::THREADS, 0, stream, x, dy, dw, p, chunk, 0);
   } else if (deterministic) {
-    store<<<grid, T::THREADS, 0, stream>>>(x, dy, workspace, p, chunk, total);
-    PYCNN_CHECK_LAUNCH(kernel);
+    launch(kernel, store, grid, T::THREADS, 0, stream, x, dy, workspace, p, chunk, total);
     const int block = 256;
-    conv2d_split_sum_kernel<<<grid_for(total, block), block, 0, stream>>>(workspace, dw, total,
-                                                                        splits);
-    PYCNN_CHECK_LAUNCH("conv2d_split_sum_kernel");
+    launch("conv2d_split_sum_kernel", conv2d_split_sum_kernel, grid_for(total, block), block, 0,
+           stream, workspace, dw, total, splits);
     return;
   } else {
     const cudaError_t err = cudaMemsetAsync(dw, 0, (size_t)total * sizeof(float), stream);
     if (err != cudaSuccess)
       throw std::runtime_error(std::string(launcher) + ": zeroing dw: " + cudaGetErrorString(err));
-    atomic<<<grid, T::THREADS, 0, stream>>>(x, dy, dw, p, chunk, 0);
+    launch((std::string(kernel) + "<atomic>").c_str(), atomic, grid, T::THREADS, 0, stream, x, dy, dw, p, chunk, 0);
   }
-  PYCNN_CHECK_LAUNCH(kernel);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -22,7 +22,9 @@
 
 #include "conv2d/igemm_tile.cuh"
 
-#ifndef PYCNN_KERNEL_EMULATION
+#ifdef PYCNN_KERNEL_EMULATION
+#include "emulate/emu_wmma.h"  // nvcuda::wmma on the CPU, lane by lane
+#else
 #include <mma.h>
 #endif
 
@@ -135,7 +137,6 @@ __device__ __forceinline__ void tf32x3_store(const Tf32FragC (&acc)[T::FM][T::FN
   }
 }
 
-#ifndef PYCNN_KERNEL_EMULATION
 // TF32 tensor cores need compute capability 8.0. A failed query is not this
 // check's to report: the launch that follows reports it.
 inline void require_tf32_tensor_cores(const char* launcher) {
@@ -151,6 +152,5 @@ inline void require_tf32_tensor_cores(const char* launcher) {
                              "8.0 or later); this GPU is " + std::to_string(major) + "." +
                              std::to_string(minor));
 }
-#endif
 
 }  // namespace pycnn

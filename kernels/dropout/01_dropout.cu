@@ -60,10 +60,7 @@ __global__ void dropout_bwd_kernel1(const float* __restrict__ dy, const uint8_t*
   }
 }
 
-// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
-// on the CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 namespace {
 void check_p(double p, const char* what) {
   if (!(p >= 0.0 && p <= 1.0)) {
@@ -80,9 +77,9 @@ void dropout_fwd1(const float* x, float* y, uint8_t* mask, int64_t n, double p, 
   if (n == 0) return;
   const uint32_t key = lowbias32(seed ^ 0x9E3779B9u);
   const uint64_t threshold = static_cast<uint64_t>(std::ceil(p * 4294967296.0));  // exact in double
-  dropout_fwd_kernel1<<<grid_for(n, kDropoutBlock), kDropoutBlock, 0, stream>>>(
-      x, y, mask, static_cast<int>(n), key, threshold, static_cast<float>(1.0 - p), p == 1.0);
-  PYCNN_CHECK_LAUNCH("dropout_fwd_kernel1");
+  launch("dropout_fwd_kernel1", dropout_fwd_kernel1, grid_for(n, kDropoutBlock), kDropoutBlock, 0,
+         stream, x, y, mask, static_cast<int>(n), key, threshold, static_cast<float>(1.0 - p),
+         p == 1.0);
 }
 
 void dropout_bwd1(const float* dy, const uint8_t* mask, float* dx, int64_t n, double p,
@@ -90,11 +87,8 @@ void dropout_bwd1(const float* dy, const uint8_t* mask, float* dx, int64_t n, do
   check_p(p, "dropout_bwd1");
   check_int32_size(n, "dropout_bwd1: dy");
   if (n == 0) return;
-  dropout_bwd_kernel1<<<grid_for(n, kDropoutBlock), kDropoutBlock, 0, stream>>>(
-      dy, mask, dx, static_cast<int>(n), static_cast<float>(1.0 - p), p == 1.0);
-  PYCNN_CHECK_LAUNCH("dropout_bwd_kernel1");
+  launch("dropout_bwd_kernel1", dropout_bwd_kernel1, grid_for(n, kDropoutBlock), kDropoutBlock, 0,
+         stream, dy, mask, dx, static_cast<int>(n), static_cast<float>(1.0 - p), p == 1.0);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -90,10 +90,7 @@ __global__ void max_pool2d_bwd_kernel1(const float* __restrict__ dy,
   }
 }
 
-// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
-// on the CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 void max_pool2d_fwd1(const float* x, float* y, int64_t* indices, int64_t n, int64_t c, int64_t h,
                      int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph,
                      int pw, int dh, int dw, cudaStream_t stream) {
@@ -101,10 +98,10 @@ void max_pool2d_fwd1(const float* x, float* y, int64_t* indices, int64_t n, int6
   check_int32_size(n * c * p * q, "max_pool2d_fwd1: y");
   const int64_t total = n * c * p * q;
   if (total == 0) return;
-  max_pool2d_fwd_kernel1<<<grid_for(total, kPoolBlock), kPoolBlock, 0, stream>>>(
-      x, y, indices, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w),
-      static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, dh, dw);
-  PYCNN_CHECK_LAUNCH("max_pool2d_fwd_kernel1");
+  launch("max_pool2d_fwd_kernel1", max_pool2d_fwd_kernel1, grid_for(total, kPoolBlock), kPoolBlock,
+         0, stream, x, y, indices, static_cast<int>(total), static_cast<int>(h),
+         static_cast<int>(w), static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, dh,
+         dw);
 }
 
 void max_pool2d_bwd1(const float* dy, const int64_t* indices, float* dx, int64_t n, int64_t c,
@@ -120,11 +117,9 @@ void max_pool2d_bwd1(const float* dy, const int64_t* indices, float* dx, int64_t
   }
   const int64_t total = n * c * p * q;
   if (total == 0) return;
-  max_pool2d_bwd_kernel1<<<grid_for(total, kPoolBlock), kPoolBlock, 0, stream>>>(
-      dy, indices, dx, static_cast<int>(total), static_cast<int>(h * w), static_cast<int>(p * q));
-  PYCNN_CHECK_LAUNCH("max_pool2d_bwd_kernel1");
+  launch("max_pool2d_bwd_kernel1", max_pool2d_bwd_kernel1, grid_for(total, kPoolBlock), kPoolBlock,
+         0, stream, dy, indices, dx, static_cast<int>(total), static_cast<int>(h * w),
+         static_cast<int>(p * q));
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

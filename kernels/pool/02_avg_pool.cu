@@ -99,10 +99,7 @@ __global__ void avg_pool2d_bwd_kernel1(const float* __restrict__ dy, float* __re
   }
 }
 
-// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
-// on the CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 void avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h, int64_t w,
                      int64_t p, int64_t q, int kh, int kw, int sh, int sw, int ph, int pw,
                      bool count_include_pad, cudaStream_t stream) {
@@ -110,10 +107,9 @@ void avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h, 
   check_int32_size(n * c * p * q, "avg_pool2d_fwd1: y");
   const int64_t total = n * c * p * q;
   if (total == 0) return;
-  avg_pool2d_fwd_kernel1<<<grid_for(total, kAvgBlock), kAvgBlock, 0, stream>>>(
-      x, y, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w), static_cast<int>(p),
-      static_cast<int>(q), kh, kw, sh, sw, ph, pw, count_include_pad);
-  PYCNN_CHECK_LAUNCH("avg_pool2d_fwd_kernel1");
+  launch("avg_pool2d_fwd_kernel1", avg_pool2d_fwd_kernel1, grid_for(total, kAvgBlock), kAvgBlock, 0,
+         stream, x, y, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w),
+         static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, count_include_pad);
 }
 
 void avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, int64_t h, int64_t w,
@@ -123,12 +119,9 @@ void avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, int64_t h
   check_int32_size(n * c * p * q, "avg_pool2d_bwd1: dy");
   const int64_t total = n * c * h * w;
   if (total == 0) return;
-  avg_pool2d_bwd_kernel1<<<grid_for(total, kAvgBlock), kAvgBlock, 0, stream>>>(
-      dy, dx, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w),
-      static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, count_include_pad);
-  PYCNN_CHECK_LAUNCH("avg_pool2d_bwd_kernel1");
+  launch("avg_pool2d_bwd_kernel1", avg_pool2d_bwd_kernel1, grid_for(total, kAvgBlock), kAvgBlock, 0,
+         stream, dy, dx, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w),
+         static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, count_include_pad);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

@@ -101,10 +101,7 @@ __global__ void adaptive_avg_pool2d_bwd_kernel1(const float* __restrict__ dy, fl
   }
 }
 
-// Launchers. (Hidden from the kernels/emulate/ emulators, which run the kernels above
-// on the CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
+// Launchers.
 void adaptive_avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, int64_t h,
                               int64_t w, int64_t p, int64_t q, cudaStream_t stream) {
   check_int32_size(n * c * h * w, "adaptive_avg_pool2d_fwd1: x");
@@ -114,15 +111,13 @@ void adaptive_avg_pool2d_fwd1(const float* x, float* y, int64_t n, int64_t c, in
   if (p == 1 && q == 1) {
     const int warps = kAdaptiveBlock / 32;
     const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(total, int64_t{warps}), 65535 * 8));
-    global_avg_pool2d_fwd_kernel1<<<blocks, kAdaptiveBlock, 0, stream>>>(
-        x, y, static_cast<int>(total), static_cast<int>(h * w));
-    PYCNN_CHECK_LAUNCH("global_avg_pool2d_fwd_kernel1");
+    launch("global_avg_pool2d_fwd_kernel1", global_avg_pool2d_fwd_kernel1, blocks, kAdaptiveBlock,
+           0, stream, x, y, static_cast<int>(total), static_cast<int>(h * w));
     return;
   }
-  adaptive_avg_pool2d_fwd_kernel1<<<grid_for(total, kAdaptiveBlock), kAdaptiveBlock, 0, stream>>>(
-      x, y, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w), static_cast<int>(p),
-      static_cast<int>(q));
-  PYCNN_CHECK_LAUNCH("adaptive_avg_pool2d_fwd_kernel1");
+  launch("adaptive_avg_pool2d_fwd_kernel1", adaptive_avg_pool2d_fwd_kernel1,
+         grid_for(total, kAdaptiveBlock), kAdaptiveBlock, 0, stream, x, y, static_cast<int>(total),
+         static_cast<int>(h), static_cast<int>(w), static_cast<int>(p), static_cast<int>(q));
 }
 
 void adaptive_avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, int64_t h,
@@ -131,12 +126,10 @@ void adaptive_avg_pool2d_bwd1(const float* dy, float* dx, int64_t n, int64_t c, 
   check_int32_size(n * c * p * q, "adaptive_avg_pool2d_bwd1: dy");
   const int64_t total = n * c * h * w;
   if (total == 0 || p * q == 0) return;
-  adaptive_avg_pool2d_bwd_kernel1<<<grid_for(total, kAdaptiveBlock), kAdaptiveBlock, 0, stream>>>(
-      dy, dx, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w), static_cast<int>(p),
-      static_cast<int>(q));
-  PYCNN_CHECK_LAUNCH("adaptive_avg_pool2d_bwd_kernel1");
+  launch("adaptive_avg_pool2d_bwd_kernel1", adaptive_avg_pool2d_bwd_kernel1,
+         grid_for(total, kAdaptiveBlock), kAdaptiveBlock, 0, stream, dy, dx,
+         static_cast<int>(total), static_cast<int>(h), static_cast<int>(w), static_cast<int>(p),
+         static_cast<int>(q));
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

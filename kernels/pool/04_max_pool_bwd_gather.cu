@@ -80,10 +80,6 @@ __global__ void max_pool2d_bwd_kernel2(const float* __restrict__ dy,
   }
 }
 
-// Launcher. (Hidden from the kernels/emulate/ emulators, which run the kernel above
-// on the CPU to check its index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
 void max_pool2d_bwd2(const float* dy, const int64_t* indices, float* dx, int64_t n, int64_t c,
                      int64_t h, int64_t w, int64_t p, int64_t q, int kh, int kw, int sh, int sw,
                      int ph, int pw, int dh, int dw, cudaStream_t stream) {
@@ -94,12 +90,10 @@ void max_pool2d_bwd2(const float* dy, const int64_t* indices, float* dx, int64_t
   }
   const int64_t total = n * c * h * w;
   if (total == 0) return;
-  max_pool2d_bwd_kernel2<<<grid_for(total, kMaxPoolBwdBlock), kMaxPoolBwdBlock, 0, stream>>>(
-      dy, indices, dx, static_cast<int>(total), static_cast<int>(h), static_cast<int>(w),
-      static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, dh, dw);
-  PYCNN_CHECK_LAUNCH("max_pool2d_bwd_kernel2");
+  launch("max_pool2d_bwd_kernel2", max_pool2d_bwd_kernel2, grid_for(total, kMaxPoolBwdBlock),
+         kMaxPoolBwdBlock, 0, stream, dy, indices, dx, static_cast<int>(total), static_cast<int>(h),
+         static_cast<int>(w), static_cast<int>(p), static_cast<int>(q), kh, kw, sh, sw, ph, pw, dh,
+         dw);
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn

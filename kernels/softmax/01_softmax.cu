@@ -247,11 +247,6 @@ __global__ void cross_entropy_bwd_kernel1(const float* __restrict__ log_probs,
   }
 }
 
-// ---------------------------------------------------------------------------- launchers
-// (Hidden from the kernels/emulate/ emulators, which run the kernels above on the
-// CPU to check their index math without a GPU.)
-#ifndef PYCNN_KERNEL_EMULATION
-
 namespace {
 
 void check_rows(int64_t outer, int64_t dim, int64_t inner, const char* what) {
@@ -275,13 +270,12 @@ void softmax_fwd1(const float* x, float* y, int64_t outer, int64_t dim, int64_t 
   const int64_t rows = outer * inner;
   if (rows == 0) return;
   if (inner == 1) {
-    softmax_fwd_kernel1<<<warp_row_grid(rows), kSoftmaxBlock, 0, stream>>>(x, y, static_cast<int>(rows),
-                                                                          static_cast<int>(dim));
-    PYCNN_CHECK_LAUNCH("softmax_fwd_kernel1");
+    launch("softmax_fwd_kernel1", softmax_fwd_kernel1, warp_row_grid(rows), kSoftmaxBlock, 0,
+           stream, x, y, static_cast<int>(rows), static_cast<int>(dim));
   } else {
-    softmax_fwd_strided_kernel1<<<grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream>>>(
-        x, y, static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
-    PYCNN_CHECK_LAUNCH("softmax_fwd_strided_kernel1");
+    launch("softmax_fwd_strided_kernel1", softmax_fwd_strided_kernel1,
+           grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream, x, y, static_cast<int>(rows),
+           static_cast<int>(dim), static_cast<int>(inner));
   }
 }
 
@@ -291,13 +285,12 @@ void log_softmax_fwd1(const float* x, float* y, int64_t outer, int64_t dim, int6
   const int64_t rows = outer * inner;
   if (rows == 0) return;
   if (inner == 1) {
-    log_softmax_fwd_kernel1<<<warp_row_grid(rows), kSoftmaxBlock, 0, stream>>>(
-        x, y, static_cast<int>(rows), static_cast<int>(dim));
-    PYCNN_CHECK_LAUNCH("log_softmax_fwd_kernel1");
+    launch("log_softmax_fwd_kernel1", log_softmax_fwd_kernel1, warp_row_grid(rows), kSoftmaxBlock,
+           0, stream, x, y, static_cast<int>(rows), static_cast<int>(dim));
   } else {
-    log_softmax_fwd_strided_kernel1<<<grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream>>>(
-        x, y, static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
-    PYCNN_CHECK_LAUNCH("log_softmax_fwd_strided_kernel1");
+    launch("log_softmax_fwd_strided_kernel1", log_softmax_fwd_strided_kernel1,
+           grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream, x, y, static_cast<int>(rows),
+           static_cast<int>(dim), static_cast<int>(inner));
   }
 }
 
@@ -307,13 +300,12 @@ void softmax_bwd1(const float* dy, const float* y, float* dx, int64_t outer, int
   const int64_t rows = outer * inner;
   if (rows == 0) return;
   if (inner == 1) {
-    softmax_bwd_kernel1<<<warp_row_grid(rows), kSoftmaxBlock, 0, stream>>>(
-        dy, y, dx, static_cast<int>(rows), static_cast<int>(dim));
-    PYCNN_CHECK_LAUNCH("softmax_bwd_kernel1");
+    launch("softmax_bwd_kernel1", softmax_bwd_kernel1, warp_row_grid(rows), kSoftmaxBlock, 0,
+           stream, dy, y, dx, static_cast<int>(rows), static_cast<int>(dim));
   } else {
-    softmax_bwd_strided_kernel1<<<grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream>>>(
-        dy, y, dx, static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
-    PYCNN_CHECK_LAUNCH("softmax_bwd_strided_kernel1");
+    launch("softmax_bwd_strided_kernel1", softmax_bwd_strided_kernel1,
+           grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream, dy, y, dx,
+           static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
   }
 }
 
@@ -323,13 +315,12 @@ void log_softmax_bwd1(const float* dy, const float* y, float* dx, int64_t outer,
   const int64_t rows = outer * inner;
   if (rows == 0) return;
   if (inner == 1) {
-    log_softmax_bwd_kernel1<<<warp_row_grid(rows), kSoftmaxBlock, 0, stream>>>(
-        dy, y, dx, static_cast<int>(rows), static_cast<int>(dim));
-    PYCNN_CHECK_LAUNCH("log_softmax_bwd_kernel1");
+    launch("log_softmax_bwd_kernel1", log_softmax_bwd_kernel1, warp_row_grid(rows), kSoftmaxBlock,
+           0, stream, dy, y, dx, static_cast<int>(rows), static_cast<int>(dim));
   } else {
-    log_softmax_bwd_strided_kernel1<<<grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream>>>(
-        dy, y, dx, static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
-    PYCNN_CHECK_LAUNCH("log_softmax_bwd_strided_kernel1");
+    launch("log_softmax_bwd_strided_kernel1", log_softmax_bwd_strided_kernel1,
+           grid_for(rows, kSoftmaxBlock), kSoftmaxBlock, 0, stream, dy, y, dx,
+           static_cast<int>(rows), static_cast<int>(dim), static_cast<int>(inner));
   }
 }
 
@@ -338,11 +329,11 @@ void cross_entropy_fwd1(const float* logits, const int64_t* target, float* log_p
                         cudaStream_t stream) {
   check_rows(n, classes, 1, "cross_entropy_fwd1: logits");
   if (n == 0) return;
-  cross_entropy_fwd_kernel1<<<warp_row_grid(n), kSoftmaxBlock, 0, stream>>>(
-      logits, target, log_probs, row_loss, error_flag, static_cast<int>(n), static_cast<int>(classes));
-  PYCNN_CHECK_LAUNCH("cross_entropy_fwd_kernel1");
-  cross_entropy_mean_kernel1<<<1, 1024, 0, stream>>>(row_loss, loss, static_cast<int>(n));
-  PYCNN_CHECK_LAUNCH("cross_entropy_mean_kernel1");
+  launch("cross_entropy_fwd_kernel1", cross_entropy_fwd_kernel1, warp_row_grid(n), kSoftmaxBlock, 0,
+         stream, logits, target, log_probs, row_loss, error_flag, static_cast<int>(n),
+         static_cast<int>(classes));
+  launch("cross_entropy_mean_kernel1", cross_entropy_mean_kernel1, 1, 1024, 0, stream, row_loss,
+         loss, static_cast<int>(n));
 }
 
 void cross_entropy_bwd1(const float* log_probs, const int64_t* target, const float* dloss,
@@ -350,11 +341,9 @@ void cross_entropy_bwd1(const float* log_probs, const int64_t* target, const flo
                         cudaStream_t stream) {
   check_rows(n, classes, 1, "cross_entropy_bwd1: log_probs");
   if (n == 0) return;
-  cross_entropy_bwd_kernel1<<<grid_for(n * classes, kSoftmaxBlock), kSoftmaxBlock, 0, stream>>>(
-      log_probs, target, dloss, dlogits, error_flag, static_cast<int>(n), static_cast<int>(classes));
-  PYCNN_CHECK_LAUNCH("cross_entropy_bwd_kernel1");
+  launch("cross_entropy_bwd_kernel1", cross_entropy_bwd_kernel1,
+         grid_for(n * classes, kSoftmaxBlock), kSoftmaxBlock, 0, stream, log_probs, target, dloss,
+         dlogits, error_flag, static_cast<int>(n), static_cast<int>(classes));
 }
-
-#endif  // PYCNN_KERNEL_EMULATION
 
 }  // namespace pycnn
