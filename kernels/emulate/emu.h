@@ -1,42 +1,54 @@
-// CUDA as plain C++, so that the real kernel bodies of pycnn (included from
-// their .cu files with PYCNN_KERNEL_EMULATION defined, which hides the
-// launchers) run on the CPU and can be compared with plain loops. Used by every
-// kernels/emulate/emulate_*.cc; a test (tests/test_kernel_emulation.py) builds
-// and runs them with g++, so CI checks the index math, bounds guards, barrier
-// placement and warp-shuffle logic of every kernel without a GPU (and, with
-// emu_wmma.h, the warp-wide tensor-core calls of conv2d version 8).
+// CUDA as plain C++, so that pycnn's real kernels and their real launchers run on
+// the CPU under a sanitizer. Every kernels/emulate/emulate_*.cc includes this first,
+// then the family's .cu files (PYCNN_KERNEL_EMULATION, defined below, makes the
+// launchers' pycnn::launch() run the grid here instead of <<<...>>>). The harness
+// is compiled with g++ -fsanitize=thread, whose instrumentation calls
+// __tsan_read4(addr) & co. before every load and store; emu_runtime.cc (compiled
+// without it) defines those callbacks and checks each access. emulate.py builds
+// and runs it all; tests/test_kernel_emulation.py runs every family and the mutants.
 //
-// Model: blocks run one after another; the threads of a block are fibers
-// (ucontext) on one OS thread. A fiber runs until it reaches a __syncthreads or
-// a warp shuffle, then the next fiber runs; a barrier opens when every thread of
-// the block (or lane of the warp) has arrived. Why fibers and not one
-// std::thread per CUDA thread: creating 256 OS threads per block and waking them
-// through a condition variable took ~50 s (nearly all system time) for the conv
-// checks on two cores; with fibers they take ~2 s.
-// The schedule is deliberately hostile to missing barriers: the lowest-numbered
-// thread that can run always runs, so each thread (and warp 0 as a whole) gets
-// as far ahead as it can before the next one moves, and a read of shared
-// memory that another thread has not written yet (or has already overwritten
-// for the next step) gives a wrong result, not a lucky right one. Blocks alternate
-// between running their threads in order 0..n-1 and in reverse (and so does a
-// one-block grid from one launch to the next), so both directions are tried.
-// It is stricter than a GPU where CUDA leaves things undefined:
-//   - __syncthreads must be reached by every thread of the block at the same
-//     source line; a thread that returned early, or threads waiting at
-//     different __syncthreads, are reported as a deadlock / divergence (exit 1);
-//   - a full-mask shuffle needs all 32 lanes present, calling the same shuffle
-//     with the same offset.
-// Not modelled: speed, memory coalescing, the contents of shared memory at block
-// start (it keeps the previous block's values), races between blocks (blocks
-// never overlap), float rounding of fused operations (the host compiler decides).
-// Outputs should live in emu::Guarded buffers: poisoned guard zones on both
-// sides turn an out-of-bounds write into a reported failure and an
-// out-of-bounds read into a value (777.777) that the comparison catches.
+// The machine it models (emu_runtime.cc has the details):
+//   - a block's threads are fibers on one OS thread; a fiber runs until it reaches
+//     a __syncthreads, a __syncwarp, a shuffle or a wmma call, then the next runs.
+//     The default schedule is hostile to missing barriers: the lowest-numbered
+//     runnable thread always runs (blocks alternate between thread orders 0..n-1
+//     and n-1..0); PYCNN_EMU_SEED=<n> picks threads at random instead, also
+//     switching at random memory accesses, and shuffles the block order;
+//   - blocks of a launch run one after another but count as concurrent: every
+//     check treats two blocks as unordered;
+//   - global memory is what the harness allocates (emu::Guarded, on an arena
+//     whose allocations sit megabytes apart, so any stray address misses them all);
+//   - shared memory is every __shared__ array (they live in one linker section).
+// What each access is checked for:
+//   memcheck   a global access outside every allocation, with its distance from the
+//              nearest one; a fault outside the arena is reported, not crashed on;
+//   alignment  an access of n bytes (4, 8, 16: float, float2, float4) at an address
+//              that is not a multiple of n, as the GPU requires;
+//   initcheck  a read of shared memory this block has not written, or of a global
+//              output no launch (or host write) has written yet;
+//   racecheck  two accesses to one address, at least one a write, by different
+//              threads of a block with no __syncthreads between them (within a warp,
+//              a __syncwarp or a shuffle also orders them), on shared and global
+//              memory; and on global memory any such pair from two blocks of one
+//              launch (compute-sanitizer has no such check); atomics are exempt
+//              among themselves;
+//   launch     block of 1..1024 threads, grid.y and z <= 65535, dynamic shared
+//              memory over 48 KB only with cudaFuncAttributeMaxDynamicSharedMemorySize
+//              set, and at most 227 KB;
+//   determinism  a launch that performed atomics is run again from the same inputs
+//              with the blocks in reverse order; different bits mark the kernel
+//              nondeterministic (listed at the end of the run).
+// Stricter than a GPU where CUDA leaves things undefined: every thread of a block must
+// reach the same __syncthreads (a thread that returned early is a deadlock report);
+// full-mask shuffles and __syncwarp need all 32 lanes at the same call.
+// Not modelled: speed, caches, float rounding of fused operations (the host compiler
+// decides), registers and static shared-memory limits (ptxas reports those at build
+// time), dynamic shared memory (no kernel uses extern __shared__), a 32-bit index
+// that overflows only at real sizes (the launchers' check_int32_size guards those),
+// and memory-model subtleties beyond the orders above (fences, volatile).
 #pragma once
 
 #include <cuda_runtime.h>  // dim3, uint3, float4, make_float4 for the host compiler
-#include <sys/mman.h>
-#include <ucontext.h>
 
 #include <algorithm>
 #include <cmath>
@@ -45,8 +57,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // Device code calls these unqualified, as CUDA declares them globally.
@@ -64,239 +76,96 @@ using std::isnan;
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static  // one block at a time, so one copy serves every block
+// One copy of each array serves every block (blocks run in turn). The runtime tells
+// a shared-memory address by where it lies: in the program's static data (.bss), but
+// not among the emulator's own variables (which the runtime keeps in a section of
+// their own). So a harness must pass device data in emu::Guarded buffers, never in
+// static arrays, or they count as shared memory.
+#define __shared__ static
 #define __launch_bounds__(...)
 
 namespace emu {
 
-inline uint3 thread_idx, block_idx, block_dim, grid_dim;
+// ---- the runtime (emu_runtime.cc)
+extern uint3 thread_idx, block_idx, block_dim, grid_dim;
+extern int current;  // linear id of the running thread in its block
 
-[[noreturn]] inline void fail(const char* fmt, ...) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "EMULATION ERROR (block %u,%u,%u thread %u,%u,%u): ", block_idx.x,
-               block_idx.y, block_idx.z, thread_idx.x, thread_idx.y, thread_idx.z);
-  va_list args;
-  va_start(args, fmt);
-  std::vfprintf(stderr, fmt, args);
-  va_end(args);
-  std::fputc('\n', stderr);
-  std::exit(1);
-}
-
-// ---- fibers and barriers
-struct Fiber {
-  ucontext_t ctx;
-  enum State { kRunnable, kWaiting, kDone } state = kDone;
-  int wait_on = 0;     // sync point index: 0 the block, 1 + w warp w
-  long wait_gen = 0;   // generation of that sync point when this fiber arrived
-  unsigned shuffles = 0;  // selects the exchange buffer (double buffering)
-  unsigned mmas = 0;      // the same for the emulated tensor-core products (emu_wmma.h)
-};
-struct SyncPoint {
-  int size = 0, arrived = 0;
-  long gen = 0;
-  long tag = 0;  // what the first arrival waits at: a source line, or a shuffle kind and offset
-};
-
-constexpr size_t kStackBytes = 256 * 1024;
-constexpr size_t kGuardBytes = 4096;  // PROT_NONE below each stack: an overflow faults
-inline std::vector<Fiber> fibers;
-inline std::vector<char*> stacks;
-inline std::vector<SyncPoint> syncs;
-inline uint64_t exchange[2][1024];  // shuffle values by linear thread id, two generations
-inline ucontext_t scheduler;
-inline int current = 0;  // linear id of the running fiber
-inline long opened = 0;  // barriers opened so far (the scheduler rescans when it grows)
-inline const std::function<void()>* kernel_fn = nullptr;
-
-inline void fiber_main() {
-  (*kernel_fn)();
-  fibers[current].state = Fiber::kDone;
-}  // returns to uc_link: the scheduler
-
-inline void set_thread_idx(int t) {
-  current = t;
-  thread_idx = uint3{t % block_dim.x, t / block_dim.x % block_dim.y, t / (block_dim.x * block_dim.y)};
-}
-
-// The running fiber arrives at sync point `id`; the last to arrive opens it and
-// carries on, the others switch back to the scheduler until it opens.
-// What a sync point's tag means, for messages. A warp's tags are kind * 1000000
-// plus a detail: the shuffle's offset, or the source line of a __syncwarp.
+[[noreturn]] void fail(const char* fmt, ...);
+void sync_threads(int line);
+void sync_warp(int line, unsigned mask);
+// Every lane posts `bits`, waits for the warp, and gets its source lane's.
 enum WarpSyncKind { kShflIdx = 1, kShflUp, kShflDown, kShflXor, kSyncWarp, kWmmaLoad, kWmmaStore,
                     kWmmaMma };
-inline const char* describe(int id, long tag) {
-  static char buf[64];
-  static const char* const kinds[] = {"?", "an idx shuffle, offset", "an up shuffle, offset",
-                                      "a down shuffle, offset", "an xor shuffle, offset",
-                                      "__syncwarp at line", "wmma::load_matrix_sync",
-                                      "wmma::store_matrix_sync", "wmma::mma_sync"};
-  const long kind = tag / 1000000;
-  if (id == 0)
-    std::snprintf(buf, sizeof buf, "__syncthreads at line %ld", tag);
-  else if (kind >= kWmmaLoad && kind <= kWmmaMma)
-    std::snprintf(buf, sizeof buf, "%s", kinds[kind]);
-  else
-    std::snprintf(buf, sizeof buf, "%s %ld", kinds[kind >= 1 && kind <= kSyncWarp ? kind : 0],
-                  tag % 1000000);
-  return buf;
+uint64_t shuffle_bits(unsigned mask, uint64_t bits, int kind, int arg, int width);
+// A warp-wide operation (wmma): all 32 lanes present, at the same operation.
+void warp_arrive(long tag, const char* what);
+// The running thread's count of `kind` operations so far (it selects an exchange buffer).
+unsigned thread_counter(int kind);
+// An access the compiler does not see (wmma fragments): checked like an instrumented one.
+void check_access(const void* addr, size_t bytes, bool write);
+
+float atomic_add(float* addr, float v);
+double atomic_add(double* addr, double v);
+int atomic_add(int* addr, int v);
+int atomic_exch(int* addr, int v);
+
+using Thunk = void (*)(void*);
+void launch_thunk(const char* name, dim3 grid, dim3 block, size_t smem, const void* fn, Thunk body,
+                  void* ctx);
+
+// Runs `body` (a callable running one thread of the kernel) over the grid. `fn`
+// identifies the kernel for cudaFuncSetAttribute; `name` is for reports.
+template <class F>
+void launch(const char* name, dim3 grid, dim3 block, size_t smem, const void* fn, F&& body) {
+  using B = std::remove_reference_t<F>;
+  launch_thunk(name, grid, block, smem, fn, [](void* c) { (*static_cast<B*>(c))(); },
+               const_cast<void*>(static_cast<const void*>(&body)));
+}
+// A harness launching a kernel body itself, on a grid of its choosing (a short grid
+// for a grid-stride loop, a tiny kernel of a self-test).
+template <class F>
+void launch(const char* name, dim3 grid, dim3 block, F&& body) {
+  launch(name, grid, block, 0, nullptr, std::forward<F>(body));
 }
 
-inline void arrive(int id, long tag, const char* what) {
-  SyncPoint& s = syncs[id];
-  if (s.arrived == 0) {
-    s.tag = tag;
-  } else if (s.tag != tag) {
-    char mine[64];
-    std::snprintf(mine, sizeof mine, "%s", describe(id, tag));
-    fail("%s: divergent: this thread is at %s while %d other(s) of its %s wait at %s", what, mine, s.arrived,
-         id == 0 ? "block" : "warp", describe(id, s.tag));
-  }
-  if (++s.arrived == s.size) {
-    s.arrived = 0;
-    ++s.gen;
-    ++opened;
-    return;
-  }
-  Fiber& f = fibers[current];
-  f.state = Fiber::kWaiting;
-  f.wait_on = id;
-  f.wait_gen = s.gen;
-  swapcontext(&f.ctx, &scheduler);
+// The same, unnamed (the report says "a harness launch").
+template <class F>
+void launch(dim3 grid, dim3 block, F&& body) {
+  launch("(a harness launch)", grid, block, 0, nullptr, std::forward<F>(body));
 }
+// Device memory: `bytes` at `offset` bytes past a 256-byte boundary, as cudaMalloc
+// gives (offset > 0 to test a misaligned pointer); `initialized` false makes every
+// read before a write an initcheck finding.
+void* device_alloc(size_t bytes, const char* name, bool initialized, size_t offset = 0);
+void device_free(void* p);
+void set_initialized(const void* p, size_t bytes, bool initialized);
 
-inline void run_block(int threads, bool reverse) {
-  for (int t = 0; t < threads; ++t) {
-    Fiber& f = fibers[t];
-    getcontext(&f.ctx);
-    f.ctx.uc_stack.ss_sp = stacks[t];
-    f.ctx.uc_stack.ss_size = kStackBytes;
-    f.ctx.uc_link = &scheduler;
-    makecontext(&f.ctx, fiber_main, 0);
-    f.state = Fiber::kRunnable;
-    f.shuffles = 0;
-    f.mmas = 0;
-  }
-  for (auto& s : syncs) s.arrived = 0;
-  // Lowest first: always resume the first runnable fiber in scan order. Fibers
-  // before `pos` are all blocked until some barrier opens, so the scan only
-  // restarts from 0 when one did.
-  int alive = threads, pos = 0;
-  while (alive > 0) {
-    int t = -1;
-    for (; pos < threads; ++pos) {
-      const int u = reverse ? threads - 1 - pos : pos;
-      Fiber& f = fibers[u];
-      if (f.state == Fiber::kDone) continue;
-      if (f.state == Fiber::kWaiting) {
-        if (syncs[f.wait_on].gen == f.wait_gen) continue;
-        f.state = Fiber::kRunnable;
-      }
-      t = u;
-      break;
-    }
-    if (t < 0) {  // every fiber is blocked and no barrier can open
-      for (int u = 0; u < threads; ++u) {
-        if (fibers[u].state != Fiber::kWaiting) continue;
-        set_thread_idx(u);
-        const SyncPoint& s = syncs[fibers[u].wait_on];
-        fail("deadlock: waits at %s with %d of %d arrived; %d of %d threads have returned",
-             describe(fibers[u].wait_on, s.tag), s.arrived, s.size, threads - alive, threads);
-      }
-    }
-    const long opened_before = opened;
-    set_thread_idx(t);
-    swapcontext(&scheduler, &fibers[t].ctx);
-    if (fibers[t].state == Fiber::kDone) --alive;
-    if (opened != opened_before) pos = 0;
-  }
-}
-
-// Runs `kernel` (a lambda calling the __global__ function) over the grid.
-inline void launch(dim3 grid, dim3 block, const std::function<void()>& kernel) {
-  const int threads = static_cast<int>(block.x * block.y * block.z);
-  if (threads < 1 || threads > 1024) fail("launch: block of %d threads (1..1024 allowed)", threads);
-  if (grid.x < 1 || grid.y < 1 || grid.z < 1 || grid.y > 65535 || grid.z > 65535)
-    fail("launch: invalid grid %u x %u x %u", grid.x, grid.y, grid.z);
-  while (static_cast<int>(stacks.size()) < threads) {
-    char* p = static_cast<char*>(mmap(nullptr, kStackBytes + kGuardBytes, PROT_READ | PROT_WRITE,
-                                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
-    if (p == MAP_FAILED) fail("launch: cannot map a fiber stack");
-    mprotect(p, kGuardBytes, PROT_NONE);
-    stacks.push_back(p + kGuardBytes);
-  }
-  fibers.resize(threads);
-  const int warps = (threads + 31) / 32;
-  syncs.assign(1 + warps, SyncPoint{});
-  syncs[0].size = threads;
-  for (int w = 0; w < warps; ++w) syncs[1 + w].size = std::min(32, threads - 32 * w);
-  grid_dim = uint3{grid.x, grid.y, grid.z};
-  block_dim = uint3{block.x, block.y, block.z};
-  kernel_fn = &kernel;
-  static long launches = 0;
-  long linear = launches++;  // parity of the first block alternates between launches
-  for (unsigned bz = 0; bz < grid.z; ++bz)
-    for (unsigned by = 0; by < grid.y; ++by)
-      for (unsigned bx = 0; bx < grid.x; ++bx, ++linear) {
-        block_idx = uint3{bx, by, bz};
-        run_block(threads, linear % 2 == 1);
-      }
-  kernel_fn = nullptr;
-}
-
-// ---- warp shuffles: every lane writes its value, waits for the whole warp,
-// reads its source lane's. Two buffers by generation, so a lane that runs on to
-// its next shuffle cannot overwrite a value that a slower lane has yet to read.
-using ShuffleKind = WarpSyncKind;
-
-// A warp-wide operation: it needs all 32 lanes present (a full warp) and arriving at
-// the same operation (`tag`); the lane waits here until they have.
-inline void warp_arrive(long tag, const char* what) {
-  const int t = current;
-  if (syncs[1 + t / 32].size != 32)
-    fail("%s in a warp of %d threads (block of %d)", what, syncs[1 + t / 32].size,
-         static_cast<int>(block_dim.x * block_dim.y * block_dim.z));
-  arrive(1 + t / 32, tag, what);
-}
-
-// __syncwarp(mask) at a source line (the macro below supplies the line; the mask is optional).
-struct SyncWarp {
-  int line;
-  void operator()(unsigned mask = 0xffffffffu) const {
-    if (mask != 0xffffffffu) fail("__syncwarp with mask %#x: only the full warp is emulated", mask);
-    warp_arrive(1000000L * kSyncWarp + line, "__syncwarp");
-  }
+// The emulated GPU: launchers ask it (cudaDeviceGetAttribute) for the SM count,
+// so a harness can shrink it to make a launcher choose its large tile or more splits.
+struct Device {
+  int sms = 132;  // H100 / H200 SXM
+  int cc_major = 9, cc_minor = 0;
 };
+extern Device device;
 
-template <class T>
-T shuffle(unsigned mask, T v, ShuffleKind kind, int arg, int width) {
-  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "shuffle of a 4- or 8-byte value");
-  const int t = current, lane = t % 32, base = t - lane;
-  if (mask != 0xffffffffu) fail("shuffle with mask %#x: only full-warp shuffles are emulated", mask);
-  if (width != 32) fail("shuffle width %d: only 32 is emulated", width);
-  int src = lane;
-  switch (kind) {
-    case kShflIdx: src = ((arg % 32) + 32) % 32; break;
-    case kShflUp: src = lane - arg >= 0 ? lane - arg : lane; break;
-    case kShflDown: src = lane + arg < 32 ? lane + arg : lane; break;
-    case kShflXor: src = lane ^ (arg & 31); break;
-    default: fail("shuffle: %ld is not a shuffle kind", static_cast<long>(kind));
-  }
-  const unsigned gen = fibers[t].shuffles++ & 1u;
-  uint64_t bits = 0;
-  std::memcpy(&bits, &v, sizeof v);
-  exchange[gen][t] = bits;
-  // the tag: kind and offset must agree across the warp (idx: any source lane)
-  warp_arrive(1000000L * kind + (kind == kShflIdx ? 0 : arg), "full-mask shuffle");
-  T out;
-  bits = exchange[gen][base + src];
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
+// Findings so far (every check above); the harness's finish() fails on any.
+int findings();
 
-inline void sync_threads(int line) { arrive(0, line, "__syncthreads"); }
+// ---- results
+extern int failures, checks;
+extern bool quiet;  // print failures only (for sweeps over many shapes)
+// A filter from the command line: checks whose label lacks it are skipped (see wanted()).
+extern const char* only;
+inline bool wanted(const char* label) { return only == nullptr || std::strstr(label, only) != nullptr; }
 
-// ---- buffers with poisoned guard zones
+// Prints one line for a check and counts failures.
+void report(bool ok, const char* fmt, ...);
+// Parses the harness's command line: --only SUBSTRING, --quiet.
+void parse_args(int argc, char** argv);
+// Prints the determinism table and the totals; returns main's exit status.
+int finish();
+
+// ---- buffers in device memory with poisoned guard zones
 template <class T>
 struct Poison {
   static T value() {
@@ -313,58 +182,64 @@ struct Poison<float> {
   static float value() { return 777.777f; }
 };
 
+// n elements of device memory at a 256-byte boundary (plus `misalign` elements),
+// as cudaMalloc gives. Made from values, it is an input (initialized); made from a
+// size, an output whose elements hold `fill` (NaN by default, so an unwritten one
+// fails a comparison) but count as unwritten for initcheck. fill() resets an output.
 template <class T>
 class Guarded {
  public:
-  static constexpr size_t kGuard = 64;  // elements each side
-  explicit Guarded(size_t n, T fill = Poison<T>::value(), size_t misalign = 0)
-      : n_(n), off_(kGuard + misalign), buf_(n + 2 * kGuard + misalign + 4) {
-    for (auto& e : buf_) e = Poison<T>::value();
-    for (size_t i = 0; i < n; ++i) buf_[off_ + i] = fill;
+  static constexpr size_t kGuard = 64;  // elements each side, poisoned
+  explicit Guarded(size_t n, T fill = Poison<T>::value(), size_t misalign = 0, const char* name = "output")
+      : n_(n), misalign_(misalign), name_(name) {
+    allocate(false);
+    this->fill(fill);
   }
-  Guarded(const std::vector<T>& v, size_t misalign = 0) : Guarded(v.size(), T{}, misalign) {
-    for (size_t i = 0; i < v.size(); ++i) buf_[off_ + i] = v[i];
+  Guarded(const std::vector<T>& v, size_t misalign = 0, const char* name = "input")
+      : n_(v.size()), misalign_(misalign), name_(name) {
+    allocate(true);
+    if (!v.empty()) std::memcpy(data(), v.data(), v.size() * sizeof(T));
   }
-  T* data() { return buf_.data() + off_; }
-  const T* data() const { return buf_.data() + off_; }
-  T& operator[](size_t i) { return buf_[off_ + i]; }
-  const T& operator[](size_t i) const { return buf_[off_ + i]; }
+  Guarded(const Guarded&) = delete;
+  Guarded& operator=(const Guarded&) = delete;
+  ~Guarded() { device_free(data_); }
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
   size_t size() const { return n_; }
-  std::vector<T> vec() const { return std::vector<T>(data(), data() + n_); }
+  std::vector<T> vec() const { return std::vector<T>(data_, data_ + n_); }
+  // An output again: `v` everywhere, unwritten as far as initcheck knows.
   void fill(T v) {
-    for (size_t i = 0; i < n_; ++i) buf_[off_ + i] = v;
+    for (size_t i = 0; i < n_; ++i) data_[i] = v;
+    set_initialized(data_, n_ * sizeof(T), false);
   }
-  // True if nothing outside [0, n) was written.
+  // An input again: `v` everywhere, written.
+  void assign(T v) {
+    for (size_t i = 0; i < n_; ++i) data_[i] = v;
+    set_initialized(data_, n_ * sizeof(T), true);
+  }
+  // True if nothing in the kGuard elements either side was written (memcheck
+  // reports any such write with its line; this is the value-level second look).
   bool intact() const {
     const T p = Poison<T>::value();
-    for (size_t i = 0; i < buf_.size(); ++i) {
-      if (i >= off_ && i < off_ + n_) continue;
-      if (std::memcmp(&buf_[i], &p, sizeof(T)) != 0) return false;
-    }
+    for (size_t i = 1; i <= kGuard; ++i)
+      if (std::memcmp(data_ - i, &p, sizeof(T)) != 0 || std::memcmp(data_ + n_ - 1 + i, &p, sizeof(T)) != 0)
+        return false;
     return true;
   }
 
  private:
-  size_t n_, off_;
-  std::vector<T> buf_;
+  void allocate(bool initialized) {
+    // The allocation is [data, data + n); the guards lie outside it, in the arena's gap.
+    data_ = static_cast<T*>(device_alloc(n_ * sizeof(T), name_, initialized, misalign_ * sizeof(T)));
+    const T p = Poison<T>::value();
+    for (size_t i = 1; i <= kGuard; ++i) data_[-(ptrdiff_t)i] = p, data_[n_ - 1 + i] = p;
+  }
+  size_t n_, misalign_;
+  const char* name_;
+  T* data_ = nullptr;
 };
-
-// ---- results
-inline int failures = 0;
-inline int checks = 0;
-inline bool quiet = false;  // print failures only (for sweeps over many shapes)
-
-// Prints one line for a check and counts failures.
-inline void report(bool ok, const char* fmt, ...) {
-  ++checks;
-  if (!ok) ++failures;
-  if (ok && quiet) return;
-  va_list args;
-  va_start(args, fmt);
-  std::vprintf(fmt, args);
-  va_end(args);
-  std::printf(" %s\n", ok ? "ok" : "MISMATCH");
-}
 
 // max |got - want| / max(1, |want|) over all elements; NaN in either side where
 // the other has none counts as infinite error. NaN == NaN is equal.
@@ -386,6 +261,12 @@ double max_rel_err(const G& got, const W& want, size_t n) {
   return err;
 }
 
+// __syncwarp(mask) at a source line (the macro below supplies the line; the mask is optional).
+struct SyncWarp {
+  int line;
+  void operator()(unsigned mask = 0xffffffffu) const { sync_warp(line, mask); }
+};
+
 // The grids to run a grid-stride kernel on: its launcher's, and one and two
 // blocks (fewer blocks than the data needs, so the loop strides).
 inline std::vector<int> grids(int launcher_grid) {
@@ -395,15 +276,59 @@ inline std::vector<int> grids(int launcher_grid) {
   return g;
 }
 
-inline int finish() {
-  if (failures)
-    std::printf("%d of %d checks FAILED\n", failures, checks);
-  else
-    std::printf("all ok (%d checks)\n", checks);
-  return failures ? 1 : 0;
-}
+// Shrinks the emulated GPU for the scope of one object, so that a launcher sizes
+// its grid (tile, splits) as for a GPU with `sms` SMs.
+struct WithSms {
+  int saved;
+  explicit WithSms(int sms) : saved(device.sms) { device.sms = sms; }
+  ~WithSms() { device.sms = saved; }
+};
 
 }  // namespace emu
+
+// Vector types whose copies from and to memory are checked as one access of their
+// full size (alignment!): g++ splits a float4 load into four float loads, which
+// the instrumentation would see as four aligned 4-byte accesses.
+namespace emu {
+template <class T>
+struct alignas(4 * sizeof(T)) Vec4 {
+  T x, y, z, w;
+  Vec4() = default;
+  Vec4(T a, T b, T c, T d) : x(a), y(b), z(c), w(d) {}
+  __attribute__((always_inline)) Vec4(const Vec4& o) {
+    check_access(&o, sizeof o, false);
+    x = o.x, y = o.y, z = o.z, w = o.w;
+  }
+  __attribute__((always_inline)) Vec4& operator=(const Vec4& o) {
+    check_access(this, sizeof o, true);
+    x = o.x, y = o.y, z = o.z, w = o.w;
+    return *this;
+  }
+};
+template <class T>
+struct alignas(2 * sizeof(T)) Vec2 {
+  T x, y;
+  Vec2() = default;
+  Vec2(T a, T b) : x(a), y(b) {}
+  __attribute__((always_inline)) Vec2(const Vec2& o) {
+    check_access(&o, sizeof o, false);
+    x = o.x, y = o.y;
+  }
+  __attribute__((always_inline)) Vec2& operator=(const Vec2& o) {
+    check_access(this, sizeof o, true);
+    x = o.x, y = o.y;
+    return *this;
+  }
+};
+}  // namespace emu
+#define float4 ::emu::Vec4<float>
+#define int4 ::emu::Vec4<int>
+#define float2 ::emu::Vec2<float>
+#define int2 ::emu::Vec2<int>
+#define make_float4(a, b, c, d) ::emu::Vec4<float>(a, b, c, d)
+#define make_int4(a, b, c, d) ::emu::Vec4<int>(a, b, c, d)
+#define make_float2(a, b) ::emu::Vec2<float>(a, b)
+#define make_int2(a, b) ::emu::Vec2<int>(a, b)
 
 #define threadIdx ::emu::thread_idx
 #define blockIdx ::emu::block_idx
@@ -413,44 +338,38 @@ inline int finish() {
 #define __syncwarp(...) ::emu::SyncWarp{__LINE__}(__VA_ARGS__)
 
 template <class T>
+inline T emu_shuffle(unsigned mask, T v, int kind, int arg, int width) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "shuffle of a 4- or 8-byte value");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof v);
+  bits = emu::shuffle_bits(mask, bits, kind, arg, width);
+  T out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+template <class T>
 inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-  return emu::shuffle(mask, v, emu::kShflIdx, src, width);
+  return emu_shuffle(mask, v, emu::kShflIdx, src, width);
 }
 template <class T>
 inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return emu::shuffle(mask, v, emu::kShflUp, static_cast<int>(delta), width);
+  return emu_shuffle(mask, v, emu::kShflUp, static_cast<int>(delta), width);
 }
 template <class T>
 inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return emu::shuffle(mask, v, emu::kShflDown, static_cast<int>(delta), width);
+  return emu_shuffle(mask, v, emu::kShflDown, static_cast<int>(delta), width);
 }
 template <class T>
 inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  return emu::shuffle(mask, v, emu::kShflXor, lane_mask, width);
+  return emu_shuffle(mask, v, emu::kShflXor, lane_mask, width);
 }
 
-// Atomics: fibers of a block share one OS thread and blocks run in turn, so a
-// plain read-modify-write is atomic here.
-inline float atomicAdd(float* addr, float v) {
-  const float old = *addr;
-  *addr = old + v;
-  return old;
-}
-inline double atomicAdd(double* addr, double v) {
-  const double old = *addr;
-  *addr = old + v;
-  return old;
-}
-inline int atomicAdd(int* addr, int v) {
-  const int old = *addr;
-  *addr = old + v;
-  return old;
-}
-inline int atomicExch(int* addr, int v) {
-  const int old = *addr;
-  *addr = v;
-  return old;
-}
+// Atomics: performed by the runtime, which checks them as atomics (exempt from the
+// race check among themselves) and counts them for the determinism check.
+inline float atomicAdd(float* addr, float v) { return emu::atomic_add(addr, v); }
+inline double atomicAdd(double* addr, double v) { return emu::atomic_add(addr, v); }
+inline int atomicAdd(int* addr, int v) { return emu::atomic_add(addr, v); }
+inline int atomicExch(int* addr, int v) { return emu::atomic_exch(addr, v); }
 template <class T>
 inline T __ldg(const T* p) {
   return *p;

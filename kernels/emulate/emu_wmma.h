@@ -90,8 +90,9 @@ inline float tf32_part(float v) {
 }
 
 // The inputs of every lane's mma_sync, by linear thread id, two generations (as
-// the shuffles' exchange buffer): A's 4 elements, then B's 4.
-inline float mma_exchange[2][1024][8];
+// the shuffles' exchange buffer): A's 4 elements, then B's 4. In the runtime,
+// among the emulator's own variables (not shared memory).
+extern float mma_exchange[2][1024][8];
 
 }  // namespace emu
 
@@ -154,7 +155,7 @@ inline void mma_sync(fragment<accumulator, M, N, K, float>& d,
   using FC = fragment<accumulator, M, N, K, float>;
   static_assert(FA::num_elements == 4 && FB::num_elements == 4, "exchange slots: 4 + 4 floats");
   const int t = emu::current, lane = t % 32, base = t - lane;
-  const unsigned gen = emu::fibers[t].mmas++ & 1u;
+  const unsigned gen = emu::thread_counter(emu::kWmmaMma) & 1u;
   for (int i = 0; i < 4; ++i) {
     emu::mma_exchange[gen][t][i] = a.x[i];
     emu::mma_exchange[gen][t][4 + i] = b.x[i];
