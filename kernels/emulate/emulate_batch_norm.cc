@@ -9,15 +9,14 @@
 // Shapes: (N, C) and (N, C, H*W) with M from 2 up to 600 (more values than the
 // 256 threads of a channel's block), channels offset by 1000 with a spread of
 // 0.01 (the two-pass variance), weight/bias/running statistics present or null,
-// an empty batch for inference. The block-per-channel kernels run on the
-// launcher's grid (C blocks); the pointwise inference kernel also on grids of
-// one and two blocks. Version 2 runs its three steps with 1, several and as many
-// splits as values (chunks of one value, some splits empty), its per-channel and
-// per-element steps on the launcher's grids and on one block.
+// an empty batch for inference. Every case runs the real launchers
+// (batch_norm_fwd_train1 & co.); the pointwise inference kernel also runs on
+// grids of one and two blocks, fewer than its launcher's. Version 2 runs with 1,
+// several and as many splits as values (chunks of one value, some splits empty),
+// with the split count batch_norm_splits2 picks for GPUs of 132 and 2 SMs, and
+// once with its per-channel and per-element steps on a single block.
 //
-// Build and run (tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
-//       kernels/emulate/emulate_batch_norm.cc -o /tmp/emulate_batch_norm && /tmp/emulate_batch_norm
+// Build and run: python kernels/emulate/emulate.py batch_norm [--only NAME]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -78,16 +77,16 @@ static T* ptr(emu::Guarded<T>& g, bool present) {
   return present ? g.data() : nullptr;
 }
 
-// Version 2's three launches, as batch_norm_fwd_train2 / batch_norm_bwd2 make them,
-// with `splits` blocks per channel; `one_block`: the per-channel and per-element
-// steps on a single block (grid-stride) instead of the launcher's grids.
+// Version 2's three steps with the per-channel and per-element ones on a single
+// block (so their grid-stride loops wrap), which no launcher does; the chunk is
+// batch_norm_fwd_train2's / batch_norm_bwd2's, ceil(M / splits).
 template <class Sums, class PerChannel, class PerElement>
-static void launch_split(int C, int M, int total, int splits, bool one_block, Sums sums, PerChannel per_channel,
-                         PerElement per_element) {
+static void launch_split_one_block(int C, int M, int splits, Sums sums, PerChannel per_channel,
+                                   PerElement per_element) {
   const int chunk = pycnn::ceil_div(M, splits);
-  emu::launch(dim3(C, splits), dim3(kBnBlock), [&] { sums(chunk); });
-  emu::launch(dim3(one_block ? 1 : pycnn::grid_for(C, kBnBlock)), dim3(kBnBlock), per_channel);
-  emu::launch(dim3(one_block ? 1 : pycnn::grid_for(total, kBnBlock)), dim3(kBnBlock), per_element);
+  emu::launch("batch_norm sums kernel2, then one block", dim3(C, splits), dim3(kBnBlock), [&] { sums(chunk); });
+  emu::launch("batch_norm per-channel kernel2 on one block", dim3(1), dim3(kBnBlock), per_channel);
+  emu::launch("batch_norm per-element kernel2 on one block", dim3(1), dim3(kBnBlock), per_element);
 }
 
 // version 1, or version 2 with `splits` splits
@@ -111,18 +110,20 @@ static void check_train(int N, int C, int inner, bool affine, bool running, int 
                                        (affine ? b[c] : 0.f));
       }
   }
-  const emu::Guarded<float> xg(x), wg(w), bg(b);
-  emu::Guarded<float> rmg(rm0), rvg(rv0), y(x.size()), save_mean(C), save_invstd(C);
-  emu::Guarded<double> ws(static_cast<size_t>(C) * splits * 2, NAN);
+  const emu::Guarded<float> xg(x, 0, "x"), wg(w, 0, "weight"), bg(b, 0, "bias");
+  emu::Guarded<float> rmg(rm0, 0, "running_mean"), rvg(rv0, 0, "running_var"), y(x.size(), NAN, 0, "y"),
+      save_mean(C, NAN, 0, "save_mean"), save_invstd(C, NAN, 0, "save_invstd");
+  emu::Guarded<double> ws(pycnn::batch_norm_workspace_bytes2(C, splits) / sizeof(double), NAN, 0, "workspace");
   if (version == 1) {
-    emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_fwd_train1: one block per channel
-      pycnn::batch_norm_fwd_train_kernel1(xg.data(), ptr(wg, affine), ptr(bg, affine), ptr(rmg, running),
-                                          ptr(rvg, running), y.data(), save_mean.data(), save_invstd.data(), N, C,
-                                          inner, momentum, eps);
-    });
+    pycnn::batch_norm_fwd_train1(xg.data(), ptr(wg, affine), ptr(bg, affine), ptr(rmg, running), ptr(rvg, running),
+                                 y.data(), save_mean.data(), save_invstd.data(), N, C, inner, momentum, eps, nullptr);
+  } else if (!one_block) {
+    pycnn::batch_norm_fwd_train2(xg.data(), ptr(wg, affine), ptr(bg, affine), ptr(rmg, running), ptr(rvg, running),
+                                 y.data(), save_mean.data(), save_invstd.data(), ws.data(), N, C, inner, splits,
+                                 momentum, eps, nullptr);
   } else {
-    launch_split(
-        C, M, N * C * inner, splits, one_block,
+    launch_split_one_block(
+        C, M, splits,
         [&](int chunk) { pycnn::batch_norm_fwd_sums_kernel2(xg.data(), ws.data(), N, C, inner, chunk); },
         [&] {
           pycnn::batch_norm_fwd_stats_kernel2(xg.data(), ws.data(), ptr(rmg, running), ptr(rvg, running),
@@ -164,20 +165,24 @@ static void check_infer(int N, int C, int inner, bool affine) {
     const int c = static_cast<int>(i / inner) % C;
     y_ref[i] = (x[i] - mean[c]) * invstd[c] * (affine ? w[c] : 1.f) + (affine ? b[c] : 0.f);
   }
-  const emu::Guarded<float> xg(x), wg(w), bg(b), rmg(rm), rvg(rv);
-  const int launcher = pycnn::grid_for(std::max(total, C), kBnBlock);  // batch_norm_fwd_infer1: >= C threads
-  for (int grid : emu::grids(launcher)) {
-    emu::Guarded<float> y(x.size()), save_mean(C), save_invstd(C);
-    emu::launch(dim3(grid), dim3(kBnBlock), [&] {
-      pycnn::batch_norm_fwd_infer_kernel1(xg.data(), ptr(wg, affine), ptr(bg, affine), rmg.data(), rvg.data(),
-                                          y.data(), save_mean.data(), save_invstd.data(), total, C,
-                                          inner > 0 ? inner : 1, eps);
-    });
+  const emu::Guarded<float> xg(x, 0, "x"), wg(w, 0, "weight"), bg(b, 0, "bias"), rmg(rm, 0, "running_mean"),
+      rvg(rv, 0, "running_var");
+  for (int grid : {0, 1, 2}) {  // 0: batch_norm_fwd_infer1's grid (at least C threads)
+    emu::Guarded<float> y(x.size(), NAN, 0, "y"), save_mean(C, NAN, 0, "save_mean"), save_invstd(C, NAN, 0, "save_invstd");
+    if (grid == 0)
+      pycnn::batch_norm_fwd_infer1(xg.data(), ptr(wg, affine), ptr(bg, affine), rmg.data(), rvg.data(), y.data(),
+                                   save_mean.data(), save_invstd.data(), N, C, inner, eps, nullptr);
+    else
+      emu::launch("batch_norm_fwd_infer_kernel1 on a short grid", dim3(grid), dim3(kBnBlock), [&] {
+        pycnn::batch_norm_fwd_infer_kernel1(xg.data(), ptr(wg, affine), ptr(bg, affine), rmg.data(), rvg.data(),
+                                            y.data(), save_mean.data(), save_invstd.data(), total, C,
+                                            inner > 0 ? inner : 1, eps);
+      });
     const double err = std::max({emu::max_rel_err(y, y_ref, x.size()), emu::max_rel_err(save_mean, mean, C),
                                  emu::max_rel_err(save_invstd, invstd, C)});
     emu::report(err < 1e-5 && y.intact() && save_mean.intact() && save_invstd.intact(),
-                "batch_norm fwd infer N%d C%d inner %3d%s grid %d: err %.1e", N, C, inner,
-                affine ? "" : " no affine", grid, err);
+                "batch_norm fwd infer N%d C%d inner %3d%s %s: err %.1e", N, C, inner,
+                affine ? "" : " no affine", grid == 0 ? "launcher" : grid == 1 ? "grid 1" : "grid 2", err);
   }
 }
 
@@ -210,17 +215,19 @@ static void check_bwd(int N, int C, int inner, bool affine, bool training, int v
         dx_ref[i] = static_cast<double>(training ? scale * (dy[i] - (db + xhat * dw) / M) : scale * dy[i]);
       }
   }
-  const emu::Guarded<float> xg(x), dyg(dy), wg(w), mg(mean), ig(invstd);
-  emu::Guarded<float> dx(x.size()), dwv(C), dbv(C);
-  emu::Guarded<double> ws(static_cast<size_t>(C) * splits * 2, NAN);
+  const emu::Guarded<float> xg(x, 0, "x"), dyg(dy, 0, "dy"), wg(w, 0, "weight"), mg(mean, 0, "save_mean"),
+      ig(invstd, 0, "save_invstd");
+  emu::Guarded<float> dx(x.size(), NAN, 0, "dx"), dwv(C, NAN, 0, "dweight"), dbv(C, NAN, 0, "dbias");
+  emu::Guarded<double> ws(pycnn::batch_norm_workspace_bytes2(C, splits) / sizeof(double), NAN, 0, "workspace");
   if (version == 1) {
-    emu::launch(dim3(C), dim3(kBnBlock), [&] {  // batch_norm_bwd1: one block per channel
-      pycnn::batch_norm_bwd_kernel1(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dx.data(),
-                                    dwv.data(), dbv.data(), N, C, inner, training);
-    });
+    pycnn::batch_norm_bwd1(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dx.data(), dwv.data(),
+                           dbv.data(), N, C, inner, training, nullptr);
+  } else if (!one_block) {
+    pycnn::batch_norm_bwd2(dyg.data(), xg.data(), ptr(wg, affine), mg.data(), ig.data(), dx.data(), dwv.data(),
+                           dbv.data(), ws.data(), N, C, inner, splits, training, nullptr);
   } else {
-    launch_split(
-        C, M, N * C * inner, splits, one_block,
+    launch_split_one_block(
+        C, M, splits,
         [&](int chunk) {
           pycnn::batch_norm_bwd_sums_kernel2(dyg.data(), xg.data(), mg.data(), ig.data(), ws.data(), N, C, inner,
                                              chunk);
@@ -245,7 +252,8 @@ static void check_bwd(int N, int C, int inner, bool affine, bool training, int v
               version == 1 ? "grid" : one_block ? "splits (one block)" : "splits", version == 1 ? C : splits, err);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  emu::parse_args(argc, argv);
   //         N  C  inner
   const int shapes[][3] = {{5, 3, 7}, {4, 2, 1}, {3, 4, 100}, {2, 1, 1}, {7, 5, 49}, {1, 3, 600}, {600, 3, 1}};
   for (auto& s : shapes) {
@@ -272,5 +280,12 @@ int main() {
   check_train(5, 3, 7, false, false, 2, 4);          // no affine, no running statistics
   check_train(7, 5, 49, true, true, 2, 16, true);    // per-channel and per-element steps on one block
   check_bwd(7, 5, 49, false, true, 2, 16, true);
+  // the split count version 2's chooser gives on a large and a small GPU
+  for (int sms : {132, 2})
+    for (auto& s : shapes) {
+      const int splits = pycnn::batch_norm_splits2(s[0], s[1], s[2], sms);
+      check_train(s[0], s[1], s[2], true, true, 2, splits);
+      check_bwd(s[0], s[1], s[2], true, true, 2, splits);
+    }
   return emu::finish();
 }

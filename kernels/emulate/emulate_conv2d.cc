@@ -1,21 +1,46 @@
-// Runs the conv2d kernels on the CPU (emu.h: one fiber per CUDA thread) and
-// compares them with the convolution written as plain loops. It checks what CI
-// cannot run: the index math, the tile guards and the __syncthreads placement
-// of every version, on odd shapes (strides, dilation, uneven padding, groups,
-// sizes that are not tile multiples). It says nothing about speed, and it runs
-// the kernel bodies only: each launch mirrors its launcher's block and grid
-// (the grid-stride kernels also run on one and two blocks), but the launchers'
-// choice between the small and the large tile is not run (both tiles are).
+// Runs every conv2d launcher (kernels/conv2d/conv2d.h) on the CPU through emu.h, under
+// its checks (memcheck, alignment, initcheck, racecheck, launch limits, determinism),
+// and compares the results with the convolution written as plain loops in double.
+// It checks what CI cannot run: the launchers' tile, grid, split and workspace
+// choices and the kernels' index math, tile guards and __syncthreads placement, on
+// odd shapes (strides, dilation, uneven padding, groups, sizes that are not tile
+// multiples). It says nothing about speed.
 //
-// Build and run (not part of the extension; CMake globs only *.cu and *.cpp;
-// tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
-//       kernels/emulate/emulate_conv2d.cc -o /tmp/emulate_conv2d && /tmp/emulate_conv2d
-// It prints one line per check, "all ok" at the end, and exits 1 if any failed.
+// Each call goes through the real launcher, which makes its own choices:
+//   - versions 2, 7, 8 (forward) and 3, 9, 11 (backward-data) pick their 128x128 or
+//     64x64 tile with igemm_use_large_tile. On the emulated H200 (132 SMs) no shape
+//     here gives 132 blocks of the large tile, so the launchers pick the small one;
+//     on a 1-SM GPU (emu::WithSms(1)) any grid fills the GPU, so they pick the large
+//     tile wherever the GEMM is at least 96 columns wide (K/groups forward, C/groups
+//     backward-data: the shapes with K = 130, 100 and C = 140). Each label names the
+//     tile the rule picked, and a launch whose setting did not pick the tile meant
+//     fails; the end of the run checks that both tiles of every launcher ran;
+//   - versions 4 and 10 (backward-filter, split-K) pick their tile by the shape alone
+//     (bwd_filter4_large: K/groups and C/groups*R*S both >= 96, the K = 100 shape);
+//     they run with the split counts conv2d_bwd_filter4_splits gives for 132 and 2
+//     SMs and with 1, 3 and 15 splits (15 leaves trailing splits with an empty
+//     range), each deterministic (workspace, fixed-order sum) and atomic;
+//   - version 6 (depthwise, C/groups = 1) picks the kernel specialised for a 3x3,
+//     5x5 or 7x7 filter, else the general loops (the 3x2 filter); its backward-filter
+//     runs with conv2d_bwd_filter6_splits for 132 and 2 SMs and with 1, 3 and 16
+//     splits (more than N*P*Q in the first depthwise shape: empty splits write zeros);
+//   - workspaces are sized by conv2d_bwd_filter{4,6}_workspace_bytes.
+// The grid-stride kernels (direct version 1, the depthwise kernels' runs of pixels,
+// the split reduction) also run on one and two blocks, fewer than their launcher's
+// grid, so their loops wrap; these are the only launches made here, not by a launcher.
+// Version 11's phase arithmetic also runs on 60 random small shapes.
+//
+// Build and run (tests/test_kernel_emulation.py does this):
+//   python kernels/emulate/emulate.py conv2d [--only conv2d_fwd7] [--quiet]
+// Labels start with the launcher's name; "conv2d_bwd_data1 " (with the space) picks
+// version 1 alone, without 11. It prints one line per check, the sanitizer's findings,
+// the determinism of each kernel, and "all ok" at the end; it exits 1 on any failure.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "emulate/emu.h"  // CUDA as C++ (fibers, barriers, shuffles); defines PYCNN_KERNEL_EMULATION
@@ -26,7 +51,7 @@
 #include "conv2d/05_bias_grad.cu"
 #include "conv2d/06_depthwise.cu"
 #include "conv2d/07_implicit_gemm_pipelined.cu"
-#include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for version 8
+#include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for versions 8, 9, 10
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
 #include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
@@ -69,9 +94,11 @@ static Ref reference(const Conv2dParams& p, const std::vector<float>& x, const s
 }
 
 // Max error against the oracle, relative to the largest reference value; also
-// fails if the kernel wrote outside the output (guard zones).
+// fails if the kernel wrote outside the output (guard zones), or if `as_meant` is
+// false (the launcher's rule did not pick the tile this run was meant to cover).
 static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<float>& got,
-                    const std::vector<double>& want, bool relu = false, double tol = 1e-4) {
+                    const std::vector<double>& want, bool relu = false, double tol = 1e-4,
+                    bool as_meant = true) {
   double max_err = 0, max_ref = 0;
   for (size_t i = 0; i < want.size(); ++i) {
     const double ref = relu ? std::max(want[i], 0.0) : want[i];
@@ -80,82 +107,277 @@ static void compare(const char* what, const Conv2dParams& p, const emu::Guarded<
     max_ref = std::max(max_ref, std::fabs(ref));
   }
   const bool in_bounds = got.intact();
-  const bool ok = max_err <= tol * std::max(1.0, max_ref) && std::isfinite(max_err) && in_bounds;
-  emu::report(ok, "%-26s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e%s",
+  const bool ok = max_err <= tol * std::max(1.0, max_ref) && std::isfinite(max_err) && in_bounds && as_meant;
+  emu::report(ok, "%-44s N%d C%d H%d W%d K%d R%d S%d P%d Q%d st%d,%d di%d,%d pad%d,%d g%d: err %.2e%s%s",
               what, p.N, p.C, p.H, p.W, p.K, p.R, p.S, p.P, p.Q, p.stride_h, p.stride_w,
               p.dilation_h, p.dilation_w, p.pad_top, p.pad_left, p.groups, max_err,
-              in_bounds ? "" : " (wrote out of bounds)");
+              in_bounds ? "" : " (wrote out of bounds)", as_meant ? "" : " (not the tile this GPU size is meant to pick)");
 }
 
 static int out_size(int in, int k, int st, int pad_total, int dil) {
   return (in + pad_total - dil * (k - 1) - 1) / st + 1;
 }
 
-// Version 6 (depthwise, C/groups = 1): the launchers' blocks (as wide as the plane
-// rounded to a warp, at most 256) and grids (a block per plane in x, runs of pixels
-// in y), and also one run of pixels (the kernels stride over the rest); the
-// specialised filter size when there is one and the general loops in any case;
-// backward-filter on one split (stored into dw) and on several through the
-// workspace, including empty splits (they must write zeros).
-static void run_depthwise(const Conv2dParams& p, const float* xp, const float* wp, const float* bp,
-                          const float* dyp, const Ref& ref, emu::Guarded<float>& y,
-                          emu::Guarded<float>& dx, emu::Guarded<float>& dwv) {
-  using pycnn::ceil_div;
-  const int PQ = p.P * p.Q, HW = p.H * p.W, npq = p.N * PQ;
-  const int ks = pycnn::dw_ksize(p);
-  auto threads_for = [](int pixels) { return std::min(pycnn::kDwThreads, ceil_div(pixels, 32) * 32); };
+// "<launcher> <tile>" for every tile a launcher ran ("<launcher> 3x3" & co. for the
+// depthwise kernels); main checks that every launcher ran each kernel it can choose.
+static std::set<std::string> kernels_run;
+template <class T>
+static std::string tile_name() {
+  return std::to_string(T::BM) + "x" + std::to_string(T::BN);
+}
+
+// One shape's inputs in device memory and its reference results.
+struct Case {
+  Conv2dParams p;
+  Ref ref;
+  const emu::Guarded<float> &x, &w, &b, &dy;
+  std::vector<double> y_no_bias;  // ref.y without b, for the runs with b = nullptr
+};
+
+// The two GPU sizes the implicit-GEMM launchers run on (see the header): on the
+// H200 they pick the small tile for every shape here; on one SM the large tile
+// wherever the GEMM is >= 96 columns wide.
+constexpr int kH200Sms = 132, kOneSm = 1;
+
+// The tile igemm_use_large_tile<L> picks on a GPU of `sms` SMs, and whether it is
+// the one that GPU size is meant to select for a GEMM `columns` wide.
+template <class L>
+static bool picks_large(int sms, int64_t rows, int64_t columns, int64_t z, bool* as_meant) {
+  emu::WithSms gpu(sms);
+  const bool large = pycnn::igemm_use_large_tile<L>(rows, columns, z);
+  *as_meant = large == (sms == kOneSm && columns >= 96);
+  return large;
+}
+
+// Forward 2, 7, 8: on 132 SMs with ReLU (the small tile), on one SM without ReLU
+// and without bias (b = nullptr; the large tile where the GEMM is wide enough,
+// else the small tile again). `misaligned`: also y one float off 16-byte alignment
+// (version 7's scalar stores; it stores float4s when P*Q % 4 == 0 and y is aligned).
+template <class L, class S, class Launcher>
+static void check_fwd_igemm(const char* name, Launcher launcher, const Case& c, double tol, bool misaligned) {
+  const Conv2dParams& p = c.p;
+  const int64_t M = (int64_t)p.N * p.P * p.Q, Kg = p.K / p.groups;
+  char label[96];
+  for (int sms : {kH200Sms, kOneSm}) {
+    bool as_meant;
+    const bool large = picks_large<L>(sms, M, Kg, p.groups, &as_meant);
+    const bool relu = sms == kH200Sms;
+    const std::string tile = large ? tile_name<L>() : tile_name<S>();
+    for (size_t off : {0, 1}) {
+      if (off == 1 && !(misaligned && relu)) continue;
+      std::snprintf(label, sizeof label, "%s %s%s, %d SM%s%s", name, tile.c_str(), relu ? " relu" : " no bias", sms,
+                    sms == 1 ? "" : "s", off ? ", y misaligned" : "");
+      if (!emu::wanted(label)) continue;
+      emu::Guarded<float> y(c.ref.y.size(), NAN, off, "y");
+      {
+        emu::WithSms gpu(sms);
+        launcher(c.x.data(), c.w.data(), relu ? c.b.data() : nullptr, y.data(), p, relu, nullptr);
+      }
+      compare(label, p, y, relu ? c.ref.y : c.y_no_bias, relu, tol, as_meant);
+      kernels_run.insert(std::string(name) + " " + tile);
+    }
+  }
+}
+
+// Backward-data 3, 9, 11 on 132 SMs (the small tile), and on one SM where that picks
+// the large tile. `rows`, `z`: the GEMM's rows and grid z as the launcher's rule sees
+// them (version 11: the largest stride phase's rows, groups * phases).
+template <class L, class S, class Launcher>
+static void check_bwd_data_igemm(const char* name, Launcher launcher, const Case& c, int64_t rows, int64_t z,
+                                 double tol) {
+  const Conv2dParams& p = c.p;
+  const int64_t Cg = p.C / p.groups;
+  char label[96];
+  for (int sms : {kH200Sms, kOneSm}) {
+    if (sms == kOneSm && Cg < 96) continue;  // the small tile again: nothing new
+    bool as_meant;
+    const bool large = picks_large<L>(sms, rows, Cg, z, &as_meant);
+    const std::string tile = large ? tile_name<L>() : tile_name<S>();
+    std::snprintf(label, sizeof label, "%s %s, %d SM%s", name, tile.c_str(), sms, sms == 1 ? "" : "s");
+    if (!emu::wanted(label)) continue;
+    emu::Guarded<float> dx(c.ref.dx.size(), NAN, 0, "dx");
+    {
+      emu::WithSms gpu(sms);
+      launcher(c.dy.data(), c.w.data(), dx.data(), p, nullptr);
+    }
+    compare(label, p, dx, c.ref.dx, false, tol, as_meant);
+    kernels_run.insert(std::string(name) + " " + tile);
+  }
+}
+
+// The split counts to run a split backward-filter with: the launcher's own for an
+// H200 and for a 2-SM GPU, and the fixed ones, without repeats.
+static std::vector<std::pair<int, std::string>> split_counts(int h200, int two_sms, std::vector<int> fixed) {
+  std::vector<std::pair<int, std::string>> out{{h200, "splits for 132 SMs"}};
+  if (two_sms != h200) out.push_back({two_sms, "splits for 2 SMs"});
+  for (int s : fixed)
+    if (s != h200 && s != two_sms) out.push_back({s, "splits"});
+  return out;
+}
+
+// The split reduction on one block: the grid-stride loop wraps when dw has more than
+// 256 elements (the launcher's grid is grid_for(total, 256)).
+static void check_split_sum_short_grid(const char* name, const Case& c, const emu::Guarded<float>& ws, int splits) {
+  const int total = (int)c.ref.dw.size();
+  if (pycnn::grid_for(total, 256) == 1) return;
+  char label[96];
+  std::snprintf(label, sizeof label, "%s, %d splits: conv2d_split_sum_kernel on 1 block", name, splits);
+  emu::Guarded<float> dw(c.ref.dw.size(), NAN, 0, "dw");
+  emu::launch("conv2d_split_sum_kernel on a short grid", dim3(1), dim3(256),
+              [&] { pycnn::conv2d_split_sum_kernel(ws.data(), dw.data(), total, splits); });
+  compare(label, c.p, dw, c.ref.dw);
+}
+
+// Backward-filter 4 and 10 (the same split-K launch): the tile is the shape's
+// (bwd_filter4_large); every split count deterministic and atomic (one split is a
+// plain store either way); the deterministic reduction of 15 splits also on one
+// block.
+template <class L, class S, class Launcher>
+static void check_bwd_filter_split_k(const char* name, Launcher launcher, const Case& c, double tol) {
+  const Conv2dParams& p = c.p;
+  const std::string tile = pycnn::bwd_filter4_large(p) ? tile_name<L>() : tile_name<S>();
+  char label[128];
+  for (const auto& [splits, why] : split_counts(pycnn::conv2d_bwd_filter4_splits(p, kH200Sms),
+                                                pycnn::conv2d_bwd_filter4_splits(p, 2), {1, 3, 15})) {
+    for (bool deterministic : {true, false}) {
+      if (splits == 1 && !deterministic) continue;
+      std::snprintf(label, sizeof label, "%s %s, %d %s, %s", name, tile.c_str(), splits, why.c_str(),
+                    splits == 1 ? "store" : deterministic ? "deterministic" : "atomic");
+      if (!emu::wanted(label)) continue;
+      const size_t bytes = pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, deterministic);
+      emu::Guarded<float> ws(bytes / 4, NAN, 0, "workspace");
+      emu::Guarded<float> dw(c.ref.dw.size(), NAN, 0, "dw");
+      launcher(c.x.data(), c.dy.data(), dw.data(), bytes ? ws.data() : nullptr, p, splits, deterministic, nullptr);
+      compare(label, p, dw, c.ref.dw, false, tol);
+      kernels_run.insert(std::string(name) + " " + tile);
+      if (deterministic && splits == 15) check_split_sum_short_grid(name, c, ws, splits);
+    }
+  }
+}
+
+// Depthwise (version 6, C/groups = 1): forward with ReLU and without bias, backward-
+// data, backward-filter on each split count; the forward and backward-data kernels
+// also on one and two runs of pixels where the launcher's grid has more (grid y; the
+// kernels stride over the rest), with the block the launcher would use (as wide as the
+// plane rounded to a warp, at most kDwThreads) and the specialised kernel it picks.
+static void check_depthwise(const Case& c) {
+  using namespace pycnn;
+  const Conv2dParams& p = c.p;
+  const int ks = dw_ksize(p);
+  char label[128];
+  const char* kind = ks ? (ks == 3 ? "3x3" : ks == 5 ? "5x5" : "7x7") : "general";
+  for (bool relu : {true, false}) {
+    std::snprintf(label, sizeof label, "conv2d_fwd6 %s%s", kind, relu ? " relu" : " no bias");
+    if (!emu::wanted(label)) continue;
+    emu::Guarded<float> y(c.ref.y.size(), NAN, 0, "y");
+    conv2d_fwd6(c.x.data(), c.w.data(), relu ? c.b.data() : nullptr, y.data(), p, relu, nullptr);
+    compare(label, p, y, relu ? c.ref.y : c.y_no_bias, relu);
+    kernels_run.insert(std::string("conv2d_fwd6 ") + kind);
+  }
+  std::snprintf(label, sizeof label, "conv2d_bwd_data6 %s", kind);
+  if (emu::wanted(label)) {
+    emu::Guarded<float> dx(c.ref.dx.size(), NAN, 0, "dx");
+    conv2d_bwd_data6(c.dy.data(), c.w.data(), dx.data(), p, nullptr);
+    compare(label, p, dx, c.ref.dx);
+    kernels_run.insert(std::string("conv2d_bwd_data6 ") + kind);
+  }
+  // the short grids: KS is a template argument, so one call per specialisation
   auto each_ksize = [&](auto run) {
-    if (ks == 3) run(std::integral_constant<int, 3>{});
-    if (ks == 5) run(std::integral_constant<int, 5>{});
-    if (ks == 7) run(std::integral_constant<int, 7>{});
-    run(std::integral_constant<int, 0>{});
+    switch (ks) {
+      case 3: run(std::integral_constant<int, 3>{}); break;
+      case 5: run(std::integral_constant<int, 5>{}); break;
+      case 7: run(std::integral_constant<int, 7>{}); break;
+      default: run(std::integral_constant<int, 0>{}); break;
+    }
   };
-  char label[64];
+  const int PQ = p.P * p.Q, HW = p.H * p.W;
+  const int tf = dw_plane_threads(PQ), td = dw_plane_threads(HW);
   each_ksize([&](auto ksize) {
     constexpr int KS = decltype(ksize)::value;
-    const int tf = threads_for(PQ), td = threads_for(HW);
     for (int gy : emu::grids(ceil_div(PQ, tf))) {
-      y.fill(NAN);
-      emu::launch(dim3(p.N * p.K, gy), dim3(tf),
-                  [&] { pycnn::conv2d_fwd_kernel6<KS, true>(xp, wp, bp, y.data(), p); });
-      std::snprintf(label, sizeof label, "fwd6 k%d relu grid y %d", KS, gy);
-      compare(label, p, y, ref.y, true);
+      if (gy == ceil_div(PQ, tf)) continue;  // the launcher's grid: run above
+      std::snprintf(label, sizeof label, "conv2d_fwd6 %s relu: kernel on grid y %d", kind, gy);
+      if (!emu::wanted(label)) continue;
+      emu::Guarded<float> y(c.ref.y.size(), NAN, 0, "y");
+      emu::launch("conv2d_fwd_kernel6 on a short grid", dim3(p.N * p.K, gy), dim3(tf),
+                  [&] { conv2d_fwd_kernel6<KS, true>(c.x.data(), c.w.data(), c.b.data(), y.data(), p); });
+      compare(label, p, y, c.ref.y, true);
     }
-    y.fill(NAN);
-    emu::launch(dim3(p.N * p.K, ceil_div(PQ, tf)), dim3(tf),
-                [&] { pycnn::conv2d_fwd_kernel6<KS, false>(xp, wp, nullptr, y.data(), p); });
-    std::vector<double> no_bias = ref.y;  // the reference includes b: take it back out
-    for (size_t i = 0; i < no_bias.size(); ++i) no_bias[i] -= bp[(i / PQ) % p.K];
-    std::snprintf(label, sizeof label, "fwd6 k%d no bias", KS);
-    compare(label, p, y, no_bias);
     for (int gy : emu::grids(ceil_div(HW, td))) {
-      dx.fill(NAN);
-      emu::launch(dim3(p.N * p.C, gy), dim3(td),
-                  [&] { pycnn::conv2d_bwd_data_kernel6<KS>(dyp, wp, dx.data(), p); });
-      std::snprintf(label, sizeof label, "bwd_data6 k%d grid y %d", KS, gy);
-      compare(label, p, dx, ref.dx);
-    }
-    for (int splits : {1, 3, 16}) {  // 16 > N*P*Q in the first depthwise case: empty splits
-      const int chunk = ceil_div(npq, splits);
-      const size_t ws_floats = pycnn::conv2d_bwd_filter6_workspace_bytes(p, splits) / 4;
-      emu::Guarded<float> ws(ws_floats, NAN);
-      dwv.fill(NAN);
-      emu::launch(dim3(p.K, splits), dim3(pycnn::kDwThreads), [&] {
-        pycnn::conv2d_bwd_filter_kernel6<KS>(xp, dyp, splits > 1 ? ws.data() : dwv.data(), p, chunk);
-      });
-      if (splits > 1) {
-        const int total = p.K * p.R * p.S;
-        emu::launch(dim3(pycnn::grid_for(total, 256)), dim3(256),
-                    [&] { pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits); });
-      }
-      std::snprintf(label, sizeof label, "bwd_filter6 k%d s%d", KS, splits);
-      compare(label, p, dwv, ref.dw);
+      if (gy == ceil_div(HW, td)) continue;
+      std::snprintf(label, sizeof label, "conv2d_bwd_data6 %s: kernel on grid y %d", kind, gy);
+      if (!emu::wanted(label)) continue;
+      emu::Guarded<float> dx(c.ref.dx.size(), NAN, 0, "dx");
+      emu::launch("conv2d_bwd_data_kernel6 on a short grid", dim3(p.N * p.C, gy), dim3(td),
+                  [&] { conv2d_bwd_data_kernel6<KS>(c.dy.data(), c.w.data(), dx.data(), p); });
+      compare(label, p, dx, c.ref.dx);
     }
   });
+  for (const auto& [splits, why] : split_counts(conv2d_bwd_filter6_splits(p, kH200Sms),
+                                                conv2d_bwd_filter6_splits(p, 2), {1, 3, 16})) {
+    std::snprintf(label, sizeof label, "conv2d_bwd_filter6 %s, %d %s", kind, splits, why.c_str());
+    if (!emu::wanted(label)) continue;
+    const size_t bytes = conv2d_bwd_filter6_workspace_bytes(p, splits);
+    emu::Guarded<float> ws(bytes / 4, NAN, 0, "workspace");
+    emu::Guarded<float> dw(c.ref.dw.size(), NAN, 0, "dw");
+    conv2d_bwd_filter6(c.x.data(), c.dy.data(), dw.data(), bytes ? ws.data() : nullptr, p, splits, nullptr);
+    compare(label, p, dw, c.ref.dw);
+    kernels_run.insert(std::string("conv2d_bwd_filter6 ") + kind);
+  }
+}
+
+// Direct version 1: the launchers (forward with bias and ReLU), then the kernels on
+// one and two blocks (forward without bias): grid-stride loops over every output
+// element, whose launchers' grid is grid_for(outputs, 256).
+static void check_direct(const Case& c) {
+  using namespace pycnn;
+  const Conv2dParams& p = c.p;
+  char label[96];
+  auto short_label = [&](const char* name, int grid) {
+    std::snprintf(label, sizeof label, "%s kernel on %d block%s", name, grid, grid == 1 ? "" : "s");
+    return label;
+  };
+  const int gy = grid_for((int64_t)p.N * p.K * p.P * p.Q, 256);
+  for (int grid : emu::grids(gy)) {
+    const char* what = grid == gy ? "conv2d_fwd1 relu" : short_label("conv2d_fwd1", grid);
+    if (!emu::wanted(what)) continue;
+    emu::Guarded<float> y(c.ref.y.size(), NAN, 0, "y");
+    if (grid == gy)
+      conv2d_fwd1(c.x.data(), c.w.data(), c.b.data(), y.data(), p, true, nullptr);
+    else
+      emu::launch("conv2d_fwd_kernel1 on a short grid", dim3(grid), dim3(256),
+                  [&] { conv2d_fwd_kernel1<false>(c.x.data(), c.w.data(), nullptr, y.data(), p); });
+    compare(what, p, y, grid == gy ? c.ref.y : c.y_no_bias, grid == gy);
+  }
+  const int gx = grid_for((int64_t)p.N * p.C * p.H * p.W, 256);
+  for (int grid : emu::grids(gx)) {
+    const char* what = grid == gx ? "conv2d_bwd_data1" : short_label("conv2d_bwd_data1", grid);
+    if (!emu::wanted(what)) continue;
+    emu::Guarded<float> dx(c.ref.dx.size(), NAN, 0, "dx");
+    if (grid == gx)
+      conv2d_bwd_data1(c.dy.data(), c.w.data(), dx.data(), p, nullptr);
+    else
+      emu::launch("conv2d_bwd_data_kernel1 on a short grid", dim3(grid), dim3(256),
+                  [&] { conv2d_bwd_data_kernel1(c.dy.data(), c.w.data(), dx.data(), p); });
+    compare(what, p, dx, c.ref.dx);
+  }
+  const int gw = grid_for((int64_t)c.ref.dw.size(), 256);
+  for (int grid : emu::grids(gw)) {
+    const char* what = grid == gw ? "conv2d_bwd_filter1" : short_label("conv2d_bwd_filter1", grid);
+    if (!emu::wanted(what)) continue;
+    emu::Guarded<float> dw(c.ref.dw.size(), NAN, 0, "dw");
+    if (grid == gw)
+      conv2d_bwd_filter1(c.x.data(), c.dy.data(), dw.data(), p, nullptr);
+    else
+      emu::launch("conv2d_bwd_filter_kernel1 on a short grid", dim3(grid), dim3(256),
+                  [&] { conv2d_bwd_filter_kernel1(c.x.data(), c.dy.data(), dw.data(), p); });
+    compare(what, p, dw, c.ref.dw);
+  }
 }
 
 static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int dh,
                      int dw_, int pt, int pb, int pl, int pr, int groups, bool slow_too) {
+  using namespace pycnn;
   Conv2dParams p{N, C, H, W, K, R, S, out_size(H, R, sh, pt + pb, dh), out_size(W, S, sw, pl + pr, dw_),
                  sh, sw, dh, dw_, pt, pl, groups};
   std::mt19937 rng(1234 + N * 7 + C * 13 + K * 31 + H);
@@ -168,196 +390,46 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   const int Cg = C / groups;
   auto x = rand_vec((size_t)N * C * H * W), w = rand_vec((size_t)K * Cg * R * S);
   auto b = rand_vec(K), dy = rand_vec((size_t)N * K * p.P * p.Q);
-  const Ref ref = reference(p, x, w, b, dy);
-  emu::Guarded<float> y(ref.y.size(), NAN), dx(ref.dx.size(), NAN), dwv(ref.dw.size(), NAN);
-  // the kernels read guarded copies: a read past an input's end gives NaN
-  const emu::Guarded<float> xg(x), wg(w), bg(b), dyg(dy);
-  const float* xp = xg.data(); const float* wp = wg.data(); const float* bp = bg.data();
-  const float* dyp = dyg.data();
+  const emu::Guarded<float> xg(x, 0, "x"), wg(w, 0, "w"), bg(b, 0, "b"), dyg(dy, 0, "dy");
+  Case c{p, reference(p, x, w, b, dy), xg, wg, bg, dyg, {}};
+  const int PQ = p.P * p.Q;
+  c.y_no_bias = c.ref.y;
+  for (size_t i = 0; i < c.y_no_bias.size(); ++i) c.y_no_bias[i] -= b[(i / PQ) % K];
 
-  if (slow_too) {  // direct kernels: conv2d_fwd1 & co. use 256 threads and grid_for(outputs, 256)
-    const int out_y = N * K * p.P * p.Q, out_x = N * C * H * W, out_w = K * Cg * R * S;
-    for (int grid : emu::grids(pycnn::grid_for(out_y, 256))) {
-      y.fill(NAN);
-      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_fwd_kernel1<false>(xp, wp, bp, y.data(), p); });
-      compare(grid == 1 ? "fwd1 grid 1" : "fwd1", p, y, ref.y);
-    }
-    for (int grid : emu::grids(pycnn::grid_for(out_x, 256))) {
-      dx.fill(NAN);
-      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_bwd_data_kernel1(dyp, wp, dx.data(), p); });
-      compare(grid == 1 ? "bwd_data1 grid 1" : "bwd_data1", p, dx, ref.dx);
-    }
-    for (int grid : emu::grids(pycnn::grid_for(out_w, 256))) {
-      dwv.fill(NAN);
-      emu::launch(dim3(grid), dim3(256), [&] { pycnn::conv2d_bwd_filter_kernel1(xp, dyp, dwv.data(), p); });
-      compare(grid == 1 ? "bwd_filter1 grid 1" : "bwd_filter1", p, dwv, ref.dw);
-    }
-  }
+  if (slow_too) check_direct(c);
+  if (Cg == 1) check_depthwise(c);
 
-  if (Cg == 1) run_depthwise(p, xp, wp, bp, dyp, ref, y, dx, dwv);
-
-  const int M = N * p.P * p.Q, Kg = K / groups;
-  {  // backward-bias 5 (warp shuffles emulated lane by lane)
+  if (emu::wanted("conv2d_bwd_bias5")) {  // one block per channel, warp shuffles emulated lane by lane
     std::vector<double> db_ref(K, 0.0);
     for (int n = 0; n < N; ++n)
       for (int k = 0; k < K; ++k)
-        for (int i = 0; i < p.P * p.Q; ++i) db_ref[k] += dy[((size_t)n * K + k) * p.P * p.Q + i];
-    emu::Guarded<float> db(K, NAN);
-    emu::launch(dim3(K), dim3(pycnn::kBiasThreads),
-                [&] { pycnn::conv2d_bwd_bias_kernel5(dyp, db.data(), N, K, p.P * p.Q); });
-    compare("bwd_bias5", p, db, db_ref);
+        for (int i = 0; i < PQ; ++i) db_ref[k] += dy[((size_t)n * K + k) * PQ + i];
+    emu::Guarded<float> db(K, NAN, 0, "db");
+    conv2d_bwd_bias5(dyg.data(), db.data(), N, K, PQ, nullptr);
+    compare("conv2d_bwd_bias5", p, db, db_ref);
   }
-  {  // forward 2, both tunings, with ReLU
-    using T = pycnn::Fwd2Small;
-    y.fill(NAN);
-    emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
-                [&] { pycnn::conv2d_fwd_kernel2<T, true>(xp, wp, bp, y.data(), p); });
-    compare("fwd2 64x64 relu", p, y, ref.y, true);
-  }
-  {
-    using T = pycnn::Fwd2Large;
-    y.fill(NAN);
-    emu::launch(dim3(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups), dim3(T::THREADS),
-                [&] { pycnn::conv2d_fwd_kernel2<T, false>(xp, wp, bp, y.data(), p); });
-    compare("fwd2 128x128", p, y, ref.y);
-  }
-  {  // forward 7 (double-buffered, float4), both tunings; y 16-byte aligned (float4 stores
-     // when P*Q % 4 == 0) and 4 bytes off (scalar stores in any case)
-    auto run7 = [&](auto tile, bool relu, size_t misalign, const char* name) {
-      using T = decltype(tile);
-      emu::Guarded<float> y7(ref.y.size(), NAN, misalign);
-      const dim3 grid(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups);
-      emu::launch(grid, dim3(T::THREADS), [&] {
-        if (relu) pycnn::conv2d_fwd_kernel7<T, true>(xp, wp, bp, y7.data(), p);
-        else pycnn::conv2d_fwd_kernel7<T, false>(xp, wp, bp, y7.data(), p);
-      });
-      compare(name, p, y7, ref.y, relu);
-    };
-    run7(pycnn::Fwd7Small{}, true, 0, "fwd7 64x64 relu");
-    run7(pycnn::Fwd7Large{}, false, 0, "fwd7 128x128");
-    run7(pycnn::Fwd7Small{}, false, 1, "fwd7 64x64 y misaligned");
-  }
-  {  // forward 8 (tensor cores, 3xTF32), both tunings. The emulated tensor cores drop
-     // the inputs' low 13 mantissa bits as the GPU's do, so the tolerance here is
-     // 10x tighter than the other versions': one TF32 product per term (no split)
-     // is off by ~1e-4 of the output's scale and fails it.
-    auto run8 = [&](auto tile, bool relu, const char* name) {
-      using T = decltype(tile);
-      y.fill(NAN);
-      const dim3 grid(pycnn::ceil_div(M, T::BM), pycnn::ceil_div(Kg, T::BN), groups);
-      emu::launch(grid, dim3(T::THREADS), [&] {
-        if (relu) pycnn::conv2d_fwd_kernel8<T, true>(xp, wp, bp, y.data(), p);
-        else pycnn::conv2d_fwd_kernel8<T, false>(xp, wp, bp, y.data(), p);
-      });
-      compare(name, p, y, ref.y, relu, 1e-5);
-    };
-    run8(pycnn::Fwd8Small{}, true, "fwd8 64x64 relu");
-    run8(pycnn::Fwd8Large{}, false, "fwd8 128x128");
-  }
-  const int MX = N * H * W;
-  {  // backward-data 3, both tunings
-    using T = pycnn::BwdData3Small;
-    dx.fill(NAN);
-    emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
-                [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
-    compare("bwd_data3 64x64", p, dx, ref.dx);
-  }
-  {
-    using T = pycnn::BwdData3Large;
-    dx.fill(NAN);
-    emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
-                [&] { pycnn::conv2d_bwd_data_kernel3<T>(dyp, wp, dx.data(), p); });
-    compare("bwd_data3 128x128", p, dx, ref.dx);
-  }
-  {  // backward-data 9 (tensor cores, 3xTF32), both tunings, at forward 8's tolerance
-    auto run9 = [&](auto tile, const char* name) {
-      using T = decltype(tile);
-      dx.fill(NAN);
-      emu::launch(dim3(pycnn::ceil_div(MX, T::BM), pycnn::ceil_div(Cg, T::BN), groups), dim3(T::THREADS),
-                  [&] { pycnn::conv2d_bwd_data_kernel9<T>(dyp, wp, dx.data(), p); });
-      compare(name, p, dx, ref.dx, false, 1e-5);
-    };
-    run9(pycnn::BwdData9Small{}, "bwd_data9 64x64");
-    run9(pycnn::BwdData9Large{}, "bwd_data9 128x128");
-  }
-  {  // backward-data 11 (stride phases), both tunings: the launcher's grid, sized for the
-     // largest phase, with groups * phases in z; also the 128-row tile on the 64-row
-     // tile's grid x, to show that blocks past a phase's end leave dx alone
-    auto run11 = [&](auto tile, int rows_per_block, const char* name) {
-      using T = decltype(tile);
-      const int z = groups * sh * sw;
-      const int mx = (int)pycnn::bwd_data11_max_rows(p);
-      dx.fill(NAN);
-      emu::launch(dim3(pycnn::ceil_div(mx, rows_per_block), pycnn::ceil_div(Cg, T::BN), z),
-                  dim3(T::THREADS), [&] { pycnn::conv2d_bwd_data_kernel11<T>(dyp, wp, dx.data(), p); });
-      compare(name, p, dx, ref.dx);
-    };
-    run11(pycnn::BwdData11Small{}, pycnn::BwdData11Small::BM, "bwd_data11 64x64");
-    run11(pycnn::BwdData11Large{}, pycnn::BwdData11Large::BM, "bwd_data11 128x128");
-    run11(pycnn::BwdData11Large{}, pycnn::BwdData11Small::BM, "bwd_data11 128x128 idle blocks");
-  }
-  // backward-filter 4 and 10 (the same split-K scheme): both tunings, one split (plain
-  // store), several splits with atomics, several through the workspace and the
-  // fixed-order reduction; the split count leaves trailing splits with an empty range
-  // (chunks are whole BK steps). `kernel(tile, atomic, out, chunk, split_stride)`
-  // runs one block of the version's kernel; version 10 at forward 8's tolerance.
-  const int NPQ = N * p.P * p.Q;
-  auto run_bwd_filter = [&](auto tile, auto kernel, const char* name, double tol) {
-    using T = decltype(tile);
-    for (int splits : {1, 3, 15}) {
-      for (bool deterministic : {false, true}) {
-        if (splits == 1 && deterministic) continue;
-        const int chunk = pycnn::ceil_div(pycnn::ceil_div(NPQ, splits), T::BK) * T::BK;
-        const dim3 grid(pycnn::ceil_div(Cg * R * S, T::BM), pycnn::ceil_div(Kg, T::BN), splits * groups);
-        const int total = (int)ref.dw.size();
-        char label[64];
-        if (splits > 1 && !deterministic) {
-          dwv.fill(0.f);
-          emu::launch(grid, dim3(T::THREADS), [&] { kernel(T{}, true, dwv.data(), chunk, 0); });
-          std::snprintf(label, sizeof label, "%s s%d atomic", name, splits);
-          compare(label, p, dwv, ref.dw, false, tol);
-          continue;
-        }
-        dwv.fill(NAN);
-        emu::Guarded<float> ws(splits > 1 ? pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true) / 4 : 0, NAN);
-        float* out = splits > 1 ? ws.data() : dwv.data();
-        emu::launch(grid, dim3(T::THREADS), [&] { kernel(T{}, false, out, chunk, splits > 1 ? total : 0); });
-        if (splits == 1) {
-          std::snprintf(label, sizeof label, "%s s1 store", name);
-          compare(label, p, dwv, ref.dw, false, tol);
-          continue;
-        }
-        for (int rgrid : emu::grids(pycnn::grid_for(total, 256))) {  // the launchers' reduction
-          dwv.fill(NAN);
-          emu::launch(dim3(rgrid), dim3(256), [&] {
-            pycnn::conv2d_split_sum_kernel(ws.data(), dwv.data(), total, splits);
-          });
-          std::snprintf(label, sizeof label, "%s s%d det%s", name, splits, rgrid == 1 ? " (reduce grid 1)" : "");
-          compare(label, p, dwv, ref.dw, false, tol);
-        }
-      }
-    }
-  };
-  auto kernel4 = [&](auto tile, bool atomic, float* out, int chunk, int stride) {
-    using T = decltype(tile);
-    if (atomic) pycnn::conv2d_bwd_filter_kernel4<T, true>(xp, dyp, out, p, chunk, stride);
-    else pycnn::conv2d_bwd_filter_kernel4<T, false>(xp, dyp, out, p, chunk, stride);
-  };
-  auto kernel10 = [&](auto tile, bool atomic, float* out, int chunk, int stride) {
-    using T = decltype(tile);
-    if (atomic) pycnn::conv2d_bwd_filter_kernel10<T, true>(xp, dyp, out, p, chunk, stride);
-    else pycnn::conv2d_bwd_filter_kernel10<T, false>(xp, dyp, out, p, chunk, stride);
-  };
-  run_bwd_filter(pycnn::BwdFilter4Small{}, kernel4, "bwd_filter4 64", 1e-4);
-  run_bwd_filter(pycnn::BwdFilter4Large{}, kernel4, "bwd_filter4 128", 1e-4);
-  run_bwd_filter(pycnn::BwdFilter10Small{}, kernel10, "bwd_filter10 64", 1e-5);
-  run_bwd_filter(pycnn::BwdFilter10Large{}, kernel10, "bwd_filter10 128", 1e-5);
+
+  // The tensor-core versions (8, 9, 10) at a 10x tighter tolerance: the emulated
+  // tensor cores drop the inputs' low 13 mantissa bits as the GPU's do, so one TF32
+  // product per term (no 3xTF32 split) is off by ~1e-4 of the output's scale and fails.
+  check_fwd_igemm<Fwd2Large, Fwd2Small>("conv2d_fwd2", conv2d_fwd2, c, 1e-4, false);
+  check_fwd_igemm<Fwd7Large, Fwd7Small>("conv2d_fwd7", conv2d_fwd7, c, 1e-4, true);
+  check_fwd_igemm<Fwd8Large, Fwd8Small>("conv2d_fwd8", conv2d_fwd8, c, 1e-5, false);
+  const int64_t MX = (int64_t)N * H * W;
+  check_bwd_data_igemm<BwdData3Large, BwdData3Small>("conv2d_bwd_data3", conv2d_bwd_data3, c, MX, groups, 1e-4);
+  check_bwd_data_igemm<BwdData9Large, BwdData9Small>("conv2d_bwd_data9", conv2d_bwd_data9, c, MX, groups, 1e-5);
+  check_bwd_data_igemm<BwdData11Large, BwdData11Small>("conv2d_bwd_data11", conv2d_bwd_data11, c,
+                                                       bwd_data11_max_rows(p), (int64_t)groups * sh * sw, 1e-4);
+  check_bwd_filter_split_k<BwdFilter4Large, BwdFilter4Small>("conv2d_bwd_filter4", conv2d_bwd_filter4, c, 1e-4);
+  check_bwd_filter_split_k<BwdFilter10Large, BwdFilter10Small>("conv2d_bwd_filter10", conv2d_bwd_filter10, c, 1e-5);
 }
 
 // Version 11's phase arithmetic (first pixel, taps, output offsets; strides that share
 // a factor with the dilation; padding past the filter) on 60 random small shapes,
-// against the oracle's dx, with the small tile on the launcher's grid.
+// through the launcher on the H200 (the small tile: C/groups < 96), against the
+// oracle's dx.
 static void sweep_bwd_data11() {
+  if (!emu::wanted("conv2d_bwd_data11 random sweep")) return;
   std::mt19937 rng(11);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -376,12 +448,9 @@ static void sweep_bwd_data11() {
     for (auto& e : w) e = u(rng);
     for (auto& e : dy) e = u(rng);
     const Ref ref = reference(p, x, w, {}, dy);
-    const emu::Guarded<float> wg(w), dyg(dy);
-    emu::Guarded<float> dx(ref.dx.size(), NAN);
-    using T = pycnn::BwdData11Small;
-    emu::launch(dim3(pycnn::ceil_div((int)pycnn::bwd_data11_max_rows(p), T::BM), pycnn::ceil_div(C / groups, T::BN),
-                     groups * sh * sw),
-                dim3(T::THREADS), [&] { pycnn::conv2d_bwd_data_kernel11<T>(dyg.data(), wg.data(), dx.data(), p); });
+    const emu::Guarded<float> wg(w, 0, "w"), dyg(dy, 0, "dy");
+    emu::Guarded<float> dx(ref.dx.size(), NAN, 0, "dx");
+    pycnn::conv2d_bwd_data11(dyg.data(), wg.data(), dx.data(), p, nullptr);
     double err = dx.intact() ? 0 : INFINITY;
     for (size_t i = 0; i < ref.dx.size(); ++i) {
       const double e = std::fabs(dx[i] - ref.dx[i]);
@@ -391,10 +460,11 @@ static void sweep_bwd_data11() {
     if (!(err <= worst)) { worst = err; worst_case = done; }
     ++done;
   }
-  emu::report(ok, "bwd_data11 random sweep: 60 shapes, worst err %.2e (shape %d)", worst, worst_case);
+  emu::report(ok, "conv2d_bwd_data11 random sweep: 60 shapes, worst err %.2e (shape %d)", worst, worst_case);
 }
 
-int main() {
+int main(int argc, char** argv) {
+  emu::parse_args(argc, argv);
   sweep_bwd_data11();
   //        N  C   H   W   K  R  S  sh sw dh dw pt pb pl pr groups slow
   run_case(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true);      // plain 3x3, odd sizes
@@ -407,10 +477,29 @@ int main() {
   run_case(1, 12, 13, 11, 9, 2, 4, 3, 2, 2, 3, 0, 2, 3, 1, 3, false);  // even filters, stride 3, dilation 3
   run_case(3, 5, 8, 8, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, false);    // P*Q = 64: float4 stores
   run_case(2, 4, 13, 12, 8, 5, 5, 1, 1, 2, 2, 4, 3, 4, 2, 4, true);    // depthwise x2, 5x5, dilation 2
-  run_case(2, 1, 17, 19, 3, 3, 2, 2, 3, 1, 1, 1, 0, 0, 1, 1, true);    // one input channel, 3x2, stride 2,3
+  run_case(2, 1, 17, 19, 3, 3, 2, 2, 3, 1, 1, 1, 0, 0, 1, 1, true);    // one input channel (depthwise, general
+                                                                       // loops), 3x2, stride 2,3
   run_case(1, 2, 20, 18, 2, 7, 7, 1, 1, 1, 1, 3, 3, 3, 3, 2, false);   // depthwise 7x7, planes past 256
   run_case(2, 5, 11, 12, 7, 3, 3, 2, 4, 2, 2, 2, 1, 2, 0, 1, false);   // dilation sharing a factor with
                                                                        // the stride: phases with no tap
   run_case(2, 6, 9, 10, 130, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, false);  // 1x1 stride 2 (ResNet downsample)
+  run_case(1, 12, 6, 5, 100, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, false);  // K, C*R*S >= 96: the large bwd_filter
+                                                                       // tile (bwd_filter4_large); K past 64
+  run_case(1, 192, 5, 7, 192, 3, 2, 2, 1, 1, 2, 1, 0, 1, 1, 2, false); // every pass 96 wide per group: the
+                                                                       // large tiles on groups, stride, dilation
+  // Every kernel a launcher can choose ran: both tiles of the implicit-GEMM versions
+  // (by their own rules, as the labels say), and version 6's three specialised
+  // filter sizes and its general loops. A filtered run skips some on purpose.
+  const char* two_tiles[] = {"conv2d_fwd2",      "conv2d_fwd7",      "conv2d_fwd8",        "conv2d_bwd_data3",
+                             "conv2d_bwd_data9", "conv2d_bwd_data11", "conv2d_bwd_filter4", "conv2d_bwd_filter10"};
+  const char* depthwise[] = {"conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6"};
+  auto ran = [](const char* name, const char* kind) { return kernels_run.count(std::string(name) + " " + kind) > 0; };
+  if (emu::only == nullptr) {
+    for (const char* name : two_tiles)
+      emu::report(ran(name, "64x64") && ran(name, "128x128"), "%s: both tiles ran (64x64 and 128x128)", name);
+    for (const char* name : depthwise)
+      emu::report(ran(name, "3x3") && ran(name, "5x5") && ran(name, "7x7") && ran(name, "general"),
+                  "%s: the 3x3, 5x5, 7x7 and general kernels ran", name);
+  }
   return emu::finish();
 }

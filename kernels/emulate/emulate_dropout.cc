@@ -5,12 +5,12 @@
 // kernel compares integers against a threshold its launcher derives from p).
 // y = x * mask / float(1 - p) and dx = dy * mask / float(1 - p) bit for bit,
 // all zeros for p == 1; a dropped inf gives NaN. p includes 0, 1, and values
-// exactly at and just above one element's hash (the edge of the threshold);
-// the kernels run on the launcher's grid and on grids of one and two blocks.
+// exactly at and just above one element's hash (the edge of the threshold).
+// Each case runs the real launchers (dropout_fwd1 / dropout_bwd1, which derive the
+// key and threshold from p and seed and pick the grid), then the kernels on grids
+// of one and two blocks, so the grid-stride loops wrap.
 //
-// Build and run (tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
-//       kernels/emulate/emulate_dropout.cc -o /tmp/emulate_dropout && /tmp/emulate_dropout
+// Build and run: python kernels/emulate/emulate.py dropout [--only NAME]
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -53,6 +53,7 @@ static void check(int n, double p, uint32_t seed) {
   std::vector<uint8_t> mask(n);
   std::vector<float> y_ref(n), dx_ref(n);
   const float one_minus_p = static_cast<float>(1.0 - p);
+  const bool drop_all = p == 1.0;
   int kept = 0;
   for (int i = 0; i < n; ++i) {
     mask[i] = keep(i, p, seed);
@@ -60,22 +61,27 @@ static void check(int n, double p, uint32_t seed) {
     y_ref[i] = p == 1.0 ? 0.f : x[i] * static_cast<float>(mask[i]) / one_minus_p;
     dx_ref[i] = p == 1.0 ? 0.f : dy[i] * static_cast<float>(mask[i]) / one_minus_p;
   }
-  // dropout_fwd1 / dropout_bwd1: key, threshold = ceil(p * 2^32), 1 - p, p == 1
+  const emu::Guarded<float> xg(x, 0, "x"), dyg(dy, 0, "dy");
+  const emu::Guarded<uint8_t> mg(mask, 0, "mask");
+  // grid 0: the launchers dropout_fwd1 / dropout_bwd1 (key, threshold, 1 - p and p == 1
+  // are theirs); grids 1 and 2: the kernels on fewer blocks, so the grid-stride loops wrap
+  // (with the launcher's arguments, derived here as the launcher documents them).
   const uint32_t key = pycnn::lowbias32(seed ^ 0x9E3779B9u);
   const uint64_t threshold = static_cast<uint64_t>(std::ceil(p * 4294967296.0));
-  const bool drop_all = p == 1.0;
-  const emu::Guarded<float> xg(x), dyg(dy);
-  const emu::Guarded<uint8_t> mg(mask);
-  const int launcher = pycnn::grid_for(n, kDropoutBlock);
-  for (int grid : emu::grids(launcher)) {
-    emu::Guarded<float> y(n), dx(n);
-    emu::Guarded<uint8_t> m(n);
-    emu::launch(dim3(grid), dim3(kDropoutBlock), [&] {
-      pycnn::dropout_fwd_kernel1(xg.data(), y.data(), m.data(), n, key, threshold, one_minus_p, drop_all);
-    });
-    emu::launch(dim3(grid), dim3(kDropoutBlock), [&] {
-      pycnn::dropout_bwd_kernel1(dyg.data(), mg.data(), dx.data(), n, one_minus_p, drop_all);
-    });
+  for (int grid : {0, 1, 2}) {
+    emu::Guarded<float> y(n, NAN, 0, "y"), dx(n, NAN, 0, "dx");
+    emu::Guarded<uint8_t> m(n, 0xAB, 0, "m");
+    if (grid == 0) {
+      pycnn::dropout_fwd1(xg.data(), y.data(), m.data(), n, p, seed, nullptr);
+      pycnn::dropout_bwd1(dyg.data(), mg.data(), dx.data(), n, p, nullptr);
+    } else {
+      emu::launch("dropout_fwd_kernel1 on a short grid", dim3(grid), dim3(kDropoutBlock), [&] {
+        pycnn::dropout_fwd_kernel1(xg.data(), y.data(), m.data(), n, key, threshold, one_minus_p, drop_all);
+      });
+      emu::launch("dropout_bwd_kernel1 on a short grid", dim3(grid), dim3(kDropoutBlock), [&] {
+        pycnn::dropout_bwd_kernel1(dyg.data(), mg.data(), dx.data(), n, one_minus_p, drop_all);
+      });
+    }
     int bad_mask = 0, bad_y = 0, bad_dx = 0;
     for (int i = 0; i < n; ++i) {
       bad_mask += m[i] != mask[i];
@@ -83,12 +89,14 @@ static void check(int n, double p, uint32_t seed) {
       bad_dx += !same_float(dx[i], dx_ref[i]);
     }
     emu::report(bad_mask + bad_y + bad_dx == 0 && y.intact() && m.intact() && dx.intact(),
-                "dropout n %5d p %.10f seed %10u grid %3d: kept %5d, wrong mask %d y %d dx %d", n, p, seed, grid, kept,
+                "dropout n %5d p %.10f seed %10u %-8s: kept %5d, wrong mask %d y %d dx %d", n, p, seed,
+                grid == 0 ? "launcher" : grid == 1 ? "grid 1" : "grid 2", kept,
                 bad_mask, bad_y, bad_dx);
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  emu::parse_args(argc, argv);
   for (uint32_t seed : {0u, 12345u, 0xFFFFFFFFu})
     for (double p : {0.0, 0.1, 0.5, 0.999, 1.0}) check(1001, p, seed);
   check(1, 0.5, 7);

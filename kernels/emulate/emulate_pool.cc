@@ -11,12 +11,10 @@
 //              input, ceil_mode windows that start in the right/bottom padding dropped;
 //   adaptive   window [floor(i*H/P), ceil((i+1)*H/P)), P = Q = 1 on the
 //              warp-per-plane global kernel as the launcher chooses.
-// Every kernel runs with the grid its launcher computes and with a grid of one
-// or two blocks (the grid-stride loops), on odd shapes.
+// Every pass runs through its launcher (which picks grid, block and kernel), and its
+// kernel also on a grid of one or two blocks (the grid-stride loops), on odd shapes.
 //
-// Build and run (tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
-//       kernels/emulate/emulate_pool.cc -o /tmp/emulate_pool && /tmp/emulate_pool
+// Build and run: python kernels/emulate/emulate.py pool [--only max_pool2d_bwd2]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -52,6 +50,12 @@ static bool same_bits_or_both_nan(float a, float b) {
 }
 
 // ---------------------------------------------------------------- max pool
+// Each pass runs through its launcher (grid 0 in the loops below: the grid, block and
+// kernel it picks) and, since every pool kernel is a grid-stride loop, its kernel also
+// on grids of one and two blocks, fewer than the launcher's, so the loop wraps.
+static const int kGrids[] = {0, 1, 2};
+static const char* grid_name(int grid) { return grid == 0 ? "launcher" : grid == 1 ? "grid 1" : "grid 2"; }
+
 static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, int sw, int ph, int pw,
                            int dh, int dw, bool ceil_mode) {
   const int P = pool_out(H, kh, sh, ph, dh, ceil_mode), Q = pool_out(W, kw, sw, pw, dw, ceil_mode);
@@ -107,37 +111,47 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
 
   const emu::Guarded<float> xg(x), dyg(dy);
   const emu::Guarded<int64_t> idxg(idx_bwd);
-  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_fwd1's grid
-    emu::Guarded<float> y(total);
-    emu::Guarded<int64_t> idx(total);
-    emu::launch(dim3(grid), dim3(pycnn::kPoolBlock), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("max_pool2d_fwd1")) break;
+    emu::Guarded<float> y(total, NAN, 0, "y");
+    emu::Guarded<int64_t> idx(total, -7, 0, "indices");
+    if (grid == 0)
+      pycnn::max_pool2d_fwd1(xg.data(), y.data(), idx.data(), N, C, H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw, nullptr);
+    else emu::launch("max_pool2d_fwd_kernel1 on a short grid", dim3(grid), dim3(pycnn::kPoolBlock), [&] {
       pycnn::max_pool2d_fwd_kernel1(xg.data(), y.data(), idx.data(), total, H, W, P, Q, kh, kw, sh, sw,
                                     ph, pw, dh, dw);
     });
     int bad = 0;
     for (int o = 0; o < total; ++o) bad += !same_bits_or_both_nan(y[o], y_ref[o]) || idx[o] != idx_ref[o];
     emu::report(bad == 0 && y.intact() && idx.intact(),
-                "max_pool2d_fwd   N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d grid %4d: %d wrong",
-                N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid, bad);
+                "max_pool2d_fwd1  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d %s: %d wrong",
+                N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid_name(grid), bad);
   }
-  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kPoolBlock))) {  // max_pool2d_bwd1's grid
-    emu::Guarded<float> dx(x.size(), 0.f);  // the launcher zeroes dx first
-    emu::launch(dim3(grid), dim3(pycnn::kPoolBlock), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("max_pool2d_bwd1")) break;
+    emu::Guarded<float> dx(x.size(), NAN, 0, "dx");
+    if (grid == 0)  // the launcher zeroes dx itself (cudaMemsetAsync)
+      pycnn::max_pool2d_bwd1(dyg.data(), idxg.data(), dx.data(), N, C, H, W, P, Q, nullptr);
+    else if (dx.assign(0.f); true)  // zeroed as the launcher does
+      emu::launch("max_pool2d_bwd_kernel1 on a short grid", dim3(grid), dim3(pycnn::kPoolBlock), [&] {
       pycnn::max_pool2d_bwd_kernel1(dyg.data(), idxg.data(), dx.data(), total, HW, P * Q);
     });
     const double err = emu::max_rel_err(dx, dx_ref, dx_ref.size());
-    emu::report(err < 1e-6 && dx.intact(), "max_pool2d_bwd   N%d C%d %dx%d -> %dx%d (2 bad indices) grid %4d: err %.1e",
-                N, C, H, W, P, Q, grid, err);
+    emu::report(err < 1e-6 && dx.intact(), "max_pool2d_bwd1  N%d C%d %dx%d -> %dx%d (2 bad indices) %s: err %.1e",
+                N, C, H, W, P, Q, grid_name(grid), err);
   }
   // version 2, the gather: each grid launched twice in a row, which runs every
   // block's threads first in one order, then in the other (emu.h alternates);
   // dx starts poisoned, so an element the kernel does not write is caught
   const int in_total = planes * HW;
   std::vector<float> first_run;
-  for (int grid : emu::grids(pycnn::grid_for(in_total, pycnn::kMaxPoolBwdBlock))) {  // max_pool2d_bwd2's grid
+  for (int grid : kGrids) {
+    if (!emu::wanted("max_pool2d_bwd2")) break;
     for (int order = 0; order < 2; ++order) {
-      emu::Guarded<float> dx(in_total);
-      emu::launch(dim3(grid), dim3(pycnn::kMaxPoolBwdBlock), [&] {
+      emu::Guarded<float> dx(in_total, NAN, 0, "dx");
+      if (grid == 0)
+        pycnn::max_pool2d_bwd2(dyg.data(), idxg.data(), dx.data(), N, C, H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw, nullptr);
+      else emu::launch("max_pool2d_bwd_kernel2 on a short grid", dim3(grid), dim3(pycnn::kMaxPoolBwdBlock), [&] {
         pycnn::max_pool2d_bwd_kernel2(dyg.data(), idxg.data(), dx.data(), in_total, H, W, P, Q, kh, kw, sh, sw,
                                       ph, pw, dh, dw);
       });
@@ -149,9 +163,9 @@ static void check_max_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
       }
       const double err = emu::max_rel_err(dx, dx_ref, dx_ref.size());
       emu::report(not_oracle == 0 && not_first == 0 && err < 1e-6 && dx.intact(),
-                  "max_pool2d_bwd2  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d grid %4d run %d: "
+                  "max_pool2d_bwd2  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d d%d,%d ceil%d -> %dx%d %s run %d: "
                   "%d bits differ from the float loop, %d from the first run, err %.1e",
-                  N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid, order, not_oracle, not_first,
+                  N, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, P, Q, grid_name(grid), order, not_oracle, not_first,
                   err);
     }
   }
@@ -182,28 +196,34 @@ static void check_avg_pool(int N, int C, int H, int W, int kh, int kw, int sh, i
         y_ref[o] = sum / divisor;
       }
   const emu::Guarded<float> xg(x), dyg(dy);
-  for (int grid : emu::grids(pycnn::grid_for(total, pycnn::kAvgBlock))) {  // avg_pool2d_fwd1's grid
-    emu::Guarded<float> y(total);
-    emu::launch(dim3(grid), dim3(pycnn::kAvgBlock), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("avg_pool2d_fwd1")) break;
+    emu::Guarded<float> y(total, NAN, 0, "y");
+    if (grid == 0)
+      pycnn::avg_pool2d_fwd1(xg.data(), y.data(), N, C, H, W, P, Q, kh, kw, sh, sw, ph, pw, count_include_pad, nullptr);
+    else emu::launch("avg_pool2d_fwd_kernel1 on a short grid", dim3(grid), dim3(pycnn::kAvgBlock), [&] {
       pycnn::avg_pool2d_fwd_kernel1(xg.data(), y.data(), total, H, W, P, Q, kh, kw, sh, sw, ph, pw,
                                     count_include_pad);
     });
     const double err = emu::max_rel_err(y, y_ref, total);
     emu::report(err < 1e-6 && y.intact(),
-                "avg_pool2d_fwd   N%d C%d %dx%d k%dx%d s%d,%d p%d,%d ceil%d incl_pad%d -> %dx%d grid %4d: err %.1e",
-                N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad, P, Q, grid, err);
+                "avg_pool2d_fwd1  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d ceil%d incl_pad%d -> %dx%d %s: err %.1e",
+                N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad, P, Q, grid_name(grid), err);
   }
   const int in_total = planes * HW;
-  for (int grid : emu::grids(pycnn::grid_for(in_total, pycnn::kAvgBlock))) {  // avg_pool2d_bwd1's grid
-    emu::Guarded<float> dx(in_total);
-    emu::launch(dim3(grid), dim3(pycnn::kAvgBlock), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("avg_pool2d_bwd1")) break;
+    emu::Guarded<float> dx(in_total, NAN, 0, "dx");
+    if (grid == 0)
+      pycnn::avg_pool2d_bwd1(dyg.data(), dx.data(), N, C, H, W, P, Q, kh, kw, sh, sw, ph, pw, count_include_pad, nullptr);
+    else emu::launch("avg_pool2d_bwd_kernel1 on a short grid", dim3(grid), dim3(pycnn::kAvgBlock), [&] {
       pycnn::avg_pool2d_bwd_kernel1(dyg.data(), dx.data(), in_total, H, W, P, Q, kh, kw, sh, sw, ph, pw,
                                     count_include_pad);
     });
     const double err = emu::max_rel_err(dx, dx_ref, in_total);
     emu::report(err < 1e-6 && dx.intact(),
-                "avg_pool2d_bwd   N%d C%d %dx%d k%dx%d s%d,%d p%d,%d ceil%d incl_pad%d -> %dx%d grid %4d: err %.1e",
-                N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad, P, Q, grid, err);
+                "avg_pool2d_bwd1  N%d C%d %dx%d k%dx%d s%d,%d p%d,%d ceil%d incl_pad%d -> %dx%d %s: err %.1e",
+                N, C, H, W, kh, kw, sh, sw, ph, pw, ceil_mode, count_include_pad, P, Q, grid_name(grid), err);
   }
 }
 
@@ -232,33 +252,38 @@ static void check_adaptive(int N, int C, int H, int W, int P, int Q) {
   const emu::Guarded<float> xg(x), dyg(dy);
   const bool global = P == 1 && Q == 1;  // adaptive_avg_pool2d_fwd1 takes the warp-per-plane kernel
   const int block = pycnn::kAdaptiveBlock;
-  const int fwd_grid = global ? std::min(pycnn::ceil_div(total, block / 32), 65535 * 8)
-                              : pycnn::grid_for(total, block);
-  for (int grid : emu::grids(fwd_grid)) {
-    emu::Guarded<float> y(total);
-    emu::launch(dim3(grid), dim3(block), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("adaptive_avg_pool2d_fwd1")) break;
+    emu::Guarded<float> y(total, NAN, 0, "y");
+    if (grid == 0)
+      pycnn::adaptive_avg_pool2d_fwd1(xg.data(), y.data(), N, C, H, W, P, Q, nullptr);
+    else emu::launch("adaptive_avg_pool2d kernel on a short grid", dim3(grid), dim3(block), [&] {
       if (global)
         pycnn::global_avg_pool2d_fwd_kernel1(xg.data(), y.data(), total, HW);
       else
         pycnn::adaptive_avg_pool2d_fwd_kernel1(xg.data(), y.data(), total, H, W, P, Q);
     });
     const double err = emu::max_rel_err(y, y_ref, total);
-    emu::report(err < 1e-6 && y.intact(), "%s N%d C%d %dx%d -> %dx%d grid %4d: err %.1e",
-                global ? "global_avg_fwd  " : "adaptive_avg_fwd", N, C, H, W, P, Q, grid, err);
+    emu::report(err < 1e-6 && y.intact(), "%s N%d C%d %dx%d -> %dx%d %s: err %.1e",
+                global ? "adaptive_avg_pool2d_fwd1 (global)" : "adaptive_avg_pool2d_fwd1", N, C, H, W, P, Q, grid_name(grid), err);
   }
   const int in_total = planes * HW;
-  for (int grid : emu::grids(pycnn::grid_for(in_total, block))) {  // adaptive_avg_pool2d_bwd1's grid
-    emu::Guarded<float> dx(in_total);
-    emu::launch(dim3(grid), dim3(block), [&] {
+  for (int grid : kGrids) {
+    if (!emu::wanted("adaptive_avg_pool2d_bwd1")) break;
+    emu::Guarded<float> dx(in_total, NAN, 0, "dx");
+    if (grid == 0)
+      pycnn::adaptive_avg_pool2d_bwd1(dyg.data(), dx.data(), N, C, H, W, P, Q, nullptr);
+    else emu::launch("adaptive_avg_pool2d_bwd_kernel1 on a short grid", dim3(grid), dim3(block), [&] {
       pycnn::adaptive_avg_pool2d_bwd_kernel1(dyg.data(), dx.data(), in_total, H, W, P, Q);
     });
     const double err = emu::max_rel_err(dx, dx_ref, in_total);
-    emu::report(err < 1e-6 && dx.intact(), "adaptive_avg_bwd N%d C%d %dx%d -> %dx%d grid %4d: err %.1e", N, C,
-                H, W, P, Q, grid, err);
+    emu::report(err < 1e-6 && dx.intact(), "adaptive_avg_pool2d_bwd1 N%d C%d %dx%d -> %dx%d %s: err %.1e", N, C,
+                H, W, P, Q, grid_name(grid), err);
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  emu::parse_args(argc, argv);
   //             N  C   H   W  kh kw sh sw ph pw dh dw ceil
   check_max_pool(2, 3, 7, 9, 2, 2, 2, 2, 0, 0, 1, 1, false);  // 2x2/2 on odd sizes
   check_max_pool(1, 3, 7, 9, 3, 3, 2, 2, 1, 1, 1, 1, true);   // 3x3/2 pad 1, ceil_mode

@@ -6,15 +6,14 @@
 //   cross-entropy loss = mean over rows of -log_softmax[row, target],
 //   dlogits = (softmax - onehot(target)) * dloss / n,
 // an out-of-range target sets the error flag and makes that row's loss NaN.
-// Both layouts, as the launchers choose them: inner == 1 (a warp per row,
-// shuffle reductions: rows of 1, 10, 32, 33, 100 classes) and inner > 1 (a
-// thread per strided row), with logits of +-1000 (max subtraction) and -inf
-// entries; every kernel also runs on grids of one and two blocks; the mean runs
-// in its single 1024-thread block with more rows than threads.
+// Each case runs the real launchers (softmax_fwd1 & co.), which pick the layout:
+// inner == 1, a warp per row with shuffle reductions (rows of 1, 10, 32, 33, 100
+// classes), and inner > 1, a thread per strided row; logits of +-1000 (max
+// subtraction) and -inf entries. Then every kernel runs on grids of one and two
+// blocks, fewer than the launcher's, so its grid-stride loop wraps. The
+// cross-entropy mean runs in its single 1024-thread block with more rows than threads.
 //
-// Build and run (tests/test_kernel_emulation.py does this):
-//   g++ -std=c++17 -O1 -pthread -I/usr/local/cuda/include -Ikernels
-//       kernels/emulate/emulate_softmax.cc -o /tmp/emulate_softmax && /tmp/emulate_softmax
+// Build and run: python kernels/emulate/emulate.py softmax [--only NAME]
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,9 +32,6 @@ static std::vector<float> uniform(size_t n, float lo, float hi) {
   for (auto& e : v) e = u(rng);
   return v;
 }
-// softmax_fwd1 & co.: a warp per row for inner == 1, else a thread per row.
-static int warp_row_grid(int rows) { return std::min(pycnn::ceil_div(rows, pycnn::kWarpsPerBlock), 65535 * 8); }
-
 // Row (o, i) of x viewed as (outer, dim, inner), in double: softmax and log_softmax.
 static void ref_softmax(const std::vector<float>& x, int outer, int dim, int inner, std::vector<double>& sm,
                         std::vector<double>& lsm) {
@@ -54,6 +50,8 @@ static void ref_softmax(const std::vector<float>& x, int outer, int dim, int inn
       }
     }
 }
+
+static const char* grid_name(int grid) { return grid == 0 ? "launcher" : grid == 1 ? "grid 1" : "grid 2"; }
 
 static void check_softmax(int outer, int dim, int inner, float scale) {
   const size_t total = static_cast<size_t>(outer) * dim * inner;
@@ -78,18 +76,20 @@ static void check_softmax(int outer, int dim, int inner, float scale) {
         dx_lsm[at(k)] = dy[at(k)] - std::exp(static_cast<double>(y_lsm[at(k)])) * sum;
       }
     }
-  const emu::Guarded<float> xg(x), dyg(dy), ysg(y_sm), ylg(y_lsm);
+  const emu::Guarded<float> xg(x, 0, "x"), dyg(dy, 0, "dy"), ysg(y_sm, 0, "y"), ylg(y_lsm, 0, "y");
   const bool rows_layout = inner == 1;
-  const int block = kSoftmaxBlock;
-  const int launcher = rows_layout ? warp_row_grid(rows) : pycnn::grid_for(rows, block);
-  for (int grid : emu::grids(launcher)) {
+  for (int grid : {0, 1, 2}) {  // 0: the launcher's grid
     for (int pass = 0; pass < 4; ++pass) {
       const bool log = pass % 2 == 1, bwd = pass >= 2;
-      emu::Guarded<float> out(total);
-      emu::launch(dim3(grid), dim3(block), [&] {
+      emu::Guarded<float> out(total, NAN, 0, bwd ? "dx" : "y");
+      const float *in = xg.data(), *g = dyg.data(), *y = log ? ylg.data() : ysg.data();
+      float* o = out.data();
+      if (grid == 0) {
         using namespace pycnn;
-        const float *in = xg.data(), *g = dyg.data(), *y = log ? ylg.data() : ysg.data();
-        float* o = out.data();
+        if (!bwd) log ? log_softmax_fwd1(in, o, outer, dim, inner, nullptr) : softmax_fwd1(in, o, outer, dim, inner, nullptr);
+        else log ? log_softmax_bwd1(g, y, o, outer, dim, inner, nullptr) : softmax_bwd1(g, y, o, outer, dim, inner, nullptr);
+      } else emu::launch("softmax kernel on a short grid", dim3(grid), dim3(kSoftmaxBlock), [&] {
+        using namespace pycnn;
         if (rows_layout) {
           if (!bwd) log ? log_softmax_fwd_kernel1(in, o, rows, dim) : softmax_fwd_kernel1(in, o, rows, dim);
           else log ? log_softmax_bwd_kernel1(g, y, o, rows, dim) : softmax_bwd_kernel1(g, y, o, rows, dim);
@@ -103,9 +103,9 @@ static void check_softmax(int outer, int dim, int inner, float scale) {
       });
       const std::vector<double>& want = bwd ? (log ? dx_lsm : dx_sm) : (log ? lsm : sm);
       const double err = emu::max_rel_err(out, want, total);
-      emu::report(err < 2e-6 && out.intact(), "%s %s outer %3d dim %3d inner %3d |x|<%-6g %s grid %3d: err %.1e",
+      emu::report(err < 2e-6 && out.intact(), "%s %s outer %3d dim %3d inner %3d |x|<%-6g %s %-8s: err %.1e",
                   log ? "log_softmax" : "softmax    ", bwd ? "bwd" : "fwd", outer, dim, inner, scale,
-                  rows_layout ? "warp/row  " : "thread/row", grid, err);
+                  rows_layout ? "warp/row  " : "thread/row", grid_name(grid), err);
     }
   }
 }
@@ -140,30 +140,41 @@ static void check_cross_entropy(int n, int classes, bool bad, bool with_flag) {
       dlogits[at] = valid(r) ? (std::exp(static_cast<double>(lp_f[at])) - (k == target[r])) * dloss / n : NAN;
     }
 
-  const emu::Guarded<float> xg(logits), lpg(lp_f), dlg(std::vector<float>{dloss});
-  const emu::Guarded<int64_t> tg(target);
-  for (int grid : emu::grids(warp_row_grid(n))) {  // cross_entropy_fwd1: warp per row, then <<<1, 1024>>>
-    emu::Guarded<float> log_probs(lsm.size()), rows(n), loss(1);
-    emu::Guarded<int> flag(1, 0);
+  const emu::Guarded<float> xg(logits, 0, "logits"), lpg(lp_f, 0, "log_probs"), dlg(std::vector<float>{dloss}, 0, "dloss");
+  const emu::Guarded<int64_t> tg(target, 0, "target");
+  for (int grid : {0, 1, 2}) {  // 0: cross_entropy_fwd1, a warp per row, then the mean in one block
+    emu::Guarded<float> log_probs(lsm.size(), NAN, 0, "log_probs"), rows(n, NAN, 0, "row_loss"), loss(1, NAN, 0, "loss");
+    emu::Guarded<int> flag(1, 0, 0, "error_flag");
+    flag.assign(0);  // the caller zeroes the flag
     int* flag_ptr = with_flag ? flag.data() : nullptr;
-    emu::launch(dim3(grid), dim3(kSoftmaxBlock), [&] {
-      pycnn::cross_entropy_fwd_kernel1(xg.data(), tg.data(), log_probs.data(), rows.data(), flag_ptr, n, classes);
-    });
-    emu::launch(dim3(1), dim3(1024), [&] { pycnn::cross_entropy_mean_kernel1(rows.data(), loss.data(), n); });
+    if (grid == 0) {
+      pycnn::cross_entropy_fwd1(xg.data(), tg.data(), log_probs.data(), rows.data(), loss.data(), flag_ptr, n, classes,
+                                nullptr);
+    } else {
+      emu::launch("cross_entropy_fwd_kernel1 on a short grid", dim3(grid), dim3(kSoftmaxBlock), [&] {
+        pycnn::cross_entropy_fwd_kernel1(xg.data(), tg.data(), log_probs.data(), rows.data(), flag_ptr, n, classes);
+      });
+      emu::launch("cross_entropy_mean_kernel1 after a short grid", dim3(1), dim3(1024),
+                  [&] { pycnn::cross_entropy_mean_kernel1(rows.data(), loss.data(), n); });
+    }
     const double err = std::max({emu::max_rel_err(log_probs, lsm, lsm.size()), emu::max_rel_err(rows, row_loss, n),
                                  emu::max_rel_err(loss, &mean, 1)});
     const bool flag_ok = flag[0] == (bad && with_flag ? 1 : 0);
     emu::report(err < 2e-6 && flag_ok && log_probs.intact() && rows.intact() && loss.intact() && flag.intact(),
-                "cross_entropy fwd n %4d classes %3d %s%s grid %3d: err %.1e flag %d", n, classes,
-                bad ? "bad targets" : "targets ok ", with_flag ? "" : " (no flag)", grid, err, flag[0]);
+                "cross_entropy fwd n %4d classes %3d %s%s %-8s: err %.1e flag %d", n, classes,
+                bad ? "bad targets" : "targets ok ", with_flag ? "" : " (no flag)", grid_name(grid), err, flag[0]);
   }
-  for (int grid : emu::grids(pycnn::grid_for(n * classes, kSoftmaxBlock))) {  // cross_entropy_bwd1's grid
-    emu::Guarded<float> dx(lsm.size());
-    emu::Guarded<int> flag(1, 0);
+  for (int grid : {0, 1, 2}) {  // 0: cross_entropy_bwd1
+    emu::Guarded<float> dx(lsm.size(), NAN, 0, "dlogits");
+    emu::Guarded<int> flag(1, 0, 0, "error_flag");
+    flag.assign(0);  // the caller zeroes the flag
     int* flag_ptr = with_flag ? flag.data() : nullptr;
-    emu::launch(dim3(grid), dim3(kSoftmaxBlock), [&] {
-      pycnn::cross_entropy_bwd_kernel1(lpg.data(), tg.data(), dlg.data(), dx.data(), flag_ptr, n, classes);
-    });
+    if (grid == 0)
+      pycnn::cross_entropy_bwd1(lpg.data(), tg.data(), dlg.data(), dx.data(), flag_ptr, n, classes, nullptr);
+    else
+      emu::launch("cross_entropy_bwd_kernel1 on a short grid", dim3(grid), dim3(kSoftmaxBlock), [&] {
+        pycnn::cross_entropy_bwd_kernel1(lpg.data(), tg.data(), dlg.data(), dx.data(), flag_ptr, n, classes);
+      });
     // rows with a bad target have no defined gradient: only the flag is checked there
     std::vector<double> got(dx.data(), dx.data() + lsm.size());
     for (int r = 0; r < n; ++r)
@@ -172,12 +183,13 @@ static void check_cross_entropy(int n, int classes, bool bad, bool with_flag) {
     const double err = emu::max_rel_err(got, dlogits, lsm.size());
     const bool flag_ok = flag[0] == (bad && with_flag ? 1 : 0);
     emu::report(err < 2e-6 && flag_ok && dx.intact() && flag.intact(),
-                "cross_entropy bwd n %4d classes %3d %s%s grid %3d: err %.1e flag %d", n, classes,
-                bad ? "bad targets" : "targets ok ", with_flag ? "" : " (no flag)", grid, err, flag[0]);
+                "cross_entropy bwd n %4d classes %3d %s%s %-8s: err %.1e flag %d", n, classes,
+                bad ? "bad targets" : "targets ok ", with_flag ? "" : " (no flag)", grid_name(grid), err, flag[0]);
   }
 }
 
-int main() {
+int main(int argc, char** argv) {
+  emu::parse_args(argc, argv);
   //            outer dim inner |x|
   check_softmax(13, 10, 1, 4.f);      // warp per row, 10 of 32 lanes busy, 13 rows: 2 blocks
   check_softmax(9, 33, 1, 4.f);       // one lane takes two elements
