@@ -190,3 +190,21 @@ def test_padded_backward_data_workspace_is_not_returned(groups, r):
     keep = a.copy()
     fast.conv2d_bwd_data(2 * dy, w, (2, 4, 6, 6), (1, 1), pad, (1, 1), groups)
     np.testing.assert_array_equal(a, keep)
+
+
+def test_readme_cpu_table_is_generated_from_the_committed_results():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import cpu_table
+    finally:
+        sys.path.pop(0)
+    res = root / "bench" / "results"
+    body = cpu_table.table(cpu_table._load(res / "train-cpu.json"),
+                           cpu_table._load(res / "cpu-bench.json"))
+    readme = (root / "README.md").read_text()
+    assert cpu_table.replace_between_markers(readme, body) == readme, \
+        "README's CPU table is stale: run python bench/cpu_table.py --write"
+    with pytest.raises(ValueError, match="expected the markers"):
+        cpu_table.replace_between_markers("no markers", body)
