@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import readme_table  # bench/readme_table.py: the README's markers, printed or written
+
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- cpu-table:start -->", "<!-- cpu-table:end -->"
 
@@ -63,11 +65,7 @@ def table(train, bench) -> str:
 
 
 def replace_between_markers(text: str, body: str) -> str:
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README: expected the markers {START} and {END} (in this order), "
-                         "found them missing")
-    return text[:start + len(START)] + "\n" + body + "\n" + text[end:]
+    return readme_table.replace_between_markers(text, body, (START, END))
 
 
 def main(argv=None) -> int:
@@ -78,18 +76,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     res = Path(args.results)
     body = table(_load(res / "train-cpu.json"), _load(res / "cpu-bench.json"))
-    if not args.write:
-        print(body)
-        return 0
-    readme = Path(args.readme)
-    try:
-        new = replace_between_markers(readme.read_text(), body)
-    except (OSError, ValueError) as exc:
-        print(f"cpu_table: {exc}", file=sys.stderr)
-        return 1
-    readme.write_text(new)
-    print(f"cpu_table: updated {readme}")
-    return 0
+    return readme_table.print_or_write(body, args.write, args.readme, (START, END), "cpu_table")
 
 
 if __name__ == "__main__":

@@ -73,12 +73,29 @@ def table(results) -> str:
     return "\n".join(lines)
 
 
-def replace_between_markers(text: str, body: str) -> str:
-    start, end = text.find(START), text.find(END)
+def replace_between_markers(text: str, body: str, markers=(START, END)) -> str:
+    start_marker, end_marker = markers
+    start, end = text.find(start_marker), text.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"README: expected the markers {START} and {END} (in this order), "
-                         "found them missing")
-    return text[:start + len(START)] + "\n" + body + "\n" + text[end:]
+        raise ValueError(f"README: expected the markers {start_marker} and {end_marker} (in this "
+                         "order), found them missing")
+    return text[:start + len(start_marker)] + "\n" + body + "\n" + text[end:]
+
+
+def print_or_write(body: str, write: bool, readme, markers=(START, END), who="readme_table") -> int:
+    """Prints the table, or (``--write``) puts it between the README's markers; the exit status."""
+    if not write:
+        print(body)
+        return 0
+    readme = Path(readme)
+    try:
+        new = replace_between_markers(readme.read_text(), body, markers)
+    except (OSError, ValueError) as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return 1
+    readme.write_text(new)
+    print(f"{who}: updated {readme}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -87,19 +104,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=str(HERE / "results"))
     p.add_argument("--readme", default=str(HERE.parent / "README.md"))
     args = p.parse_args(argv)
-    body = table(load_results(args.results))
-    if not args.write:
-        print(body)
-        return 0
-    readme = Path(args.readme)
-    try:
-        new = replace_between_markers(readme.read_text(), body)
-    except (OSError, ValueError) as exc:
-        print(f"readme_table: {exc}", file=sys.stderr)
-        return 1
-    readme.write_text(new)
-    print(f"readme_table: updated {readme}")
-    return 0
+    return print_or_write(table(load_results(args.results)), args.write, args.readme)
 
 
 if __name__ == "__main__":
