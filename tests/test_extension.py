@@ -211,8 +211,8 @@ def test_memcheck_runs_without_the_memory_pool():
     # not see a kernel running past its end. The session script must turn the pool off.
     from pycnn import verify
     script = (ROOT / "bench" / "gpu_session.sh").read_text()
-    memcheck = [line for line in script.splitlines() if "--tool memcheck" in line]
-    assert memcheck and all("--no-memory-pool" in line for line in memcheck), memcheck
+    memcheck = [line for line in script.splitlines() if line.startswith("memcheck()")]
+    assert len(memcheck) == 1 and "--no-memory-pool" in memcheck[0], memcheck
     assert "--no-memory-pool" in verify.__doc__
 
 

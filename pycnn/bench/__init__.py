@@ -32,7 +32,8 @@ def _parser():
     p = argparse.ArgumentParser(prog="pycnn bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", default="resnet50", choices=(*_sets.SETS, "all"),
-                   help="shape set ('all': every set but tiny); without a GPU always tiny")
+                   help="shape set ('all': every set but tiny and core, core being a sample of "
+                        "resnet50 and poolact); without a GPU always tiny")
     p.add_argument("--ops", default=None,
                    help=f"comma-separated ops (default all): {', '.join(ALL_OPS)}")
     p.add_argument("--batch", type=_positive, default=None,
@@ -111,7 +112,7 @@ def _main(argv=None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     ops = _parse_ops(parser, args.ops)
-    names = [s for s in _sets.SETS if s != "tiny"] if args.set == "all" else [args.set]
+    names = [s for s in _sets.SETS if s not in ("tiny", "core")] if args.set == "all" else [args.set]
     try:
         _sets.shapes_dir(args.shapes_dir)
     except FileNotFoundError as exc:

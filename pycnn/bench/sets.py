@@ -18,7 +18,7 @@ from pathlib import Path
 from pycnn import paths
 from pycnn.shapes import pair
 
-SETS = ("resnet50", "vgg16", "deepbench", "depthwise", "small", "poolact", "tiny")
+SETS = ("resnet50", "vgg16", "deepbench", "depthwise", "small", "poolact", "core", "tiny")
 DEFAULT_BATCH = 32
 KINDS = ("conv", "max_pool", "avg_pool", "global_avg_pool", "act", "bias_relu", "batch_norm")
 
