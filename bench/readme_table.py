@@ -41,31 +41,60 @@ def _fmt(value):
     return "-" if value is None else f"{value:.2f}"
 
 
+#: Sets that sample others (bench/gpu_session.sh's short set): their own tables only.
+SAMPLE_SETS = ("core",)
+
+
+def _fastest_version(summaries, op, default):
+    """'vNN r' for the version of ``op`` whose geometric mean against cuDNN's default beats
+    the promoted default's, else 'the default'."""
+    best = None
+    for s in summaries:
+        r = s["geomean_ratio_default"]
+        if s["op"] == op and s["impl"] != "pycnn" and r is not None and (best is None or r > best[1]):
+            best = (s["impl"].replace("pycnn ", ""), r)
+    if best is None or default is None or best[1] <= default * 1.02:
+        return "the default"
+    return f"{best[0]}: {best[1]:.2f}"
+
+
 def table(results) -> str:
+    results = [r for r in results if r["set"] not in SAMPLE_SETS]
     if not results:
         return "No GPU results are committed yet (run `pycnn bench` on a GPU and commit bench/results/)."
-    lines = ["| set | GPU | batch | precision | op | cuDNN default / pycnn | cuDNN autotuned / pycnn "
-             "| cuDNN TF32 / pycnn | cases |",
+    lines = ["| set | GPU | batch | op | cuDNN default / pycnn | cuDNN autotuned / pycnn "
+             "| cuDNN TF32 / pycnn | cases | fastest version (cuDNN default / it) |",
              "|---|---|---|---|---|---|---|---|---|"]
+    disagreements = []
     for result in results:
         name = result["set"] if result.get("complete", True) else f"{result['set']} (partial)"
-        for s in summarize(result["results"]):
+        summaries = summarize(result["results"])
+        for s in summaries:
             if s["impl"] != "pycnn":        # the promoted default; versions are in the per-run tables
                 continue
             cases = str(s["cases"] - s["failed"])
             if s["failed"]:
                 cases += f" ({s['failed']} failed)"
-            lines.append(f"| {name} | {result['env']['gpu']} | {result['batch']} | "
-                         f"{result['precision']} | {s['op']} | {_fmt(s['geomean_ratio_default'])} | "
-                         f"{_fmt(s['geomean_ratio_autotuned'])} | {_fmt(s['geomean_ratio_tf32'])} | "
-                         f"{cases} |")
+                bad = sorted({r.get("case", "?") for r in result["results"]
+                              if r["op"] == s["op"] and r["impl"] == "pycnn" and not r.get("ok", True)})
+                disagreements.append(f"{result['set']} {s['op']}: {', '.join(bad)}")
+            lines.append(f"| {name} | {result['env']['gpu']} | {result['batch']} | {s['op']} | "
+                         f"{_fmt(s['geomean_ratio_default'])} | {_fmt(s['geomean_ratio_autotuned'])} | "
+                         f"{_fmt(s['geomean_ratio_tf32'])} | {cases} | "
+                         f"{_fastest_version(summaries, s['op'], s['geomean_ratio_default'])} |")
     commits = sorted({r["env"].get("git_commit") or "?" for r in results})
+    precisions = sorted({r["precision"] for r in results})
     lines += ["", "Geometric means over each set's cases of baseline time / pycnn time (> 1: pycnn is "
-              "faster); cuDNN default and autotuned run fp32 with TF32 off, like pycnn; \"cuDNN "
+              "faster), for pycnn's default choice of version; the last column names the version "
+              "that would beat it, where one does. Precision: " + "; ".join(precisions) + ". "
+              "cuDNN default and autotuned run fp32 with TF32 off, like pycnn; \"cuDNN "
               "TF32\" is cuDNN autotuned with TF32 tensor cores allowed, faster and less accurate "
               "(its error is in the per-run tables); pools and activations are compared with "
               "PyTorch's own CUDA kernels. "
               f"Measured at commit {', '.join(c[:10] for c in commits)}; every figure is in bench/results/."]
+    if disagreements:
+        lines.append("\nFailed: cases where pycnn and the baseline differ by more than the tolerance "
+                     "(who is off is not decided by the benchmark): " + "; ".join(disagreements) + ".")
     for result in results:
         if not result.get("complete", True):
             lines.append(f"\n{result['set']} (partial): the run was {result['stopped']}; its means "

@@ -240,8 +240,9 @@ def test_readme_table_geometric_means(tmp_path):
     text = rt.table(results)
     # conv: cbrt(2 * 0.5 * 8) = 2, cbrt(1 * 0.25 * 4) = 1 and cbrt(0.5 * 0.125 * 2) = 0.5;
     # relu: sqrt(1.5 * 6) = 3, and no autotuned or TF32 mode
-    assert "| conv_fwd | 2.00 | 1.00 | 0.50 | 3 (1 failed) |" in text
-    assert "| relu_fwd | 3.00 | - | - | 2 |" in text
+    assert "| conv_fwd | 2.00 | 1.00 | 0.50 | 3 (1 failed) | the default |" in text
+    assert "| relu_fwd | 3.00 | - | - | 2 | the default |" in text
+    assert "fp32 FFMA, TF32 off" in text
     assert "pycnn v01" not in text and "NVIDIA H100 80GB HBM3" in text and "partial" not in text
     cut = dict(fake, complete=False, stopped="stopped by SIGTERM after 18 of 23 cases")
     cut_text = rt.table([cut])

@@ -297,13 +297,14 @@ def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
         assert conv._version(pass_name, None, True) == 6
         assert conv._version(pass_name, None, True, gemm_fits=False) == 6
     assert conv._version("fwd", 2, False, gemm_fits=False) == 2   # asked for by name: as asked
-    # strided backward-data: version 11 where its grid (groups * stride phases in z) fits
-    assert conv._version("bwd_data", None, False, strided=True) == 11
-    assert conv._version("bwd_data", None, False, gemm_fits=False, strided=False) == 1
-    assert conv._version("bwd_data", None, True, strided=True) == 6
-    assert conv._version("bwd_data", 3, False, strided=True) == 3
+    # backward-data: version 11 where its grid (groups * stride phases in z) fits, else 3
+    assert conv._version("bwd_data", None, False) == 11
+    assert conv._version("bwd_data", None, False, phased_fits=False) == 3
+    assert conv._version("bwd_data", None, False, gemm_fits=False, phased_fits=False) == 1
+    assert conv._version("bwd_data", None, True, phased_fits=False) == 6
+    assert conv._version("bwd_data", 11, False, phased_fits=False) == 11   # asked for: as asked
     for pass_name in ("fwd", "bwd_filter"):
-        assert conv._version(pass_name, None, False, strided=True) == conv.DEFAULT_VERSIONS[pass_name]
+        assert conv._version(pass_name, None, False, phased_fits=False) == conv.DEFAULT_VERSIONS[pass_name]
     with pytest.raises(ValueError, match="version: 6 runs depthwise convolutions only"):
         conv._version("bwd_data", 6, False)
 
@@ -505,7 +506,7 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
     xc, w, b = f((2, 4, 9, 9)), f((6, 2, 3, 3)), f((6,))
     geometry = ((2, 1), (1, 1, 0, 2), (1, 1), 2)                      # stride, padding, dilation, groups
     dyc = f((2, 6, 5, 9))                                             # P = (9+2-3)//2+1, Q = 9+(0+2)-3+1
-    for version, kernel in ((None, "conv2d_fwd_kernel2"), (1, "conv2d_fwd_kernel1"), (2, "conv2d_fwd_kernel2"),
+    for version, kernel in ((None, "conv2d_fwd_kernel7"), (1, "conv2d_fwd_kernel1"), (2, "conv2d_fwd_kernel2"),
                             (7, "conv2d_fwd_kernel7"), (8, "conv2d_fwd_kernel8")):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
@@ -514,7 +515,7 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
                             (11, "conv2d_bwd_data_kernel11")):      # stride (2, 1): 11 by default
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
     _launches(g, conv.conv2d_bwd_data, f((2, 6, 9, 9)), w, (2, 4, 9, 9), (1, 1), (1, 1, 0, 2), (1, 1), 2,
-              kernel="conv2d_bwd_data_kernel3")                      # stride 1: version 3
+              kernel="conv2d_bwd_data_kernel11")                     # stride 1: one phase, 11 too
     for kwargs, kernel in (({}, "conv2d_bwd_filter"), ({"version": 1}, "conv2d_bwd_filter_kernel1"),
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),
                            ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4"),
@@ -550,8 +551,9 @@ def test_default_version_names_the_kernel_a_default_call_launches(fake_gpu):
     from pycnn.bench.harness import default_runs
     g, f, conv = fake_gpu, fake_gpu.fake, fake_gpu.conv
     shapes = [  # x, w, stride, padding, groups
-        ((2, 4, 9, 9), (6, 4, 3, 3), (1, 1), (1, 1, 1, 1), 1),     # dense: 2 / 3 / 4
+        ((2, 4, 9, 9), (6, 4, 3, 3), (1, 1), (1, 1, 1, 1), 1),     # dense: 7 / 11 / 4
         ((2, 4, 9, 9), (6, 2, 3, 3), (2, 1), (1, 1, 0, 2), 2),     # strided, grouped: bwd_data 11
+        ((1, 2, 4, 4), (4, 1, 1, 1), (2, 2), (0, 0, 0, 0), 2),     # 2 groups x 4 phases: fits, 11
         ((2, 4, 9, 9), (8, 1, 3, 3), (2, 2), (1, 1, 1, 1), 4),     # depthwise wins over strided
         ((1, 2, 4, 4), (65535 * 64 + 1, 2, 1, 1), (1, 1), (0, 0, 0, 0), 1),  # grid too tall: 1
     ]
@@ -572,6 +574,11 @@ def test_default_version_names_the_kernel_a_default_call_launches(fake_gpu):
                     "stride": stride, "padding4": pad, "dilation": (1, 1), "groups": groups}
             assert default_runs(g.cuda, "conv_" + pass_name, case, xs[0]) == want
     assert conv.default_version("bwd_data", (2, 4, 9, 9), (6, 4, 3, 3), (2, 2)) == 11
+    assert [conv.default_version(p, (2, 4, 9, 9), (6, 4, 3, 3)) for p in ("fwd", "bwd_data", "bwd_filter")] \
+        == [7, 11, 4]
+    # groups x phases past gridDim.z's 65535 (version 11's grid), one group fitting: version 3
+    assert conv.default_version("bwd_data", (1, 20000, 9, 9), (20000, 1, 1, 1), (2, 2), 20000) == 6
+    assert conv.default_version("bwd_data", (1, 40000, 9, 9), (20000, 2, 1, 1), (2, 2), 20000) == 3
     assert conv.default_version("bwd_bias", None, None) == 5
     c3 = [f((3,)) for _ in range(4)]
     for xs, want in (((2, 3, 4, 5), 1), ((64, 3, 32, 32), 2)):      # 2 where it splits

@@ -6,28 +6,28 @@ function) so that tests and the benchmark can run each one against the
 reference. The default (``version=None``) calls the promoted version by name,
 with guarded fallbacks:
 
-    fwd         2 (implicit GEMM)            depthwise -> 6   (on trial: 7 pipelined, 8 tensor cores)
-    bwd_data    3 (implicit GEMM)            depthwise -> 6   (on trial: 9 tensor cores)
-                strided -> 11 (stride phases)
-    bwd_filter  4 (split-K implicit GEMM)    depthwise -> 6   (on trial: 10 tensor cores)
+    fwd         7 (implicit GEMM, double-buffered)  depthwise -> 6   (also: 1 direct, 2, 8 tensor cores)
+    bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores)
+    bwd_filter  4 (split-K implicit GEMM)           depthwise -> 6   (also: 1, 10 tensor cores)
     bwd_bias    5
 
 Depthwise means one input channel per group (C/groups = 1, any channel
 multiplier K/groups; a first layer on a one-channel image counts too). Those
 shapes go to version 6, written for them, because an implicit-GEMM tile 64
-columns wide would compute one useful column. (Chosen from the kernels'
-structure; not yet measured on a GPU.) Version 6 runs only such shapes:
+columns wide would compute one useful column. Version 6 runs only such shapes:
 ``versions_for`` lists the versions that can run a given shape.
 
-Strided means stride > 1 on either axis, where backward-data goes to version 11:
-version 3 split into stride phases, so that it multiplies none of the zeros version 3
-gathers for taps that miss an output (three products in four at stride 2, with the
-same tiles and loaders otherwise). Chosen from that count; not yet measured on a GPU.
+Version 11 is version 3 split into stride phases, so that it multiplies none of the
+zeros version 3 gathers for taps that miss an output (three products in four at stride
+2); at stride 1 it is one phase, version 3's work with its own tiles. Version 7 is
+version 2 double-buffered; 8, 9 and 10 are versions 2, 3 and 4 on tensor cores in
+3xTF32 (fp32 accuracy from three TF32 products per term; compute capability 8.0+).
 
-Forward versions 7 (version 2 double-buffered) and 8 (tensor cores, 3xTF32: fp32
-accuracy from three TF32 products per term; compute capability 8.0+), backward-data
-version 9 and backward-filter version 10 (versions 3 and 4 the way 8 is version 2)
-are callable but not the default until a GPU run shows one is faster.
+The defaults were measured: on an H200 in fp32 (bench/results/), forward 7 beats 2 by
+1.35-1.6x (geometric means over the ResNet-50, VGG-16, DeepBench and batch-1 sets) and
+backward-data 11 beats 3 by 1.08-1.17x (ResNet-50, VGG-16, batch 1; and each DeepBench case
+that is not a one-channel input, which goes to version 6), and version 6 wins on depthwise
+shapes; DEFAULT_VERSIONS says more.
 
 A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
 (more than 65535 groups, or more than 65535 * 64 channels per group) goes to
@@ -56,14 +56,21 @@ VERSIONS = {
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
 }
 
-#: The promoted (fastest) version of each pass, for shapes that are not depthwise.
-DEFAULT_VERSIONS = {"fwd": 2, "bwd_data": 3, "bwd_filter": 4, "bwd_bias": 5}
+#: The promoted version of each pass, for shapes that are not depthwise: measured on an
+#: H200 in fp32 (bench/results/bench-{resnet50,vgg16,deepbench,small}-h200-*.json), the
+#: pipelined forward 7 is 1.35-1.6x faster than 2 (geometric means per set) and the phased
+#: backward-data 11 1.08-1.17x faster than 3 (ResNet-50, VGG-16, batch 1), stride 1
+#: included. Backward-filter stays the FFMA version 4: the 3xTF32 version 10 is only
+#: 1.02-1.04x faster, at 3xTF32's accuracy. One choice per pass for every GPU and shape;
+#: the per-shape winners are in those files.
+DEFAULT_VERSIONS = {"fwd": 7, "bwd_data": 11, "bwd_filter": 4, "bwd_bias": 5}
 
 #: Versions that run depthwise shapes only (C/groups = 1), and the default for those.
 DEPTHWISE_VERSION = 6
 
-#: The default for strided shapes (stride > 1), per pass where it differs.
-STRIDED_VERSIONS = {"bwd_data": 11}
+#: Where the default's grid does not fit (version 11 puts groups x stride phases in
+#: gridDim.z), the version that runs instead.
+PHASED_FALLBACK = {"bwd_data": 3}
 
 #: Versions that multiply on TF32 tensor cores, three products per term (3xTF32) for
 #: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them.
@@ -92,16 +99,16 @@ def _gemm_grid_fits(columns: int, groups: int) -> bool:
 
 
 def _version(pass_name: str, version, depthwise: bool, gemm_fits: bool = True,
-             strided: bool = False) -> int:
+             phased_fits: bool = True) -> int:
     """The version to run: the one asked for, or the promoted one (with its fallbacks).
-    ``strided``: stride > 1 and the strided version's grid fits."""
+    ``phased_fits``: the grid of backward-data's version 11 (groups x phases in z) fits."""
     if version is None:
         if depthwise and DEPTHWISE_VERSION in VERSIONS[pass_name]:
             return DEPTHWISE_VERSION
         if not gemm_fits and pass_name in ("fwd", "bwd_data", "bwd_filter"):
             return 1
-        if strided and pass_name in STRIDED_VERSIONS:
-            return STRIDED_VERSIONS[pass_name]
+        if not phased_fits and pass_name in PHASED_FALLBACK:
+            return PHASED_FALLBACK[pass_name]
         return DEFAULT_VERSIONS[pass_name]
     if isinstance(version, bool) or version not in VERSIONS[pass_name]:
         raise ValueError(f"version: expected None or one of {sorted(VERSIONS[pass_name])} "
@@ -122,7 +129,7 @@ def default_version(pass_name: str, x_shape, w_shape, stride=(1, 1), groups: int
     if pass_name == "bwd_data":                # the GEMM's columns are input channels
         cg, phases = x_shape[1] // groups, stride[0] * stride[1]
         return _version(pass_name, None, depthwise, _gemm_grid_fits(cg, groups),
-                        phases > 1 and _gemm_grid_fits(cg, groups * phases))  # 11: groups*phases in z
+                        _gemm_grid_fits(cg, groups * phases))  # 11: groups*phases in z
     return _version(pass_name, None, depthwise, _gemm_grid_fits(w_shape[0] // groups, groups))
 
 
