@@ -40,7 +40,11 @@ def git_commit(root: Path | None, pathspec: str | None = None) -> tuple[str | No
     """(commit, dirty) of the checkout at ``root``; dirty counts changes under ``pathspec``
     (untracked files included), or tracked changes anywhere without one. A copy of the
     tree without .git (a GPU machine's) is told its commit through PYCNN_COMMIT, with
-    dirty unknown; an installed package (root None) has no commit of its own."""
+    dirty unknown; an installed package (root None) has no commit of its own. PYCNN_COMMIT
+    wins over git where both are there: a copy whose .git is older than its files (a GPU
+    machine's can be) would otherwise name the wrong commit."""
+    if os.environ.get("PYCNN_COMMIT"):
+        return os.environ["PYCNN_COMMIT"], None
     if root is not None:
         def git(*args):
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
@@ -52,4 +56,4 @@ def git_commit(root: Path | None, pathspec: str | None = None) -> tuple[str | No
             return head, bool(changes)
         except (OSError, subprocess.SubprocessError):
             pass
-    return os.environ.get("PYCNN_COMMIT") or None, None
+    return None, None
