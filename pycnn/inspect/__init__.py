@@ -1,0 +1,1 @@
+"""Inspect pycnn's kernels: resources, occupancy and instruction mix."""
