@@ -412,6 +412,7 @@ def fake_gpu(monkeypatch):
     if cp.cuda.is_available():
         pytest.skip("a GPU is present: fake pointers must not reach a real kernel (test_gpu.py runs there)")
     from pycnn.backends.cuda import _common, batch_norm, conv, pointwise, pool, softmax
+    monkeypatch.setenv("PYCNN_TUNE", "0")      # the heuristic defaults: no timing on fake arrays
 
     next_ptr = [0x7F0000000000]
 

@@ -234,10 +234,30 @@ def default_runs(be, op: str, case: dict, n: int):
         return None
     if op in CONV_OPS:
         x_shape, w_shape, _ = conv_shapes(case, n)
+        chosen = getattr(module, "chosen_version", None)
+        if chosen is not None:          # the tuner's choice once the first call has made it
+            return chosen(op.removeprefix("conv_"), x_shape, w_shape, case["stride"],
+                          case["padding4"], case["dilation"], case["groups"])[0]
         return pick(pass_name, x_shape, w_shape, case["stride"], case["groups"])
     if op in BATCH_NORM_OPS:
         return pick(n, case["C"], case["H"] * case["W"])
     return pick(pass_name)
+
+
+def tuner_note(be, op: str, case: dict, n: int) -> str | None:
+    """Why the default call of a conv case ran the version it ran: the tuner's entry
+    (what it timed, what it kept), or None where the heuristic decided."""
+    if op not in CONV_OPS:
+        return None
+    try:
+        conv = importlib.import_module(be.__name__ + ".conv")
+        tune = importlib.import_module(be.__name__ + ".tune")
+    except ImportError:
+        return None
+    x_shape, w_shape, _ = conv_shapes(case, n)
+    _, entry = conv.chosen_version(op.removeprefix("conv_"), x_shape, w_shape, case["stride"],
+                                   case["padding4"], case["dilation"], case["groups"])
+    return None if entry is None else "tuned " + tune.why(entry)
 
 
 def poisoned(be):
@@ -334,6 +354,9 @@ def _run_op(op, case, n, be, xp, timer, roof, tol, gpu, torch):
         try:
             with poisoned(be):          # the checked call: no stale result can pass for it
                 out = first(problem.ours(target, **kw))
+            if version is None and gpu:   # the first call of a shape is where the tuner chooses
+                row["runs"] = default_runs(be, op, case, n)
+                row["tuned"] = tuner_note(be, op, case, n)
             if ref is not None:
                 row["max_rel_err"] = rel_err(xp, out, ref)
                 row["ok"] = row["max_rel_err"] <= tol
@@ -359,6 +382,8 @@ def _one_line(row) -> str:
         text += f"  x{row['ratio_default']:.2f} vs default"
     if row["ok"] is False:
         text += f"  FAILED (err {row['max_rel_err']:.1e})"
+    if row.get("tuned"):
+        text += f"\n      {row['tuned']}"
     return text
 
 

@@ -66,6 +66,28 @@ def num_sms() -> int:
     return _NUM_SMS[dev]
 
 
+_DEVICE: dict[int, tuple[str, int]] = {}
+
+
+def _device(dev: int) -> tuple[str, int]:
+    if dev not in _DEVICE:
+        props = cp.cuda.runtime.getDeviceProperties(dev)
+        name = props["name"]
+        _DEVICE[dev] = (name.decode() if isinstance(name, bytes) else str(name),
+                        10 * props["major"] + props["minor"])
+    return _DEVICE[dev]
+
+
+def device_name() -> str:
+    """Name of the current GPU ("NVIDIA H200"): the tuner keys its cache by it."""
+    return _device(cp.cuda.Device().id)[0]
+
+
+def compute_capability() -> int:
+    """Compute capability of the current GPU as 10 * major + minor (90 on Hopper)."""
+    return _device(cp.cuda.Device().id)[1]
+
+
 def ptr(a) -> int:
     """Device pointer of a cupy array, as the int a launcher takes (0 for None)."""
     return 0 if a is None else a.data.ptr

@@ -3,8 +3,10 @@ and forward with bias + ReLU fused into the kernel's epilogue.
 
 Every kernel version stays callable (``VERSIONS``, and ``version=`` on each
 function) so that tests and the benchmark can run each one against the
-reference. The default (``version=None``) calls the promoted version by name,
-with guarded fallbacks:
+reference. A call without ``version=`` runs the tuner's choice for its shape on this
+GPU (tune.py: the first call of a shape times the eligible versions, a cache file keeps
+the fastest); with ``PYCNN_TUNE=0``, or where the tuner has one candidate, it runs the
+heuristic default, the promoted version with guarded fallbacks:
 
     fwd         7 (implicit GEMM, double-buffered)  depthwise -> 6   (also: 1 direct, 2, 8 tensor cores)
     bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores)
@@ -42,7 +44,8 @@ import cupy as cp
 
 from pycnn.shapes import conv2d_output_shape
 
-from ._common import _C, check_array, empty, ptr, stream
+from . import tune
+from ._common import _C, check_array, compute_capability, empty, ptr, stream
 from ._common import num_sms as _num_sms
 
 #: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
@@ -141,11 +144,63 @@ def versions_for(pass_name: str, w_shape) -> list[int]:
             if v != DEPTHWISE_VERSION or _is_depthwise(w_shape)]
 
 
-def _chosen(pass_name, version, x_shape, w_shape, stride, groups) -> int:
-    """The version asked for (checked against the shape), else the default's."""
-    if version is None:
-        return default_version(pass_name, x_shape, w_shape, stride, groups)
-    return _version(pass_name, version, _is_depthwise(w_shape))
+def tuning_key(op: str, x_shape, w_shape, stride, padding, dilation, groups, extra: str = "") -> str:
+    """The tuner's key of one call: the op and every number that shapes its work."""
+    def dims(t):
+        return "x".join(str(int(d)) for d in t)
+    key = (f"{op}|x{dims(x_shape)}|w{dims(w_shape)}|s{dims(stride)}|p{dims(padding)}"
+           f"|d{dims(dilation)}|g{groups}|float32")
+    return key + (f"|{extra}" if extra else "")
+
+
+def tuning_candidates(pass_name: str, x_shape, w_shape, stride, groups) -> list[int]:
+    """The versions the tuner times for this shape: those that can run it, less the
+    direct version 1 on a shape an implicit GEMM takes (it is slower by 10-30x there),
+    less the phased version 11 where its grid does not fit and the tensor-core versions
+    below compute capability 8.0. Just the default where the grid limits leave no
+    choice."""
+    heuristic = default_version(pass_name, x_shape, w_shape, stride, groups)
+    if heuristic == 1:
+        return [1]
+    depthwise = _is_depthwise(w_shape)
+    out = [v for v in versions_for(pass_name, w_shape) if v != 1 or depthwise]
+    if pass_name == "bwd_data" and not _gemm_grid_fits(x_shape[1] // groups, groups * stride[0] * stride[1]):
+        out = [v for v in out if v != 11]
+    if compute_capability() < 80:
+        out = [v for v in out if v not in TENSOR_CORE_VERSIONS]
+    return sorted(set(out) | {heuristic})
+
+
+def _tuned(op, pass_name, version, x_shape, w_shape, stride, padding, dilation, groups, run,
+           extra: str = "") -> int:
+    """The version asked for (checked), else the tuner's for this shape (see tune.py),
+    which times ``run(v)`` on the first call of a shape."""
+    if version is not None:
+        return _version(pass_name, version, _is_depthwise(w_shape))
+    heuristic = default_version(pass_name, x_shape, w_shape, stride, groups)
+    if tune.mode() == "off":
+        return heuristic
+    return tune.choose(tuning_key(op, x_shape, w_shape, stride, padding, dilation, groups, extra),
+                       heuristic, tuning_candidates(pass_name, x_shape, w_shape, stride, groups), run)
+
+
+def chosen_version(op: str, x_shape, w_shape, stride, padding, dilation, groups,
+                   deterministic: bool = True) -> tuple[int, dict | None]:
+    """(version, tuner entry or None) that a call without ``version=`` runs now, with no
+    timing: the tuner's cached choice where there is one, else the heuristic. ``op`` is
+    fwd, bias_relu_fwd, bwd_data or bwd_filter (``pycnn bench`` and ``pycnn inspect``
+    label their default rows with it)."""
+    pass_name = "fwd" if op == "bias_relu_fwd" else op
+    heuristic = default_version(pass_name, x_shape, w_shape, stride, groups)
+    if tune.mode() == "off":
+        return heuristic, None
+    extra = ("deterministic" if deterministic else "atomic") if op == "bwd_filter" else ""
+    from ._common import device_name
+    entry = tune.lookup(tuning_key(op, x_shape, w_shape, stride, padding, dilation, groups, extra),
+                        device_name())
+    if entry is None or entry["version"] not in tuning_candidates(pass_name, x_shape, w_shape, stride, groups):
+        return heuristic, None
+    return entry["version"], entry
 
 
 def _shape4(shape, name: str) -> tuple[int, int, int, int]:
@@ -200,7 +255,9 @@ def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
     if x.size == 0 or w.size == 0:  # no channels to sum over: y is the bias
         y[...] = 0 if b is None else b.reshape(1, k, 1, 1)
         return cp.maximum(y, 0, out=y) if relu else y
-    v = _chosen("fwd", version, x.shape, w.shape, stride, groups)
+    v = _tuned("bias_relu_fwd" if relu else "fwd", "fwd", version, x.shape, w.shape, stride,
+               padding, dilation, groups,
+               lambda u: _fwd(x, w, b, stride, padding, dilation, groups, relu, u))
     VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
                        *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
                        bool(relu), stream())
@@ -232,8 +289,9 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
                          f"w of shape {tuple(w.shape)}), got {tuple(dy.shape)}")
     if dy.size == 0 or w.size == 0 or 0 in x_shape:
         return cp.zeros(x_shape, dtype=cp.float32)
+    v = _tuned("bwd_data", "bwd_data", version, x_shape, w.shape, stride, padding, dilation, groups,
+               lambda u: conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, version=u))
     dx = empty(x_shape)
-    v = _chosen("bwd_data", version, x_shape, w.shape, stride, groups)
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
                             *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
                                      groups),
@@ -242,14 +300,15 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
 
 
 def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, version=None,
-                      deterministic=False, splits=None):
+                      deterministic=True, splits=None):
     """dw, the gradient of conv2d_fwd with respect to w.
 
     Versions 4, 6 and 10 split the N*P*Q reduction into ``splits`` parts (default:
-    enough to fill the GPU). ``deterministic=True`` makes versions 4 and 10 reduce
-    the parts in a fixed order through a workspace (same bits on every run);
-    otherwise they add them with atomics. Versions 1 and 6 are deterministic in
-    any case.
+    enough to fill the GPU). By default (``deterministic=True``) versions 4 and 10
+    reduce the parts in a fixed order through a workspace: the same bits on every
+    run, for a workspace write and one more pass over splits x |w| floats.
+    ``deterministic=False`` adds them with atomics instead, in whatever order the
+    blocks finish. Versions 1 and 6 are deterministic in any case.
     """
     check_array(x, "x", ndim=4)
     check_array(dy, "dy", ndim=4)
@@ -263,9 +322,13 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
         return empty(w_shape)
     if x.size == 0 or dy.size == 0:
         return cp.zeros(w_shape, dtype=cp.float32)
+    v = _tuned("bwd_filter", "bwd_filter", version, x.shape, w_shape, stride, padding, dilation,
+               groups, lambda u: conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups,
+                                                   version=u, deterministic=deterministic,
+                                                   splits=splits),
+               "deterministic" if deterministic else "atomic")
     dw = empty(w_shape)
     params = _params(x.shape, w_shape, out[2:], stride, padding, dilation, groups)
-    v = _chosen("bwd_filter", version, x.shape, w_shape, stride, groups)
     if v == 1:
         _C.conv2d_bwd_filter1(ptr(x), ptr(dy), ptr(dw), *params, stream())
         return dw

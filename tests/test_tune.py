@@ -1,0 +1,152 @@
+"""The autotuner (pycnn/backends/cuda/tune.py) without a GPU: a fake timer stands in
+for the CUDA events, so what is tested is the choice, the cache and its sharing
+between processes; tests/test_gpu.py runs the real timer."""
+import json
+import multiprocessing
+import os
+
+import pytest
+
+cp = pytest.importorskip("cupy")
+try:
+    from pycnn.backends.cuda import conv, tune
+except ImportError as exc:                         # no extension built
+    pytest.skip(f"the CUDA backend does not import here ({exc})", allow_module_level=True)
+
+GPU = "NVIDIA Test GPU"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    path = tmp_path / "tuning.json"
+    monkeypatch.setenv("PYCNN_TUNE_CACHE", str(path))
+    monkeypatch.delenv("PYCNN_TUNE", raising=False)
+    tune._memo.clear()
+    tune._refreshed.clear()
+    yield path
+    tune._memo.clear()
+    tune._refreshed.clear()
+
+
+class FakeTimer:
+    """ms per version; records what it timed; a version in ``fail`` raises."""
+
+    def __init__(self, ms, fail=()):
+        self.ms, self.fail, self.timed = ms, set(fail), []
+
+    def __call__(self, fn):
+        return fn()
+
+    def run(self, v):
+        self.timed.append(v)
+        if v in self.fail:
+            raise RuntimeError(f"conv2d_fwd{v}: too many resources requested for launch")
+        return self.ms[v]
+
+
+def _choose(timer, key="fwd|x1", heuristic=2, candidates=(2, 7, 8)):
+    return tune.choose(key, heuristic, candidates, timer.run, gpu_name=GPU, timer=timer)
+
+
+def test_pick_keeps_the_heuristic_unless_a_version_beats_it_by_the_margin():
+    assert tune.pick({2: 1.0, 7: 0.5, 8: 0.6}, 2) == 7
+    assert tune.pick({2: 1.0, 7: 0.98}, 2) == 2              # 2% faster: noise at 3 reps
+    assert tune.pick({2: 1.0, 7: 0.96}, 2) == 7
+    assert tune.pick({2: 1.0, 7: None}, 2) == 2              # a failed version is never kept
+    assert tune.pick({2: None, 7: None}, 2) == 2
+    assert tune.pick({7: 0.5, 8: 0.5}, 2) == 7               # ties: the lower version
+
+
+def test_the_first_call_times_every_candidate_and_the_cache_answers_later_processes(cache):
+    timer = FakeTimer({2: 0.30, 7: 0.21, 8: 0.25})
+    assert _choose(timer) == 7
+    assert sorted(timer.timed) == [2, 7, 8]
+    entry = json.loads(cache.read_text())["entries"]["fwd|x1"]
+    assert entry["version"] == 7 and entry["heuristic"] == 2
+    assert entry["times_ms"] == {"2": 0.30, "7": 0.21, "8": 0.25}
+    assert tune.why(entry).startswith("v7: fastest, over the heuristic v2 (v2 0.300 ms, v7 0.210 ms")
+    again = FakeTimer({})
+    assert _choose(again) == 7 and again.timed == []         # this process: the memo
+    tune._memo.clear()                                       # a new process: the file
+    assert _choose(again) == 7 and again.timed == []
+    assert _choose(FakeTimer({2: 0.3, 7: 0.9}), key="fwd|x2", candidates=(2, 7)) == 2   # its own entry
+    assert set(tune.load(cache)) == {"fwd|x1", "fwd|x2"}
+
+
+def test_refresh_times_again_once_per_shape_and_off_never_times(cache, monkeypatch):
+    _choose(FakeTimer({2: 0.3, 7: 0.2, 8: 0.25}))
+    monkeypatch.setenv("PYCNN_TUNE", "refresh")
+    timer = FakeTimer({2: 0.3, 7: 0.4, 8: 0.1})
+    assert _choose(timer) == 8 and len(timer.timed) == 3
+    assert _choose(timer) == 8 and len(timer.timed) == 3     # once per process
+    assert tune.load(cache)["fwd|x1"]["version"] == 8
+    monkeypatch.setenv("PYCNN_TUNE", "0")
+    never = FakeTimer({})
+    assert _choose(never, heuristic=2) == 2 and never.timed == []
+    monkeypatch.setenv("PYCNN_TUNE", "sometimes")
+    with pytest.raises(ValueError, match="PYCNN_TUNE: expected 1, 0 or refresh .*'sometimes'"):
+        _choose(never)
+
+
+def test_a_version_that_fails_is_skipped_but_the_heuristic_failing_is_an_error():
+    timer = FakeTimer({2: 0.3, 7: 0.2, 8: 0.1}, fail={8})
+    assert _choose(timer) == 7
+    assert tune.lookup("fwd|x1", GPU)["times_ms"]["8"] is None
+    with pytest.raises(RuntimeError, match="conv2d_fwd2: too many resources"):
+        _choose(FakeTimer({7: 0.2}, fail={2}), key="fwd|x3")
+
+
+def test_one_candidate_is_not_timed_and_a_stale_entry_is_timed_again(cache):
+    never = FakeTimer({})
+    assert _choose(never, candidates=(1,), heuristic=1) == 1 and never.timed == []
+    _choose(FakeTimer({2: 0.3, 7: 0.2, 8: 0.25}))
+    tune._memo.clear()
+    timer = FakeTimer({2: 0.3, 8: 0.25})                     # 7 no longer eligible here
+    assert _choose(timer, candidates=(2, 8)) == 8 and sorted(timer.timed) == [2, 8]
+
+
+def test_a_corrupt_cache_is_set_aside_and_rebuilt(cache):
+    cache.write_text("{not json")
+    assert _choose(FakeTimer({2: 0.3, 7: 0.2, 8: 0.25})) == 7
+    assert json.loads(cache.read_text())["entries"]["fwd|x1"]["version"] == 7
+    assert (cache.parent / "tuning.json.bad").read_text() == "{not json"
+
+
+def _store_many(path, rank, count):
+    for i in range(count):
+        tune.store(path, f"key-{rank}-{i}", {"version": rank, "heuristic": 2, "times_ms": {}})
+
+
+def test_concurrent_processes_lose_no_entry(cache):
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_store_many, args=(cache, rank, 25)) for rank in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    entries = tune.load(cache)
+    assert len(entries) == 100 and entries["key-3-24"]["version"] == 3
+    assert not [p for p in os.listdir(cache.parent) if p.endswith(".tmp")]
+
+
+def test_cache_path_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("PYCNN_TUNE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tune.cache_path("NVIDIA H200") == tmp_path / "xdg" / "pycnn" / "tuning-nvidia-h200.json"
+
+
+def test_the_candidates_of_a_shape(monkeypatch):
+    monkeypatch.setattr(conv, "compute_capability", lambda: 90)
+    dense, dw = (2, 64, 14, 14), (2, 64, 14, 14)
+    assert conv.tuning_candidates("fwd", dense, (64, 64, 3, 3), (1, 1), 1) == [2, 7, 8]
+    assert conv.tuning_candidates("bwd_data", dense, (64, 64, 3, 3), (2, 2), 1) == [3, 9, 11]
+    assert conv.tuning_candidates("bwd_filter", dense, (64, 64, 3, 3), (1, 1), 1) == [4, 10]
+    assert conv.tuning_candidates("fwd", dw, (64, 1, 3, 3), (1, 1), 64) == [1, 2, 6, 7, 8]
+    # too many groups x phases for version 11's grid: 3 is the default, 11 is not timed
+    assert 11 not in conv.tuning_candidates("bwd_data", (1, 40000, 9, 9), (20000, 2, 1, 1), (2, 2), 20000)
+    assert conv.tuning_candidates("fwd", (1, 2, 4, 4), (65535 * 64 + 1, 2, 1, 1), (1, 1), 1) == [1]
+    monkeypatch.setattr(conv, "compute_capability", lambda: 75)   # no TF32 tensor cores
+    assert conv.tuning_candidates("fwd", dense, (64, 64, 3, 3), (1, 1), 1) == [2, 7]
+    key = conv.tuning_key("bwd_filter", dense, (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "atomic")
+    assert key == "bwd_filter|x2x64x14x14|w64x64x3x3|s1x1|p1x1x1x1|d1x1|g1|float32|atomic"
