@@ -88,12 +88,24 @@ def test_refresh_times_again_once_per_shape_and_off_never_times(cache, monkeypat
         _choose(never)
 
 
-def test_a_version_that_fails_is_skipped_but_the_heuristic_failing_is_an_error():
+def test_a_version_that_fails_is_skipped_and_a_failing_default_is_left_to_the_call(cache):
     timer = FakeTimer({2: 0.3, 7: 0.2, 8: 0.1}, fail={8})
     assert _choose(timer) == 7
     assert tune.lookup("fwd|x1", GPU)["times_ms"]["8"] is None
-    with pytest.raises(RuntimeError, match="conv2d_fwd2: too many resources"):
-        _choose(FakeTimer({7: 0.2}, fail={2}), key="fwd|x3")
+    # the default fails: it is returned (the call then runs it and raises its own error),
+    # and nothing is stored
+    assert _choose(FakeTimer({7: 0.2, 8: 0.1}, fail={2}), key="fwd|x3") == 2
+    assert "fwd|x3" not in tune.load(cache)
+
+
+def test_a_timer_that_cannot_start_falls_back_to_the_heuristic_with_one_warning(monkeypatch):
+    def broken():
+        raise RuntimeError("no events here")
+    monkeypatch.setattr(tune, "_GpuTimer", broken)
+    monkeypatch.setattr(tune, "_capturing", lambda: False)
+    tune._warned.clear()
+    with pytest.warns(RuntimeWarning, match="the tuner cannot time on this GPU .*no events here"):
+        assert tune.choose("fwd|x9", 2, (2, 7), lambda v: None, gpu_name=GPU) == 2
 
 
 def test_one_candidate_is_not_timed_and_a_stale_entry_is_timed_again(cache):

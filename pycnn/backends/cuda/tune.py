@@ -23,7 +23,10 @@ torn file. A cache that does not parse is set aside as ``<cache>.bad`` and rebui
     refresh      time again once per shape in this process, overwriting the cache
 
 Never tuned: a call inside a CUDA graph capture (timing would be captured too; the
-heuristic runs), and a pass with one eligible version.
+heuristic runs), and a pass with one eligible version. Tuning never fails a call: a
+version that raises while timed is recorded as failed and not kept; if the default
+itself raises, nothing is stored and the call runs the default, whose error the caller
+then sees; a GPU the timer cannot use gives one warning and the heuristic defaults.
 """
 from __future__ import annotations
 
@@ -174,6 +177,16 @@ def _capturing() -> bool:
         return False
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        import warnings
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 def choose(key: str, heuristic: int, candidates, run, *, gpu_name: str | None = None,
            timer=None) -> int:
     """The version for ``key``: from this process's memo, the cache, or timing
@@ -194,15 +207,23 @@ def choose(key: str, heuristic: int, candidates, run, *, gpu_name: str | None = 
         if entry is not None and entry.get("version") in candidates:
             _memo[slot] = entry
             return entry["version"]
-    timer = timer or _GpuTimer()
+    if timer is None:
+        try:
+            timer = _GpuTimer()
+        except Exception as exc:                          # noqa: BLE001 (never fail a call for tuning)
+            _warn_once(f"pycnn: the tuner cannot time on this GPU ({type(exc).__name__}: {exc}); "
+                       "running the heuristic defaults")
+            return heuristic
     times = {}
     for v in candidates:
         try:
             times[v] = float(timer(lambda v=v: run(v)))
-        except (RuntimeError, ValueError, MemoryError):   # a version that cannot run this shape
-            if v == heuristic:
-                raise
+        except Exception:                                 # noqa: BLE001 (a version that cannot run this shape)
             times[v] = None
+    if times.get(heuristic) is None:
+        # The default itself failed: nothing is chosen or stored, and the call runs the
+        # default, so that its own error reaches the caller.
+        return heuristic
     entry = {"version": pick(times, heuristic), "heuristic": heuristic,
              "times_ms": {str(v): t for v, t in times.items()}, "reps": REPS,
              "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
