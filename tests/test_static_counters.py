@@ -10,6 +10,10 @@ then cached in a temporary folder per source content) and fail on:
 - a drop in theoretical occupancy against the JSON,
 - a kernel the JSON does not know, or one it lists that is gone.
 Regenerating the JSON (`python -m pycnn.inspect.static --write`) records a change.
+The independent checks: occupancy against hand-worked cases and against ncu's launch
+counters from the H200 (bench/results/gpu-session-2026-12-04/ncu-probes.csv), registers
+against cuobjdump's resource usage, constant memory against ptxas's own figures, and the
+main loops' FFMA/HMMA per K step against the tile's loop definition.
 The SASS checks need cuobjdump and nvdisasm (the test extra installs their wheels).
 """
 from __future__ import annotations
@@ -364,3 +368,39 @@ def test_main_loop_math_per_k_step(record):
                 assert (loop["ffma"], loop["hmma"]) == (0, (wm // 16) * (wn // 16) * (bk // 8) * 3 * 4), (arch, short)
                 checked += 1
     assert checked >= 2 * 26  # versions 2, 3, 4, 7, 11 (16 instances) and 8, 9, 10 (10) per arch
+
+
+# --- against the hardware: ncu's launch counters of the first GPU session ----------------------
+
+NCU_PROBES = (ROOT / "bench" / "results" / "gpu-session-2026-12-04" / "ncu-probes.csv") if ROOT else None
+
+
+@needs_nvcc
+@pytest.mark.skipif(NCU_PROBES is None or not NCU_PROBES.exists(), reason="needs the committed ncu-probes.csv")
+def test_against_ncu_launch_counters(record):
+    """Registers, static shared memory, the register, warp and block limits and the
+    theoretical occupancy that ncu read on an H200 (sm_90) for the pycnn kernels it
+    profiled; its shared-memory limit is taken at the carveout the driver chose for that
+    launch (32-100 KB, where ours is at the largest, 228 KB), so it is compared at that."""
+    import csv
+    import io
+    lines = [line for line in NCU_PROBES.read_text().splitlines(keepends=True) if line.startswith('"')]
+    rows = [r for r in csv.DictReader(io.StringIO("".join(lines))) if "pycnn::" in r["Kernel Name"]]
+    ours = {re.sub(r"\bfalse\b", "0", re.sub(r"\btrue\b", "1", short)): k
+            for short, k in record["kernels"]["sm_90"].items()}
+    assert rows, "no pycnn kernel in ncu-probes.csv"
+    for r in rows:
+        k = ours[static.short_name(r["Kernel Name"])]
+        num = {c: int(r[c].replace(",", "")) for c in r if c.startswith(("launch__", "sm__maximum")) and
+               r[c].replace(",", "").isdigit()}
+        by = k["occupancy"]["blocks_by"]
+        assert (k["registers"], k["shared_static"], k["threads_per_block"]) == (
+            num["launch__registers_per_thread"], num["launch__shared_mem_per_block_static"],
+            num["launch__block_size"]), r["Kernel Name"]
+        assert (by["registers"], by["warps"], by["blocks"]) == (
+            num["launch__occupancy_limit_registers"], num["launch__occupancy_limit_warps"],
+            num["launch__occupancy_limit_blocks"]), r["Kernel Name"]
+        assert round(100 * k["occupancy"]["occupancy"]) == num["sm__maximum_warps_per_active_cycle_pct"]
+        at_carveout = occ.occupancy("sm_90", k["registers"], k["shared_static"], k["threads_per_block"],
+                                    carveout=num["launch__shared_mem_config_size"])
+        assert at_carveout.blocks_by["shared memory"] == num["launch__occupancy_limit_shared_mem"], r["Kernel Name"]

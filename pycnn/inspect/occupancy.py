@@ -64,17 +64,23 @@ def _check_int(name: str, value, low: int, high: int | None = None):
         raise ValueError(f"{name}: expected {span}, got {value}")
 
 
-def occupancy(arch: str, registers: int, shared_bytes: int, threads: int) -> Occupancy:
+def occupancy(arch: str, registers: int, shared_bytes: int, threads: int,
+              carveout: int | None = None) -> Occupancy:
     """Resident blocks and warps per SM for a kernel using `registers` per thread and
     `shared_bytes` of shared memory (static + dynamic) per block of `threads` threads.
     A launch that cannot run at all (registers x threads over the SM's register file,
-    shared memory over the per-block maximum) gives 0 blocks."""
+    shared memory over the per-block maximum) gives 0 blocks. carveout: the shared memory
+    per SM in bytes that the driver configured (ncu's launch__shared_mem_config_size);
+    default the largest, which the driver picks when shared memory would limit."""
     if arch not in ARCHS:
         raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {arch!r}")
     a = ARCHS[arch]
     _check_int("registers", registers, 1, a["max_registers_per_thread"])
     _check_int("shared_bytes", shared_bytes, 0)
     _check_int("threads", threads, 1, MAX_THREADS_PER_BLOCK)
+    if carveout is None:
+        carveout = a["shared"]
+    _check_int("carveout", carveout, 0, a["shared"])
 
     warps_per_block = -(-threads // WARP)
     regs_per_warp = _round_up(registers * WARP, REG_ALLOC_UNIT)
@@ -83,7 +89,7 @@ def occupancy(arch: str, registers: int, shared_bytes: int, threads: int) -> Occ
         by_smem = 0
     else:
         smem_per_block = _round_up(shared_bytes + SMEM_RESERVED_PER_BLOCK, SMEM_ALLOC_UNIT)
-        by_smem = a["shared"] // smem_per_block
+        by_smem = carveout // smem_per_block
     by = {
         "warps": a["warps"] // warps_per_block,
         "blocks": a["blocks"],
