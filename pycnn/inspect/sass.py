@@ -12,7 +12,8 @@ What is counted, and what each figure tells a learner (one line each):
   FFMA + HMMA; among equal bodies the shortest one (the innermost). None when no loop
   holds any FFMA or HMMA (the element-wise kernels).
 - main_loop.instructions: instructions per iteration, i.e. per K step of an implicit
-  GEMM: every one takes an issue slot of the warp scheduler, so fewer is faster.
+  GEMM: every one takes an issue slot of the warp scheduler, so fewer is faster. It is
+  the body's static length: code that a forward branch inside it skips counts too.
 - main_loop.ffma / .hmma and .ffma_share / .hmma_share: the useful math per iteration
   and its fraction of the issue slots: an upper bound on the fraction of FP32 (or
   tensor-core) peak the loop can reach, since a scheduler issues one instruction a cycle.
