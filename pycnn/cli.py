@@ -31,6 +31,7 @@ import platform
 import secrets
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -774,13 +775,56 @@ def resume_settings(args):
             "epochs": done, "step": int(step), "path": model_path}
 
 
+def _without_workers(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
 def cmd_train(args):
+    from pycnn import distributed
+    if args.workers is not None:
+        if args.workers < 1:
+            raise CLIError(f"--workers: expected a positive number of processes, got {args.workers}")
+        if distributed.launched_by_mpi():
+            raise CLIError("--workers: this process already runs under mpiexec; leave "
+                           "--workers out (mpiexec's -n sets the processes)")
+        if args.workers > 1:
+            try:
+                cmd = distributed.mpiexec_command(args.workers, _without_workers(args.argv))
+            except (FileNotFoundError, ImportError) as e:
+                raise CLIError(str(e)) from e
+            print(" ".join(cmd), file=sys.stderr, flush=True)
+            return subprocess.call(cmd)
+    if not distributed.launched_by_mpi():
+        if args.sync_bn:
+            raise CLIError("--sync-bn: only for data-parallel training (--workers N, or mpiexec)")
+        return _cmd_train(args, None)
+    device = resolve_device(args.device)
+    try:
+        comm = distributed.init(device)
+    except ImportError as e:
+        raise CLIError(str(e)) from e
+    if comm.rank != 0:      # one voice: rank 0 prints, shows progress and writes the run's files
+        sys.stdout = open(os.devnull, "w")
+        sys.stderr = open(os.devnull, "w")
+    return distributed.run_guarded(lambda: _cmd_train(args, comm), comm)
+
+
+def _cmd_train(args, comm):
     from pycnn.data import DataLoader
 
     resumed = resume_settings(args) if args.resume else None
     device = resolve_device(args.device)
+    writer = comm is None or comm.rank == 0
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    if args.out is not None:
+    if args.out is not None and writer:
         prepare_out_dir(args.out, create=False)  # cheap checks before the data loads
     folder = folder_options(args.data, args.model, args.image_size, args.val_split,
                             args.mean, args.std, not args.no_progress)
@@ -799,9 +843,10 @@ def cmd_train(args):
     scheduler = make_scheduler(optimizer, args.lr_decay)
 
     transform = make_augmentation(args.augment, args.data, train_set)
+    shard = None if comm is None else (comm.rank, comm.size)
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, seed=args.seed,
-                              transform=transform)
-    test_loader = DataLoader(test_set, args.batch_size)
+                              transform=transform, shard=shard)
+    test_loader = DataLoader(test_set, args.batch_size, shard=shard)
 
     if resumed is not None:
         where = f"--resume {args.resume}"
@@ -817,11 +862,24 @@ def cmd_train(args):
         if resumed["step"]:               # stopped mid-epoch: that pass starts again
             train_loader.epoch -= 1
         run_id, out = resumed["meta"].get("run_id") or new_run_id(args.model), args.resume
+    ddp = None
+    if comm is not None:
+        from pycnn import distributed
+        if args.sync_bn:
+            distributed.convert_sync_batchnorm(model, comm)
+        ddp = distributed.DataParallel(model, comm)   # rank 0's weights on every rank
+    if resumed is not None:
+        pass
+    elif not writer:                      # the other ranks write nothing: no folder of their own
+        run_id, out = None, None
     elif args.out is None:
         run_id, out = create_run_dir("runs", args.model)
     else:
         run_id, out = new_run_id(args.model), args.out
         prepare_out_dir(out)
+    if not writer:
+        return _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler,
+                      train_set, test_set, train_loader, test_loader, resumed, ddp)
     with RunLock(out, run_id, force=args.force):
         earlier = _earlier_run(out)
         if earlier and not args.force and resumed is None:
@@ -831,22 +889,27 @@ def cmd_train(args):
             print(f"removed {os.path.join(out, name)}, left by a run killed while saving",
                   file=sys.stderr)
         return _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler,
-                      train_set, test_set, train_loader, test_loader, resumed)
+                      train_set, test_set, train_loader, test_loader, resumed, ddp)
 
 
 def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, train_set,
-           test_set, train_loader, test_loader, resumed=None):
+           test_set, train_loader, test_loader, resumed=None, ddp=None):
     """The run itself, in its locked folder ``out``: fit, save, report; the exit status.
     ``resumed``: {"metrics": the run's metrics.json, "epochs": finished, "step": steps of
     the next one done} when continuing a run."""
     import pycnn
     from pycnn.train import StopSignals, TrainingDiverged, TrainingInterrupted, fit
 
-    paths = {k: os.path.join(out, f) for k, f in zip(("model", "metrics", "curves"), RUN_FILES)}
+    writer = ddp is None or ddp.comm.rank == 0       # data-parallel: rank 0 writes the run's files
+    paths = {k: os.path.join(out, f) if writer else None
+             for k, f in zip(("model", "metrics", "curves"), RUN_FILES)}
+    _write_json = write_json if writer else (lambda *a, **k: None)
+    _plot_curves = plot_curves if writer else (lambda *a, **k: None)
     run_args = {"model": args.model, "data": args.data, "epochs": args.epochs,
                 "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": lr,
                 "lr_decay": args.lr_decay, "augment": args.augment,
-                "seed": args.seed, "limit": args.limit, "device": device}
+                "seed": args.seed, "limit": args.limit, "device": device,
+                "workers": 1 if ddp is None else ddp.comm.size, "sync_bn": bool(args.sync_bn)}
     meta = {"model": args.model, "kwargs": kwargs, "data": args.data, "limit": args.limit,
             "seed": args.seed, "pycnn": _version(), "run_id": run_id, "epochs": 0, "step": 0,
             "classes": list(train_set.classes), "input_shape": list(train_set.sample_shape),
@@ -874,12 +937,16 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
 
     print(f"training {args.model} ({metrics['parameters']:,} parameters) on {args.data} "
           f"({len(train_set)} train / {len(test_set)} test) on {device}: {args.optimizer} "
-          f"lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}, "
+          f"lr {lr:g} (x{args.lr_decay:g} per epoch), batch {args.batch_size}"
+          + ("" if ddp is None else f" per process x {ddp.comm.size} processes ({ddp.comm.kind})")
+          + ", "
           f"{args.epochs} epochs", flush=True)
 
     saved = {"epochs": 0 if resumed is None else resumed["epochs"]}
 
     def save_model(epochs, step):
+        if not writer:                    # (buffers: rank 0's, as evaluation uses them)
+            return
         meta.update(epochs=epochs, step=step)
         info, arrays = training_state(optimizer, scheduler, train_loader)
         meta["train"] = info if step is not None else None   # cut mid-step: not resumable
@@ -894,7 +961,7 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
         saved["epochs"] = len(history)
         metrics["epochs"] = list(history)
         metrics["final_test_acc"] = record["test_acc"]
-        write_json(paths["metrics"], metrics)
+        _write_json(paths["metrics"], metrics)
 
     status = 0
     pycnn.set_anomaly(bool(args.detect_anomaly))
@@ -910,7 +977,8 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
                                   log=lambda line: print(line, flush=True), stop=stop,
                                   names=[name for name, _ in model.named_parameters()],
                                   history=metrics["epochs"],
-                                  skip_steps=0 if resumed is None else resumed["step"])
+                                  skip_steps=0 if resumed is None else resumed["step"],
+                                  ddp=ddp)
             except TrainingInterrupted as e:
                 history = e.history
                 status = 128 + e.signal
@@ -958,14 +1026,14 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
                 print(f"training stopped by --detect-anomaly: {e}" +
                       (f"; model.npz holds epoch {len(history)}" if history else
                        "; no model.npz written"), file=sys.stderr, flush=True)
-            write_json(paths["metrics"], metrics)
+            _write_json(paths["metrics"], metrics)
             if history:
-                plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
+                _plot_curves(paths["curves"], history, f"{args.model} on {args.data} ({device})")
     except SaveError as e:
         metrics["io_error"] = str(e)
         if e.path != paths["metrics"]:
             try:                          # a small file may still fit where a model did not
-                write_json(paths["metrics"], metrics)
+                _write_json(paths["metrics"], metrics)
             except SaveError:
                 pass
         kept = ("its previous version is intact" if os.path.exists(e.path)
@@ -977,7 +1045,8 @@ def _train(args, run_id, out, device, lr, kwargs, model, optimizer, scheduler, t
     if metrics["final_test_acc"] is not None:
         print(f"test accuracy {100 * metrics['final_test_acc']:.2f}% on {len(test_set)} "
               f"{args.data} test samples")
-    print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))} (run {run_id})")
+    if writer:
+        print(f"saved {', '.join(p for p in paths.values() if os.path.exists(p))} (run {run_id})")
     return status
 
 
@@ -1262,6 +1331,14 @@ def build_parser():
     t.add_argument("--limit", type=_positive_int, default=None,
                    help="use only the first N samples of train and of test")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data-parallel training in N processes on this machine: starts "
+                   "mpiexec -n N with these arguments (one GPU per process with --device "
+                   "cuda); --batch-size is then per process. Under mpiexec, pycnn train is "
+                   "data-parallel without it")
+    t.add_argument("--sync-bn", action="store_true",
+                   help="data-parallel training: batch norm over the whole batch of every "
+                   "process, not each process's share (PyTorch's SyncBatchNorm)")
     t.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its last save (an epoch's end, or "
                    "the step a signal stopped it at) with its weights, optimizer state, "
@@ -1366,6 +1443,7 @@ def main(argv=None):
         return 0 if result is None else result
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 2

@@ -141,10 +141,19 @@ class DataLoader:
     batch, seeded from (seed, pass, batch) (see :func:`random_crop`,
     :func:`horizontal_flip`, :func:`random_resized_crop`, :func:`color_jitter`,
     :func:`pca_lighting`, :func:`augmentation`).
+
+    ``shard=(rank, size)`` (data-parallel training, pycnn.distributed): the loaders of the
+    ``size`` ranks draw the same order, cut it into global batches of ``size *
+    batch_size`` samples, and each yields its part of each global batch, the rank-th of
+    ``size`` nearly equal contiguous parts (a part may be empty at the end of a pass).
+    ``len()`` is then the number of global batches, the same on every rank, and
+    ``last_global`` the number of samples in the global batch just yielded. A
+    transform's generator is then per rank and batch, so augmented training is not
+    bit-identical to one process with the global batch; unaugmented training is.
     """
 
     def __init__(self, dataset, batch_size, shuffle=False, seed=None, drop_last=False,
-                 transform=None):
+                 transform=None, shard=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
@@ -157,10 +166,25 @@ class DataLoader:
         self.drop_last = bool(drop_last)
         self.transform = transform
         self.epoch = 0
+        if shard is None:
+            self.rank, self.size = 0, 1
+        else:
+            try:
+                rank, size = (int(v) for v in shard)
+            except (TypeError, ValueError):
+                raise ValueError(f"shard: expected (rank, size), got {shard!r}") from None
+            if size < 1 or not 0 <= rank < size:
+                raise ValueError(f"shard: expected (rank, size) with 0 <= rank < size, got {shard!r}")
+            self.rank, self.size = rank, size
+        self.last_global = 0
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.batch_size * self.size
 
     def __len__(self):
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, b = len(self.dataset), self.global_batch_size
+        return n // b if self.drop_last else -(-n // b)
 
     def _entropy(self, epoch):
         if self.seed is None:
@@ -180,18 +204,25 @@ class DataLoader:
         skip, self._skip = getattr(self, "_skip", 0), 0
         n = len(self.dataset)
         order = np.random.default_rng(entropy).permutation(n) if self.shuffle else None
-        stop = len(self) * self.batch_size
-        for step, start in enumerate(range(0, min(stop, n), self.batch_size)):
+        b = self.global_batch_size
+        stop = len(self) * b
+        for step, start in enumerate(range(0, min(stop, n), b)):
             if step < skip:
                 continue
-            end = min(start + self.batch_size, n)
+            end = min(start + b, n)
+            self.last_global = end - start
+            if self.size > 1:              # this rank's part of the global batch
+                from .distributed import shard_bounds
+                lo, hi = shard_bounds(end - start, self.size, self.rank)
+                start, end = start + lo, start + hi
             if order is None:
                 x, y = self.dataset[start:end]
             else:
                 x, y = self.dataset[order[start:end]]
-            if self.transform is not None:
+            if self.transform is not None and len(y):
                 # a generator per batch, so that a pass resumed at any batch draws the same
-                x = self.transform(x, np.random.default_rng(entropy + [1 + step]))
+                extra = [1 + step] if self.size == 1 else [1 + step, self.rank]
+                x = self.transform(x, np.random.default_rng(entropy + extra))
             yield x, y
 
 

@@ -650,14 +650,31 @@ class Tensor:
                                  f"got {tuple(grad.shape)}")
             grad = grad.astype(self.dtype, copy=False)
 
+        order = self._topological_order()
+        # Edges into each leaf: a leaf's gradient is complete once every node that uses it
+        # has run backward, and is accumulated then (not when the reverse order reaches
+        # the leaf itself, which can be the very end), so that hooks on it (data
+        # parallelism's all-reduce) start as early as the graph allows.
+        uses: dict[int, int] = {}
+        for node in order:
+            if node._ctx is not None:
+                for parent in node._ctx.parents:
+                    if isinstance(parent, Tensor) and parent.requires_grad and parent._ctx is None:
+                        uses[id(parent)] = uses.get(id(parent), 0) + 1
         grads = {id(self): grad}
-        for node in reversed(self._topological_order()):
+
+        def accumulate(leaf, g):
+            # (copied: ops may hand one gradient array to several parents)
+            leaf.grad = Tensor(g.copy() if leaf.grad is None else leaf.grad.data + g)
+            for hook in getattr(leaf, "_grad_hooks", ()):
+                hook(leaf)
+
+        for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            if node._ctx is None:  # a leaf: accumulate, as PyTorch does
-                # (copied: ops may hand one gradient array to several parents)
-                node.grad = Tensor(g.copy() if node.grad is None else node.grad.data + g)
+            if node._ctx is None:  # a leaf (only the root can still be one here)
+                accumulate(node, g)
                 continue
             fn = node._ctx
             parent_grads = fn.backward(g)
@@ -666,10 +683,17 @@ class Tensor:
             if not retain_graph:
                 node._ctx = _RELEASED
             for parent, pg in zip(fn.parents, parent_grads):
-                if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
+                if not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
                 key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                if pg is not None:
+                    grads[key] = pg if key not in grads else grads[key] + pg
+                if key in uses:                  # a leaf: complete after its last use
+                    uses[key] -= 1
+                    if uses[key] == 0:
+                        done = grads.pop(key, None)
+                        if done is not None:
+                            accumulate(parent, done)
 
     def _topological_order(self):
         """Nodes that require grad, each after all its inputs (iterative DFS)."""
@@ -692,6 +716,19 @@ class Tensor:
 
     def zero_grad(self) -> None:
         self.grad = None
+
+    def register_post_accumulate_grad_hook(self, hook) -> None:
+        """Call ``hook(self)`` each time a backward pass has finished accumulating this
+        leaf's gradient (``self.grad`` then holds the pass's full contribution), as
+        PyTorch's method of that name does. Leaves only."""
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors (a "
+                               "parameter, an input) accumulate gradients; this one has a graph")
+        if not callable(hook):
+            raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+        if "_grad_hooks" not in self.__dict__:
+            self._grad_hooks = []
+        self._grad_hooks.append(hook)
 
     # ---- arithmetic ------------------------------------------------------- #
     def _other(self, other):

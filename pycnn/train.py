@@ -115,9 +115,15 @@ class _Totals:
         self.correct = self.correct + (logits.data.argmax(axis=1) == labels).sum()
         self.seen += n
 
-    def means(self):
-        """(mean loss, accuracy) over the samples added so far."""
-        return float(self.loss) / self.seen, int(self.correct) / self.seen
+    def means(self, ddp=None):
+        """(mean loss, accuracy) over the samples added so far; with ``ddp`` (a
+        pycnn.distributed.DataParallel), over every rank's."""
+        loss, correct, seen = float(self.loss), int(self.correct), self.seen
+        if ddp is not None:
+            loss, correct, seen = ddp.comm.sum_scalars([loss, correct, seen])
+        if seen == 0:
+            return math.nan, math.nan
+        return loss / seen, correct / seen
 
 
 def _batch(x, y, device):
@@ -125,29 +131,37 @@ def _batch(x, y, device):
     return tensor(x, device=device), move_array(np.asarray(y), device)
 
 
-def _stop_asked(stop):
-    return stop is not None and stop.received is not None
+def _stop_asked(stop, ddp=None):
+    asked = stop is not None and stop.received is not None
+    return ddp.any(asked) if ddp is not None else asked   # every rank stops at the same step
 
 
-def evaluate(model, loader, device="cpu", stop=None):
+def evaluate(model, loader, device="cpu", stop=None, ddp=None):
     """Mean cross-entropy and accuracy of ``model`` over ``loader``, in eval mode and without
-    gradients. With ``stop`` (a :class:`StopSignals`) a signal ends it between batches."""
+    gradients. With ``stop`` (a :class:`StopSignals`) a signal ends it between batches.
+    With ``ddp`` each rank evaluates its shard of ``loader`` (a sharded DataLoader) and the
+    sums are all-reduced: every rank returns the figures of the whole set."""
     was_training = getattr(model, "training", True)
     model.eval()
     totals = _Totals()
+    if ddp is not None:
+        ddp.sync_buffers()                 # rank 0's running statistics
     try:
         with no_grad():
             for x, y in loader:
-                if _stop_asked(stop):
+                if _stop_asked(stop, ddp):
                     raise _StopRequested(None)
+                if len(y) == 0:            # this rank's part of a short last batch
+                    continue
                 images, labels = _batch(x, y, device)
                 logits = model(images)
                 totals.add(F.cross_entropy(logits, labels), logits, labels)
     finally:
         model.train(was_training)
-    if totals.seen == 0:
+    loss, acc = totals.means(ddp)
+    if math.isnan(acc):
         raise ValueError("loader: expected at least one sample to evaluate, got none")
-    return totals.means()
+    return loss, acc
 
 
 def _progress_bar(loader, desc, enabled):
@@ -160,50 +174,66 @@ def _progress_bar(loader, desc, enabled):
     return tqdm(total=len(loader), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None, first_step=0):
+def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None, first_step=0,
+                ddp=None):
     """One pass over ``loader``; returns (mean training loss, training accuracy, samples seen).
 
     With ``stop`` (a :class:`StopSignals`), a signal ends the pass after the step under
     way (``_StopRequested`` carrying the steps done). A non-finite gradient
     (:class:`pycnn.optim.NonFiniteGradient`, raised before any weight changed) comes out
     with ``step`` (1-based) and ``loss`` (that step's) set on it. ``first_step``: the
-    number of the loader's first batch (a pass resumed mid-way starts there)."""
+    number of the loader's first batch (a pass resumed mid-way starts there).
+
+    With ``ddp`` (a :class:`pycnn.distributed.DataParallel` of ``model``) each rank trains
+    on its shard of every batch, the gradients are averaged over the ranks before each
+    step, and the loss and accuracy returned are the whole batch's."""
     model.train()
     totals = _Totals()
     start = time.perf_counter()
     last_step = len(loader) - 1
     for step, (x, y) in enumerate(loader, start=first_step):
-        images, labels = _batch(x, y, device)
-        logits = model(images)
-        loss = F.cross_entropy(logits, labels)
+        if ddp is not None and ddp.sync_bn and loader.last_global < ddp.comm.size:
+            continue   # a last batch too short for every rank: synchronised batch norm needs each
         optimizer.zero_grad()
-        loss.backward()
+        loss = None
+        if ddp is not None:
+            ddp.begin_step(len(y), loader.last_global)
+        if len(y):                         # (a rank's part of a short last batch may be empty)
+            images, labels = _batch(x, y, device)
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            loss.backward()
+        if ddp is not None:
+            ddp.finish()                   # the gradients of the mean loss over every rank's samples
         try:
             optimizer.step()
         except NonFiniteGradient as e:
-            e.step, e.loss = step + 1, float(loss.item())
+            e.step, e.loss = step + 1, float(loss.item()) if loss is not None else math.nan
             raise
-        totals.add(loss, logits, labels)
-        # The graph hangs off loss and logits (every activation of this step): drop it
-        # now, or it stays alive through the next step's forward, next to that step's
-        # activations (vgg_small, batch 32, CPU: peak 212 -> 200 MB).
-        del images, logits, loss
+        if loss is not None:
+            totals.add(loss, logits, labels)
+            # The graph hangs off loss and logits (every activation of this step): drop it
+            # now, or it stays alive through the next step's forward, next to that step's
+            # activations (vgg_small, batch 32, CPU: peak 212 -> 200 MB).
+            del images, logits, loss
         if bar is not None:
             bar.update(1)
             if step % 5 == 0 or step == last_step:  # reading the loss syncs the GPU: not every step
                 rate = totals.seen / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{totals.means()[0]:.4f}", samples_s=f"{rate:.0f}")
-        if _stop_asked(stop):
+        if _stop_asked(stop, ddp):
             raise _StopRequested(step + 1)
-    if totals.seen == 0:
+    loss_mean, acc = totals.means(ddp)
+    seen = totals.seen if ddp is None else int(ddp.comm.sum_scalars([totals.seen])[0])
+    if seen == 0:
         raise ValueError("train_loader: expected at least one batch, got none "
                          "(dataset smaller than batch_size with drop_last=True?)")
-    return (*totals.means(), totals.seen)
+    return loss_mean, acc, seen
 
 
 def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", scheduler=None,
         progress=True, on_epoch_end=None, log=print, stop_on_divergence=True, stop=None,
-        names=None, history=None, skip_steps=0):
+        names=None, history=None, skip_steps=0, ddp=None):
     """Train for ``epochs`` passes, evaluating on ``test_loader`` after each.
 
     Returns a list with one dict per epoch (epoch, train_loss, train_acc,
@@ -227,6 +257,9 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
     and ``skip_steps`` the steps of that next epoch already done (the loader, a
     :class:`pycnn.data.DataLoader`, skips them; that epoch's train loss and accuracy then
     cover the remaining steps only, and are nan if none remain).
+
+    ``ddp``: data-parallel training (pycnn.distributed); the loaders are then sharded, and
+    every rank sees the same losses, accuracies and stops.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected a positive int, got {epochs!r}")
@@ -245,11 +278,12 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
                 if skip:
                     train_loader.skip(skip)
                 train_loss, train_acc, seen = train_epoch(model, optimizer, train_loader,
-                                                          device, bar, stop, first_step=skip)
+                                                          device, bar, stop, first_step=skip,
+                                                          ddp=ddp)
             train_seconds = time.perf_counter() - start
             if stop_on_divergence and not math.isfinite(train_loss) and skip < steps:
                 raise TrainingDiverged(history, epoch, train_loss)
-            test_loss, test_acc = evaluate(model, test_loader, device, stop)
+            test_loss, test_acc = evaluate(model, test_loader, device, stop, ddp)
         except NonFiniteGradient as e:
             name = names[e.index] if names is not None and e.index < len(names) else \
                 f"parameter {e.index}"
@@ -291,7 +325,7 @@ def fit(model, optimizer, train_loader, test_loader, epochs, device="cpu", sched
                 raise
             except KeyboardInterrupt:
                 raise TrainingInterrupted(history, None, epoch, steps) from None
-        if _stop_asked(stop) and epoch < epochs:
+        if _stop_asked(stop, ddp) and epoch < epochs:
             raise TrainingInterrupted(history, stop.received, epoch, steps, clean=True)
     return history
 
