@@ -226,8 +226,11 @@ class DataParallel:
         self._requests = []
         self._launched = set()
 
-    def begin_step(self, n_local: int, n_global: int):
-        """This rank holds ``n_local`` of the step's ``n_global`` samples."""
+    def begin_step(self, n_local: int, n_global: int, flag: bool = False):
+        """This rank holds ``n_local`` of the step's ``n_global`` samples. ``flag`` (a
+        stop asked for on this rank) rides along with the first bucket's reduction, and
+        ``flagged`` says after ``finish()`` whether any rank raised it: no collective of
+        its own."""
         if n_global < 1 or not 0 <= n_local <= n_global:
             raise ValueError(f"n_local, n_global: expected 0 <= n_local <= n_global and "
                              f"n_global >= 1, got {n_local}, {n_global}")
@@ -235,6 +238,7 @@ class DataParallel:
         self.comm.step_scale = self._scale          # the synchronised batch norms use it
         self._pending = {i: len(b) for i, b in enumerate(self.buckets)}
         self._requests, self._launched = [], set()
+        self._flag, self.flagged = bool(flag), False
 
     def _ready(self, param):
         i = self._bucket_of.get(id(param))
@@ -248,9 +252,14 @@ class DataParallel:
         self._launched.add(i)
         bucket = self.buckets[i]
         xp = _xp(bucket[0].data)
-        flat = xp.concatenate([(p.grad.data if p.grad is not None else xp.zeros_like(p.data)).ravel()
-                               for p in bucket]).astype(xp.float32, copy=False)
+        parts = [(p.grad.data if p.grad is not None else xp.zeros_like(p.data)).ravel() for p in bucket]
+        first = not self._requests
+        if first:                                # the stop flag's slot, after the gradients
+            parts.append(xp.zeros(1, dtype=xp.float32))
+        flat = xp.concatenate(parts).astype(xp.float32, copy=False)
         flat *= xp.float32(self._scale)
+        if first:
+            flat[-1] = 1.0 if self._flag else 0.0
         self._requests.append((i, flat, self.comm.iallreduce_sum(flat)))
 
     def finish(self):
@@ -260,8 +269,10 @@ class DataParallel:
         for i in range(len(self.buckets)):
             if i not in self._launched:
                 self._launch(i)
-        for i, flat, request in self._requests:
+        for k, (i, flat, request) in enumerate(self._requests):
             request.wait()
+            if k == 0:
+                self.flagged = bool(flat[-1] > 0)
             offset = 0
             for p in self.buckets[i]:
                 n = p.data.size

@@ -146,10 +146,12 @@ def evaluate(model, loader, device="cpu", stop=None, ddp=None):
     totals = _Totals()
     if ddp is not None:
         ddp.sync_buffers()                 # rank 0's running statistics
+        if _stop_asked(stop, ddp):         # data-parallel: asked once, before the pass
+            raise _StopRequested(None)
     try:
         with no_grad():
             for x, y in loader:
-                if _stop_asked(stop, ddp):
+                if ddp is None and _stop_asked(stop):
                     raise _StopRequested(None)
                 if len(y) == 0:            # this rank's part of a short last batch
                     continue
@@ -197,7 +199,7 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None, fir
         optimizer.zero_grad()
         loss = None
         if ddp is not None:
-            ddp.begin_step(len(y), loader.last_global)
+            ddp.begin_step(len(y), loader.last_global, flag=_stop_asked(stop))
         if len(y):                         # (a rank's part of a short last batch may be empty)
             images, labels = _batch(x, y, device)
             logits = model(images)
@@ -221,7 +223,7 @@ def train_epoch(model, optimizer, loader, device="cpu", bar=None, stop=None, fir
             if step % 5 == 0 or step == last_step:  # reading the loss syncs the GPU: not every step
                 rate = totals.seen / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{totals.means()[0]:.4f}", samples_s=f"{rate:.0f}")
-        if _stop_asked(stop, ddp):
+        if (ddp.flagged if ddp is not None else _stop_asked(stop)):   # every rank: the same step
             raise _StopRequested(step + 1)
     loss_mean, acc = totals.means(ddp)
     seen = totals.seen if ddp is None else int(ddp.comm.sum_scalars([totals.seen])[0])

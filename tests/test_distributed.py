@@ -157,13 +157,20 @@ def test_buckets_start_as_backward_completes_them_and_scale_by_the_share():
     ddp = distributed.DataParallel(model, comm, bucket_bytes=16 * 4 * 4)   # the last layer's weight
     assert [len(b) for b in ddp.buckets] == [2, 2]      # (bias, weight) of layer 2, then layer 1's
     x = tensor(np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32))
-    ddp.begin_step(5, 20)                               # this rank holds a quarter of the batch
+    ddp.begin_step(5, 20, flag=True)                    # this rank holds a quarter of the batch
     F.cross_entropy(model(x), np.array([0, 1, 2, 3, 0])).backward()
-    assert comm.reduced == [4 + 64, 16 + 128]           # both buckets went out during backward
+    # both buckets went out during backward, the first with the stop flag's slot
+    assert comm.reduced == [4 + 64 + 1, 16 + 128]
     plain = {id(p): p.grad.data.copy() for p in model.parameters()}
     ddp.finish()
     for p in model.parameters():
         assert np.allclose(p.grad.data, plain[id(p)] * 0.25)
+    assert ddp.flagged                                  # the flag came back, unscaled
+    for p in model.parameters():
+        p.zero_grad()
+    ddp.begin_step(5, 20)
+    ddp.finish()                                        # no backward (an empty share): zeros go out
+    assert not ddp.flagged and all(not p.grad.data.any() for p in model.parameters())
     with pytest.raises(ValueError, match="n_local, n_global"):
         ddp.begin_step(3, 2)
 
