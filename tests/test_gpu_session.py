@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "gpu_session.sh"
-STAGES = ("gpu", "build", "verify", "memcheck", "bench", "racecheck", "ncu", "tests", "train")
+STAGES = ("gpu", "build", "verify", "memcheck", "bench", "racecheck", "ncu", "tests", "train", "nccl")
 
 
 def _run(tmp_path, *args, timeout=900):
