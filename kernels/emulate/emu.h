@@ -151,6 +151,13 @@ extern Device device;
 // Findings so far (every check above); the harness's finish() fails on any.
 int findings();
 
+// Memory counters per launch (emu_runtime.cc's "counters" says what is counted),
+// written to json_path by finish(); sample_blocks > 0 runs only that many blocks of
+// a larger grid and scales the counts; checks false turns the sanitizer off (no
+// shadow memory: real-sized layers). Before the first allocation. The environment
+// does the same: PYCNN_EMU_COUNTERS=path, PYCNN_EMU_SAMPLE=k, PYCNN_EMU_CHECKS=0.
+void enable_counters(const char* json_path, int sample_blocks, bool checks);
+
 // ---- results
 extern int failures, checks;
 extern bool quiet;  // print failures only (for sweeps over many shapes)
@@ -300,6 +307,7 @@ struct alignas(4 * sizeof(T)) Vec4 {
     x = o.x, y = o.y, z = o.z, w = o.w;
   }
   __attribute__((always_inline)) Vec4& operator=(const Vec4& o) {
+    check_access(&o, sizeof o, false);  // the source may be device memory too: one wide load
     check_access(this, sizeof o, true);
     x = o.x, y = o.y, z = o.z, w = o.w;
     return *this;
@@ -315,6 +323,7 @@ struct alignas(2 * sizeof(T)) Vec2 {
     x = o.x, y = o.y;
   }
   __attribute__((always_inline)) Vec2& operator=(const Vec2& o) {
+    check_access(&o, sizeof o, false);  // the source may be device memory too: one wide load
     check_access(this, sizeof o, true);
     x = o.x, y = o.y;
     return *this;

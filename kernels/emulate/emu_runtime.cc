@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <random>
 #include <string>
 #include <vector>
@@ -185,8 +186,10 @@ std::string symbolize(uintptr_t pc) {
 // One arena of reserved address space; allocation i sits in the middle of slot i,
 // so an address megabytes off any allocation still falls in the arena and is
 // reported with the nearest one, never lands silently in another.
-constexpr size_t kSlot = size_t(1) << 24;  // 16 MB a slot, the data at +8 MB
-constexpr size_t kSlots = 4096;
+// 16 MB a slot, the data at +8 MB; with the checks off (counters of real-sized layers,
+// which need no shadow) 64 slots of 1 GB instead: the same 64 GB of address space.
+size_t kSlot = size_t(1) << 24;
+size_t kSlots = 4096;
 char* arena = nullptr;
 
 struct Cell {  // the shadow of one byte (global) or one 4-byte word (shared)
@@ -210,8 +213,11 @@ struct Allocation {
 std::vector<Allocation> allocations(kSlots);
 size_t next_slot = 0;
 
+bool checks_on = true;  // PYCNN_EMU_CHECKS=0: counters only, no shadow, no findings
+
 void init_arena() {
   if (arena) return;
+  if (!checks_on) kSlot = size_t(1) << 30, kSlots = 64;
   void* p = mmap(nullptr, kSlot * kSlots, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                  -1, 0);
   if (p == MAP_FAILED) fail("cannot reserve the %zu GB device arena", kSlot * kSlots >> 30);
@@ -379,6 +385,405 @@ Allocation* allocation_of(uintptr_t a) {
   return slot < kSlots ? &allocations[slot] : nullptr;
 }
 
+// ---------------------------------------------------------------- counters
+// The memory counters that ncu reads from the hardware, computed from the same
+// instrumented accesses (off unless PYCNN_EMU_COUNTERS=<json path> or
+// enable_counters() turns them on; nothing below runs otherwise).
+//
+// Requests: the hardware issues one memory instruction for the active lanes of a
+// warp together. Here each thread keeps a trace of the basic blocks it enters
+// (g++ -fsanitize-coverage=trace-pc, in the counters' builds) and of its accesses;
+// at each barrier (the block's, or the warp's for its lanes) and at the end of the
+// block the traces of each warp are replayed the way the warp runs them (flush_warp:
+// the lanes' sequences of blocks aligned by their longest common subsequence, so a
+// lane that skipped a block joins the others again in the next one it runs, as the
+// lanes of a warp reconverge after a branch), and the j-th execution of one pc in
+// one block of that sequence by each of its lanes is one request. A lane that skips
+// the instruction (a branch, a padding tap, a tile guard) is absent from it, as a
+// predicated-off lane is. Memory: the traces between two barriers. Without trace-pc
+// (a harness built for the checks) each flush groups the k-th execution of a pc by
+// each lane, which splits no request but, in a loop whose lanes skip different
+// iterations, joins accesses of different iterations into one.
+// Per request:
+//   global loads, stores, atomics: the bytes the lanes ask for, and the 32-byte
+//     sectors they touch (distinct 32-byte aligned segments), ncu's
+//     l1tex__t_requests / l1tex__t_sectors_pipe_lsu_mem_global_op_ld/st;
+//   shared loads, stores, atomics: wavefronts, the passes the 32 banks of 4 bytes
+//     need: for each bank the distinct 4-byte words the lanes want from it; the
+//     lanes take as many wavefronts as the busiest bank (lanes that read the same
+//     word share it: a broadcast). Accesses of 4 bytes: the 32 lanes together.
+//     Accesses of 8 and 16 bytes: each half-warp (lanes 0-15, 16-31) alone, the two
+//     added; so 32 consecutive float4s take 4 wavefronts, float2s 2. This is the
+//     model that ncu's counts on the H200 follow (version 7's float4 reads of its
+//     tiles, where the two half-warps read the same addresses: 6 wavefronts per
+//     pair of reads, as this model gives; a model of 4 phases of 8 lanes gives 8,
+//     the whole warp at once 3). "wavefronts_whole_warp" is the last one, for
+//     comparison. Ideal wavefronts: the distinct words / 32, at least 1; bank
+//     conflicts = wavefronts - ideal (ncu's l1tex__data_bank_conflicts).
+// What the source does not show, and so is not counted: whether a global load is
+// cached in L1 or streams (ld.global.ca/.cg/.nc is nvcc's choice), L2 and DRAM
+// traffic, and any merging or splitting of accesses that nvcc does differently from
+// the source (g++ is told not to merge or vectorise: emulate.py's CXXFLAGS).
+// Sampling (PYCNN_EMU_SAMPLE=K): a grid of more than K blocks runs only K of them,
+// the first, the last and evenly spaced ones between, and every count is scaled by
+// blocks / K; the output says so. The outputs of the skipped blocks are then marked
+// written, so that a later launch reading them is no initcheck finding.
+namespace ctr {
+bool on = false;
+std::string path;
+uint64_t sample = 0;
+bool counting = false;  // in the first run of a grid, not in the determinism rerun
+
+enum Kind { kGlobalLd, kGlobalSt, kGlobalAtom, kSharedLd, kSharedSt, kSharedAtom, kKinds };
+const char* const kKindNames[kKinds] = {"global_ld", "global_st", "global_atomic",
+                                        "shared_ld", "shared_st", "shared_atomic"};
+
+struct Lane {
+  uintptr_t addr;
+  uint32_t bytes;
+  uint32_t lane;
+};
+struct Request {
+  uint8_t kind = 0, lanes = 0;
+  Lane lane[32];
+};
+// A thread's trace since the last flush: basic blocks entered (kind kBlockEntry, from
+// -fsanitize-coverage=trace-pc) and accesses (kind, address, bytes, pc).
+constexpr uint8_t kBlockEntry = 255;
+struct Event {
+  uintptr_t pc, addr;
+  uint32_t bytes;
+  uint8_t kind;
+};
+std::vector<std::vector<Event>> traces;  // per thread of the block
+int threads_now = 0;
+
+struct Sums {
+  double requests = 0, lanes = 0, bytes = 0, sectors = 0, wavefronts = 0, wavefronts_whole_warp = 0, ideal = 0;
+  void add(const Sums& o) {
+    requests += o.requests, lanes += o.lanes, bytes += o.bytes, sectors += o.sectors;
+    wavefronts += o.wavefronts, wavefronts_whole_warp += o.wavefronts_whole_warp, ideal += o.ideal;
+  }
+};
+struct Launch {
+  std::string name;
+  dim3 grid, block;
+  uint64_t blocks = 0, blocks_run = 0;
+  Sums kind[kKinds];
+  std::map<std::pair<uintptr_t, int>, Sums> by_pc;
+};
+std::vector<Launch> launches;
+
+// Max over the 32 banks of the distinct words that lanes [first, end) of r want.
+int busiest_bank(const Request& r, uint32_t lo_lane, uint32_t hi_lane, std::vector<uintptr_t>& words) {
+  words.clear();
+  for (int i = 0; i < r.lanes; ++i) {
+    const Lane& l = r.lane[i];
+    if (l.lane < lo_lane || l.lane >= hi_lane) continue;
+    for (uintptr_t w = l.addr >> 2; w <= (l.addr + l.bytes - 1) >> 2; ++w) words.push_back(w);
+  }
+  if (words.empty()) return 0;
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  int per_bank[32] = {};
+  int most = 0;
+  for (uintptr_t w : words) most = std::max(most, ++per_bank[w % 32]);
+  return most;
+}
+
+void complete(uintptr_t pc, const Request& r) {
+  static std::vector<uintptr_t> scratch;
+  Sums s;
+  s.requests = 1;
+  s.lanes = r.lanes;
+  uint32_t widest = 0;
+  for (int i = 0; i < r.lanes; ++i) s.bytes += r.lane[i].bytes, widest = std::max(widest, r.lane[i].bytes);
+  if (r.kind <= kGlobalAtom) {
+    scratch.clear();
+    for (int i = 0; i < r.lanes; ++i)
+      for (uintptr_t sec = r.lane[i].addr >> 5; sec <= (r.lane[i].addr + r.lane[i].bytes - 1) >> 5; ++sec)
+        scratch.push_back(sec);
+    std::sort(scratch.begin(), scratch.end());
+    s.sectors = (double)(std::unique(scratch.begin(), scratch.end()) - scratch.begin());
+  } else {
+    s.wavefronts_whole_warp = busiest_bank(r, 0, 32, scratch);
+    const uint32_t half = widest >= 8 ? 16 : 32;  // lanes served together
+    for (uint32_t lo = 0; lo < 32; lo += half) {
+      s.wavefronts += busiest_bank(r, lo, lo + half, scratch);
+      s.ideal += std::ceil((double)scratch.size() / 32);  // no conflict: 32 distinct words a wavefront
+    }
+    s.ideal = std::max(s.ideal, 1.0);
+  }
+  Launch& L = launches.back();
+  L.kind[r.kind].add(s);
+  L.by_pc[{pc, r.kind}].add(s);
+}
+
+// emu.h's float4 & co. check their whole copy with check_access, then copy member by
+// member; those member accesses are the same instruction on a GPU (one LDG.128), so
+// they are not counted again: each check_access covers its bytes for the thread's
+// next accesses of the same kind.
+struct Cover {
+  int thread = -1;
+  uintptr_t lo = 0, hi = 0;
+  size_t left = 0;
+  bool write = false;
+};
+Cover covers[2];
+int next_cover = 0;
+
+void cover(uintptr_t a, size_t n, bool write) {
+  covers[next_cover] = Cover{current, a, a + n, n, write};
+  next_cover ^= 1;
+}
+
+bool covered(uintptr_t a, size_t n, bool write) {
+  for (Cover& c : covers)
+    if (c.left >= n && c.thread == current && c.write == write && a >= c.lo && a + n <= c.hi) {
+      c.left -= n;
+      return true;
+    }
+  return false;
+}
+
+void record(uintptr_t a, size_t n, bool shared, bool write, bool atomic, uintptr_t pc) {
+  const uint8_t kind = (uint8_t)((shared ? kSharedLd : kGlobalLd) + (atomic ? 2 : write ? 1 : 0));
+  traces[current].push_back(Event{pc, a, (uint32_t)std::max<size_t>(n, 1), kind});
+}
+
+void block_entry(uintptr_t pc) { traces[current].push_back(Event{pc, 0, 0, kBlockEntry}); }
+
+// A lane's trace cut at its basic-block entries: segment k is block bb[k] (0 for
+// accesses before the first entry) and its accesses events[first[k] .. first[k+1]).
+struct Segments {
+  std::vector<uintptr_t> bb;
+  std::vector<size_t> first;
+};
+Segments segments_of(const std::vector<Event>& tr) {
+  Segments g;
+  for (size_t p = 0; p < tr.size(); ++p) {
+    if (tr[p].kind == kBlockEntry) {
+      g.bb.push_back(tr[p].pc);
+      g.first.push_back(p + 1);
+    } else if (g.bb.empty()) {
+      g.bb.push_back(0);
+      g.first.push_back(p);
+    }
+  }
+  g.first.push_back(tr.size() + 1);  // sentinel: segment k ends at first[k+1] - 1 (the next entry) or the end
+  return g;
+}
+
+// Aligns lane trace `t` (its blocks) with the warp's sequence of blocks so far `w`:
+// the longest common subsequence, so that a lane that skipped some blocks (a branch
+// not taken, a padding tap) joins the others in the blocks it did run, as the
+// hardware runs a warp's lanes together after a divergent branch. Returns, for each
+// block of t, its position in the merged sequence, which replaces w (blocks of t
+// that w lacks are inserted); `moved` maps w's old positions to the new ones.
+std::vector<size_t> align(std::vector<uintptr_t>& w, const std::vector<uintptr_t>& t, std::vector<size_t>& moved) {
+  const size_t n = w.size(), m = t.size();
+  size_t pre = 0;
+  while (pre < n && pre < m && w[pre] == t[pre]) ++pre;
+  size_t suf = 0;
+  while (suf < n - pre && suf < m - pre && w[n - 1 - suf] == t[m - 1 - suf]) ++suf;
+  const size_t a = n - pre - suf, b = m - pre - suf;  // the middles to align
+  // match[i] for t's middle: the index in w's middle it matches, or SIZE_MAX
+  std::vector<size_t> match(b, SIZE_MAX);
+  if (a > 0 && b > 0) {
+    if (a * b <= (size_t(1) << 24)) {
+      std::vector<uint32_t> L((a + 1) * (b + 1), 0);  // L[i][j]: LCS of w[i..], t[j..]
+      auto at = [&](size_t i, size_t j) -> uint32_t& { return L[i * (b + 1) + j]; };
+      for (size_t i = a; i-- > 0;)
+        for (size_t j = b; j-- > 0;)
+          at(i, j) = w[pre + i] == t[pre + j] ? at(i + 1, j + 1) + 1 : std::max(at(i + 1, j), at(i, j + 1));
+      for (size_t i = 0, j = 0; i < a && j < b;) {
+        if (w[pre + i] == t[pre + j] && at(i, j) == at(i + 1, j + 1) + 1) match[j++] = i++;
+        else if (at(i + 1, j) >= at(i, j + 1)) ++i;
+        else ++j;
+      }
+    } else {  // too long for the table: the nearest next equal block, within 64
+      for (size_t i = 0, j = 0; j < b; ++j)
+        for (size_t k = i; k < a && k < i + 64; ++k)
+          if (w[pre + k] == t[pre + j]) {
+            match[j] = k, i = k + 1;
+            break;
+          }
+    }
+  }
+  // merge: w's blocks in order, t's unmatched blocks inserted before the next match
+  std::vector<uintptr_t> merged;
+  std::vector<size_t> where(m);
+  moved.assign(n, 0);
+  for (size_t k = 0; k < pre; ++k) moved[k] = where[k] = merged.size(), merged.push_back(w[k]);
+  size_t i = 0;
+  for (size_t j = 0; j < b; ++j) {
+    if (match[j] == SIZE_MAX) {
+      where[pre + j] = merged.size();
+      merged.push_back(t[pre + j]);
+      continue;
+    }
+    for (; i < match[j]; ++i) moved[pre + i] = merged.size(), merged.push_back(w[pre + i]);
+    moved[pre + i] = where[pre + j] = merged.size();
+    merged.push_back(w[pre + i]);
+    ++i;
+  }
+  for (; i < a; ++i) moved[pre + i] = merged.size(), merged.push_back(w[pre + i]);
+  for (size_t k = 0; k < suf; ++k)
+    moved[n - suf + k] = where[m - suf + k] = merged.size(), merged.push_back(w[n - suf + k]);
+  w.swap(merged);
+  return where;
+}
+
+// Replays the traces of warp w's lanes as the warp runs them: the lanes' block
+// sequences aligned (align), and in each block of the warp's sequence, the j-th
+// execution of one pc by each lane that ran the block is one request.
+void flush_warp(int w) {
+  const int lo = 32 * w, hi = std::min(threads_now, lo + 32);
+  std::vector<Segments> segs;
+  std::vector<std::vector<size_t>> at;  // per lane: its segments' positions in `blocks`
+  std::vector<uintptr_t> blocks;
+  std::vector<size_t> moved;
+  for (int t = lo; t < hi; ++t) {
+    segs.push_back(segments_of(traces[t]));
+    const Segments& g = segs.back();
+    if (t == lo) {
+      blocks = g.bb;
+      at.emplace_back(g.bb.size());
+      for (size_t k = 0; k < g.bb.size(); ++k) at.back()[k] = k;
+      continue;
+    }
+    if (g.bb == blocks) {  // the common case: no divergence
+      at.push_back(at.front().size() == blocks.size() ? at.front() : std::vector<size_t>());
+      if (at.back().empty())
+        for (size_t k = 0; k < blocks.size(); ++k) at.back().push_back(k);
+      continue;
+    }
+    std::vector<size_t> where = align(blocks, g.bb, moved);
+    for (auto& lane : at)
+      for (size_t& p : lane) p = moved[p];
+    at.push_back(std::move(where));
+  }
+  // per block position: the lanes that ran it, and which of their segments
+  std::vector<std::vector<std::pair<int, size_t>>> ran(blocks.size());
+  for (size_t l = 0; l < at.size(); ++l)
+    for (size_t k = 0; k < at[l].size(); ++k) ran[at[l][k]].push_back({(int)l, k});
+  std::vector<std::pair<uintptr_t, uint32_t>> keys;  // (pc, occurrence in the segment) of each request
+  std::vector<Request> requests;
+  for (const auto& lanes : ran) {
+    keys.clear();
+    requests.clear();
+    for (const auto& [l, k] : lanes) {
+      const std::vector<Event>& tr = traces[lo + l];
+      const Segments& g = segs[l];
+      const size_t begin = g.first[k], end = std::min(g.first[k + 1] - 1, tr.size());
+      for (size_t p = begin, j = 0; p < end; ++p, ++j) {
+        const Event& e = tr[p];
+        size_t r = j;  // the fast path: the same accesses as the lanes before
+        if (r >= keys.size() || keys[r].first != e.pc || (requests[r].lanes && requests[r].lane[requests[r].lanes - 1].lane == (uint32_t)l)) {
+          uint32_t occ = 0;
+          for (size_t q = begin; q < p; ++q) occ += tr[q].pc == e.pc;
+          r = SIZE_MAX;
+          for (size_t x = 0; x < keys.size(); ++x)
+            if (keys[x].first == e.pc && keys[x].second == occ) {
+              r = x;
+              break;
+            }
+          if (r == SIZE_MAX) {
+            keys.push_back({e.pc, occ});
+            requests.emplace_back();
+            r = keys.size() - 1;
+          }
+        }
+        Request& q = requests[r];
+        if (q.lanes == 0) q.kind = e.kind;
+        if (q.lanes < 32) q.lane[q.lanes++] = Lane{e.addr, e.bytes, (uint32_t)l};
+      }
+    }
+    for (size_t x = 0; x < requests.size(); ++x) complete(keys[x].first, requests[x]);
+  }
+  for (int t = lo; t < hi; ++t) traces[t].clear();
+}
+
+void flush_all() {
+  for (int w = 0; w * 32 < threads_now; ++w) flush_warp(w);
+}
+
+void begin_launch(const char* name, dim3 grid, dim3 block, int threads) {
+  Launch L;
+  L.name = name;
+  L.grid = grid, L.block = block;
+  L.blocks = (uint64_t)grid.x * grid.y * grid.z;
+  launches.push_back(L);
+  traces.assign(threads, {});
+  threads_now = threads;
+}
+
+void end_block() {
+  flush_all();
+  ++launches.back().blocks_run;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if ((unsigned char)c < 0x20) continue;
+    out += c;
+  }
+  return out + "\"";
+}
+
+void write_sums(FILE* f, const Sums& s, double scale, int kind) {
+  std::fprintf(f, "{\"requests\": %.17g, \"bytes\": %.17g, \"lanes\": %.17g", s.requests * scale, s.bytes * scale,
+               s.lanes * scale);
+  if (kind <= kGlobalAtom)
+    std::fprintf(f, ", \"sectors\": %.17g, \"sectors_per_request\": %.6g", s.sectors * scale,
+                 s.requests ? s.sectors / s.requests : 0.0);
+  else
+    std::fprintf(f,
+                 ", \"wavefronts\": %.17g, \"wavefronts_whole_warp\": %.17g, \"ideal_wavefronts\": %.17g, "
+                 "\"bank_conflicts\": %.17g, \"wavefronts_per_request\": %.6g",
+                 s.wavefronts * scale, s.wavefronts_whole_warp * scale, s.ideal * scale, (s.wavefronts - s.ideal) * scale,
+                 s.requests ? s.wavefronts / s.requests : 0.0);
+  std::fputc('}', f);
+}
+
+void write_json() {
+  if (!on || path.empty()) return;
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) fail("counters: cannot write %s", path.c_str());
+  std::fprintf(f, "{\"launches\": [");
+  for (size_t i = 0; i < launches.size(); ++i) {
+    const Launch& L = launches[i];
+    const double scale = L.blocks_run ? (double)L.blocks / L.blocks_run : 0.0;
+    std::fprintf(f, "%s\n {\"kernel\": %s, \"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"blocks\": %" PRIu64
+                 ", \"blocks_run\": %" PRIu64 ", \"sampled\": %s, \"scale\": %.17g",
+                 i ? "," : "", json_string(L.name).c_str(), L.grid.x, L.grid.y, L.grid.z, L.block.x, L.block.y,
+                 L.block.z, L.blocks, L.blocks_run, L.blocks_run < L.blocks ? "true" : "false", scale);
+    for (int k = 0; k < kKinds; ++k) {
+      std::fprintf(f, ", \"%s\": ", kKindNames[k]);
+      write_sums(f, L.kind[k], scale, k);
+    }
+    // the source lines that move the most: sectors (global) or wavefronts (shared)
+    std::vector<std::pair<double, std::pair<uintptr_t, int>>> heavy;
+    for (const auto& [pk, s] : L.by_pc) heavy.push_back({-(s.sectors + s.wavefronts), pk});
+    std::sort(heavy.begin(), heavy.end());
+    if (heavy.size() > 24) heavy.resize(24);
+    std::fprintf(f, ", \"by_line\": [");
+    for (size_t j = 0; j < heavy.size(); ++j) {
+      const auto& pk = heavy[j].second;
+      std::fprintf(f, "%s{\"where\": %s, \"kind\": \"%s\", \"counts\": ", j ? ", " : "",
+                   json_string(symbolize(pk.first)).c_str(), kKindNames[pk.second]);
+      write_sums(f, L.by_pc.at(pk), scale, pk.second);
+      std::fputc('}', f);
+    }
+    std::fprintf(f, "]}");
+  }
+  std::fprintf(f, "\n], \"checks\": %s, \"sample_blocks\": %" PRIu64 "}\n", checks_on ? "true" : "false", sample);
+  std::fclose(f);
+}
+}  // namespace ctr
+
 void seeded_yield();
 
 void access(const void* addr, size_t n, bool write, bool atomic, uintptr_t pc) {
@@ -387,6 +792,8 @@ void access(const void* addr, size_t n, bool write, bool atomic, uintptr_t pc) {
   const bool shared = a - (uintptr_t)shared_lo < shared_bytes && !is_emulator_state(a);
   const bool global = a - (uintptr_t)arena < kSlot * kSlots;
   if (!shared && !global) return;  // the stack, the emulator's own variables
+  if (ctr::counting && !ctr::covered(a, n, write)) ctr::record(a, n, shared, write, atomic, pc);
+  if (!checks_on) return;
   if (seeded && (rng() & 7) == 0) seeded_yield();
   if ((n == 2 || n == 4 || n == 8 || n == 16) && a % n != 0) {
     char msg[160];
@@ -574,6 +981,7 @@ void arrive(int id, long tag, const char* what) {
     s.arrived = 0;
     ++s.gen;
     ++opened;
+    if (ctr::counting) id == 0 ? ctr::flush_all() : ctr::flush_warp(id - 1);  // the traces up to here are whole
     const long kind = tag / 1000000;
     if (id == 0)
       ++barriers;
@@ -673,14 +1081,26 @@ void run_grid(dim3 grid, int threads, bool reverse_order) {
   const uint64_t blocks = (uint64_t)grid.x * grid.y * grid.z;
   order.resize(blocks);
   for (uint64_t i = 0; i < blocks; ++i) order[i] = (uint32_t)(reverse_order ? blocks - 1 - i : i);
+  const bool sampled = ctr::on && ctr::sample > 0 && blocks > ctr::sample;
+  if (sampled) {  // the first, the last and evenly spaced blocks between (counters)
+    std::vector<uint32_t> some;
+    for (uint64_t i = 0; i < ctr::sample; ++i) some.push_back((uint32_t)(ctr::sample == 1 ? 0 : i * (blocks - 1) / (ctr::sample - 1)));
+    if (reverse_order) std::reverse(some.begin(), some.end());
+    order = some;
+  }
   if (seeded) std::shuffle(order.begin(), order.end(), rng);
   static long parity = 0;  // the first block's thread order alternates between launches
-  for (uint64_t i = 0; i < blocks; ++i, ++parity) {
+  for (uint64_t i = 0; i < order.size(); ++i, ++parity) {
     const uint32_t lin = order[i];
     block_linear = (int32_t)lin;
     block_idx = uint3{lin % grid.x, lin / grid.x % grid.y, lin / (grid.x * grid.y)};
     run_block(threads, (parity % 2 == 1) != reverse_order);
+    if (ctr::counting) ctr::end_block();
   }
+  if (sampled && checks_on)  // the skipped blocks may have written anything: nothing is unwritten now
+    for (Allocation& a : allocations)
+      if (a.live)
+        for (Cell& c : a.shadow) c.init = 1;
 }
 
 }  // namespace
@@ -739,6 +1159,7 @@ unsigned thread_counter(int kind) {
 
 void check_access(const void* addr, size_t bytes, bool write) {
   access(addr, bytes, write, false, (uintptr_t)__builtin_return_address(0));
+  if (ctr::counting) ctr::cover((uintptr_t)addr, bytes, write);
 }
 
 template <class T>
@@ -764,8 +1185,10 @@ void* device_alloc(size_t bytes, const char* name, bool initialized, size_t offs
     a.bytes = bytes;
     a.name = name;
     a.live = true;
-    a.shadow.assign(bytes, Cell{});
-    for (Cell& c : a.shadow) c.init = initialized;
+    if (checks_on) {
+      a.shadow.assign(bytes, Cell{});
+      for (Cell& c : a.shadow) c.init = initialized;
+    }
     std::memset(a.data, 0, bytes);
     ++next_slot;
     return a.data;
@@ -784,6 +1207,7 @@ void device_free(void* p) {
 
 // Marks host-side bytes: inside the registered part of an allocation only.
 void set_initialized(const void* p, size_t bytes, bool initialized) {
+  if (!checks_on) return;
   for (uintptr_t b = (uintptr_t)p; b < (uintptr_t)p + bytes; ++b) {
     Allocation* a = allocation_of(b);
     if (a == nullptr || !a->live || b < (uintptr_t)a->data || b >= (uintptr_t)a->data + a->bytes) continue;
@@ -837,12 +1261,15 @@ void launch_thunk(const char* name, dim3 grid, dim3 block, size_t smem, const vo
   KernelStats& st = kernel_stats[name];
   ++st.launches;
 
-  const Snapshot before = snapshot();
+  const Snapshot before = checks_on ? snapshot() : Snapshot{};
   atomics_in_launch = float_adds_in_launch = 0;
+  if (ctr::on) ctr::begin_launch(name, grid, block, (int)threads);
   in_launch = true;
+  ctr::counting = ctr::on;
   run_grid(grid, (int)threads, reverse_blocks);
+  ctr::counting = false;
   in_launch = false;
-  if (atomics_in_launch > 0) {  // order-dependent? run again from the same inputs, blocks reversed
+  if (atomics_in_launch > 0 && checks_on) {  // order-dependent? run again from the same inputs, blocks reversed
     ++st.atomic_launches;
     st.float_add_launches += float_adds_in_launch > 0;
     const Snapshot first = snapshot();
@@ -917,10 +1344,18 @@ void parse_args(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--reverse-blocks")) reverse_blocks = true;
     else if (!std::strcmp(argv[i], "--help")) {
       std::printf("usage: %s [--only SUBSTRING] [--quiet] [--reverse-blocks]\n"
-                  "  PYCNN_EMU_SEED=n  a seeded random schedule (threads, blocks, switches at accesses)\n",
+                  "  PYCNN_EMU_SEED=n  a seeded random schedule (threads, blocks, switches at accesses)\n"
+                  "  PYCNN_EMU_COUNTERS=path  write each launch's memory counters there (JSON)\n"
+                  "  PYCNN_EMU_SAMPLE=k  with counters: run k blocks of a larger grid, counts scaled\n"
+                  "  PYCNN_EMU_CHECKS=0  with counters: no sanitizer checks (no shadow memory)\n",
                   argv[0]);
       std::exit(0);
     }
+  }
+  if (const char* s = std::getenv("PYCNN_EMU_COUNTERS")) {
+    const char* k = std::getenv("PYCNN_EMU_SAMPLE");
+    const char* c = std::getenv("PYCNN_EMU_CHECKS");
+    enable_counters(s, k ? std::atoi(k) : 0, !(c && !std::strcmp(c, "0")));
   }
   if (const char* s = std::getenv("PYCNN_EMU_SEED")) {
     seeded = true;
@@ -940,7 +1375,17 @@ void parse_args(int argc, char** argv) {
   sigaction(SIGBUS, &sa, nullptr);
 }
 
+void enable_counters(const char* json_path, int sample_blocks, bool checks) {
+  if (arena) fail("enable_counters: call it before the first device allocation");
+  if (sample_blocks < 0) fail("enable_counters: sample_blocks must be >= 0 (0: every block), got %d", sample_blocks);
+  ctr::on = true;
+  ctr::path = json_path ? json_path : "";
+  ctr::sample = (uint64_t)sample_blocks;
+  checks_on = checks;
+}
+
 int finish() {
+  ctr::write_json();
   for (const auto& [name, st] : kernel_stats) {
     // float atomicAdd makes the sum's order the schedule's, even where the orders tried agree
     const char* verdict = st.differing || st.float_add_launches ? "no" : "yes";
@@ -992,6 +1437,11 @@ EMU_TSAN_ATOMIC(8)
 EMU_TSAN_ATOMIC(16)
 EMU_TSAN_ATOMIC(32)
 EMU_TSAN_ATOMIC(64)
+// -fsanitize-coverage=trace-pc (the counters' builds): called on entering each basic
+// block; the counters align the lanes of a warp by these (see flush_warp).
+void __sanitizer_cov_trace_pc() {
+  if (emu::ctr::counting) emu::ctr::block_entry(PC);
+}
 void __tsan_read_range(void* a, unsigned long n) { emu::access(a, n, false, false, PC); }
 void __tsan_write_range(void* a, unsigned long n) { emu::access(a, n, true, false, PC); }
 }

@@ -27,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 KERNELS = HERE.parent
 FAMILIES = ("activation", "batch_norm", "conv2d", "dropout", "pool", "softmax")
-CXXFLAGS = ["-std=c++17", "-O1", "-g", "-fno-omit-frame-pointer",
+CXXFLAGS = ["-std=c++17", "-O1", "-gdwarf-4",  # DWARF 5 line tables name the wrong file in binutils 2.40's addr2line
+            "-fno-omit-frame-pointer",
             # one access per source-level load or store: no merging into wider ones
             "-fno-tree-vectorize", "-fno-tree-slp-vectorize", "-fno-store-merging"]
 
@@ -68,10 +69,13 @@ def _compile(args: list[str], what: str, timeout: float) -> None:
 
 
 def build(source: Path, out_dir: Path, kernels: Path = KERNELS, timeout: float = 900,
-          runtime_dir: Path | None = None) -> Path:
+          runtime_dir: Path | None = None, defines: tuple[str, ...] = (), name: str | None = None,
+          flags: tuple[str, ...] = ()) -> Path:
     """Compiles one harness (or any file including emu.h) against the kernels tree
     `kernels` (a scratch copy, for the mutants) into out_dir; returns the binary. The
-    runtime's object is cached in runtime_dir (default out_dir) by its sources' hash."""
+    runtime's object is cached in runtime_dir (default out_dir) by its sources' hash.
+    `defines` (-D macros) and `name` (the binary's, default the source's stem) build
+    one source several ways; `flags` go to the source's compile (not the runtime's)."""
     why = missing_tools()
     if why:
         raise BuildError(why)
@@ -87,10 +91,40 @@ def build(source: Path, out_dir: Path, kernels: Path = KERNELS, timeout: float =
         tmp = runtime_obj.with_suffix(f".{os.getpid()}.tmp")
         _compile(["g++", *common, "-c", str(runtime_src), "-o", str(tmp)], "emu_runtime.cc", timeout)
         os.replace(tmp, runtime_obj)
-    obj = out_dir / (source.stem + ".o")
-    _compile(["g++", *common, "-fsanitize=thread", "-c", str(source), "-o", str(obj)], source.name, timeout)
-    binary = out_dir / source.stem
-    _compile(["g++", "-no-pie", str(obj), str(runtime_obj), "-o", str(binary)], f"{source.stem} (link)", timeout)
+    stem = name or source.stem
+    obj = out_dir / (stem + ".o")
+    _compile(["g++", *common, *(f"-D{d}" for d in defines), *flags, "-fsanitize=thread", "-c", str(source), "-o", str(obj)],
+             source.name, timeout)
+    binary = out_dir / stem
+    _compile(["g++", "-no-pie", str(obj), str(runtime_obj), "-o", str(binary)], f"{stem} (link)", timeout)
+    return binary
+
+
+COUNTER_FAMILIES = ("conv2d", "pool", "activation", "batch_norm", "softmax")
+COUNTERS_SOURCE = HERE / "emulate_counters.cc"
+
+
+def counters_binary(family: str, out_dir: Path | None = None) -> Path:
+    """The counters driver (emulate_counters.cc) for one family (its ops and the probe
+    kernels), built once and cached by the hash of everything it includes: the
+    runtime, the family's kernels and bench/counter_probes.cu."""
+    if family not in COUNTER_FAMILIES:
+        raise ValueError(f"family: expected one of {COUNTER_FAMILIES}, got {family!r}")
+    out_dir = out_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "pycnn-counters"
+    sources = [COUNTERS_SOURCE, HERE / "emu.h", HERE / "emu_runtime.cc", HERE / "emu_wmma.h",
+               KERNELS.parent / "bench" / "counter_probes.cu", KERNELS / "common.cuh",
+               *sorted((KERNELS / family).glob("*.cu*")), *sorted((KERNELS / family).glob("*.h"))]
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources) + " ".join(CXXFLAGS).encode()
+                          + b"trace-pc").hexdigest()[:12]
+    binary = out_dir / f"emulate_counters_{family}-{digest}"
+    if binary.exists():
+        return binary
+    # built under a name of this process's, then renamed: two builds at once do not collide
+    tmp_name = f"emulate_counters_{family}-{digest}.{os.getpid()}"
+    built = build(COUNTERS_SOURCE, out_dir, defines=(f"COUNTERS_{family.upper()}",), name=tmp_name,
+                  flags=("-fsanitize-coverage=trace-pc",))
+    os.replace(built, binary)
+    (out_dir / (tmp_name + ".o")).unlink(missing_ok=True)
     return binary
 
 
