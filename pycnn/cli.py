@@ -1397,6 +1397,9 @@ def build_parser():
 
     sub.add_parser("bench", help="benchmark kernels against the reference and cuDNN "
                    "(see `pycnn bench --help`)", add_help=False)
+    sub.add_parser("inspect", help="what a kernel does on a shape, without a GPU: launch, registers, "
+                   "occupancy, instruction mix, memory requests, roofline bound "
+                   "(pycnn inspect -h for its options)", add_help=False)
     return parser
 
 
@@ -1436,6 +1439,10 @@ def _floats(text):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "inspect":
+        # Everything after `inspect` belongs to its own parser.
+        from pycnn.inspect import main as inspect_main
+        return inspect_main(argv[1:])
     if argv and argv[0] == "bench":
         # Everything after `bench` belongs to the benchmark's own parser.
         from pycnn.bench import main as bench_main
