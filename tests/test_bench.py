@@ -516,3 +516,26 @@ def test_a_regular_install_carries_the_shape_sets(tmp_path):
     copied = sorted(p.name for p in (tmp_path / "pycnn" / "bench" / "shapes").glob("*.json"))
     assert copied == sorted(p.name for p in (ROOT / "bench" / "shapes").glob("*.json"))
     assert len(sets.load_set("resnet50", tmp_path / "pycnn" / "bench" / "shapes")["cases"]) > 10
+
+
+def test_generated_tables_are_in_step_with_the_committed_records():
+    # kernels/README.md's ladder and the README's GPU table are written from bench/results/
+    # by their scripts; a record changed without them (or a hand edit) shows here
+    import sys
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ladder_table
+        import readme_table as rt
+    finally:
+        sys.path.pop(0)
+    res = ROOT / "bench" / "results"
+    static = json.loads((res / "static-counters.json").read_text())
+    bench = json.loads((res / "bench-resnet50-h200-b32.json").read_text())
+    pytest.importorskip("cupy")
+    body = ladder_table.table(static, bench, ladder_table.defaults())
+    kernels_readme = (ROOT / "kernels" / "README.md").read_text()
+    assert rt.replace_between_markers(kernels_readme, body, (ladder_table.START, ladder_table.END)) \
+        == kernels_readme, "kernels/README.md's ladder is stale: run python bench/ladder_table.py --write"
+    readme = (ROOT / "README.md").read_text()
+    assert rt.replace_between_markers(readme, rt.table(rt.load_results(res))) == readme, \
+        "README's GPU table is stale: run python bench/readme_table.py --write"
