@@ -206,24 +206,42 @@ class DataLoader:
         order = np.random.default_rng(entropy).permutation(n) if self.shuffle else None
         b = self.global_batch_size
         stop = len(self) * b
-        for step, start in enumerate(range(0, min(stop, n), b)):
-            if step < skip:
-                continue
-            end = min(start + b, n)
-            self.last_global = end - start
-            if self.size > 1:              # this rank's part of the global batch
-                from .distributed import shard_bounds
-                lo, hi = shard_bounds(end - start, self.size, self.rank)
-                start, end = start + lo, start + hi
-            if order is None:
-                x, y = self.dataset[start:end]
-            else:
-                x, y = self.dataset[order[start:end]]
-            if self.transform is not None and len(y):
-                # a generator per batch, so that a pass resumed at any batch draws the same
-                extra = [1 + step] if self.size == 1 else [1 + step, self.rank]
-                x = self.transform(x, np.random.default_rng(entropy + extra))
-            yield x, y
+        plan = [(step, start) for step, start in enumerate(range(0, min(stop, n), b)) if step >= skip]
+        if not getattr(self.dataset, "prefetch", False) or len(plan) < 2:
+            for step, start in plan:
+                x, y, self.last_global = self._batch(entropy, order, step, start)
+                yield x, y
+            return
+        # A streamed dataset decodes its batches: the next one is decoded in a thread of its
+        # own while the caller trains on this one.
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self._batch, entropy, order, *plan[0])
+            for k in range(len(plan)):
+                x, y, global_n = pending.result()
+                if k + 1 < len(plan):
+                    pending = pool.submit(self._batch, entropy, order, *plan[k + 1])
+                self.last_global = global_n
+                yield x, y
+
+    def _batch(self, entropy, order, step, start):
+        """(x, y, samples in the global batch) of batch ``step``, which starts at ``start``."""
+        n = len(self.dataset)
+        end = min(start + self.global_batch_size, n)
+        global_n = end - start
+        if self.size > 1:              # this rank's part of the global batch
+            from .distributed import shard_bounds
+            lo, hi = shard_bounds(end - start, self.size, self.rank)
+            start, end = start + lo, start + hi
+        if order is None:
+            x, y = self.dataset[start:end]
+        else:
+            x, y = self.dataset[order[start:end]]
+        if self.transform is not None and len(y):
+            # a generator per batch, so that a pass resumed at any batch draws the same
+            extra = [1 + step] if self.size == 1 else [1 + step, self.rank]
+            x = self.transform(x, np.random.default_rng(entropy + extra))
+        return x, y, global_n
 
 
 # --------------------------------------------------------------------------- transforms

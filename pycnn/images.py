@@ -14,6 +14,14 @@ uint8. The array is cached on disk (``$PYCNN_CACHE_DIR``, default
 ``~/.cache/pycnn/images``), keyed by the files' paths, sizes and times, so a second run
 decodes nothing. A file Pillow cannot read, a truncated JPEG or one larger than
 ``MAX_PIXELS`` is reported by path and skipped.
+
+A set too large for that (its decoded pixels over ``PYCNN_IMAGE_MEMORY``, default 4 GiB:
+an ImageNet at 224 x 224 is 180 GiB) is streamed instead (:class:`StreamingFolder`): the
+files' headers are read once (a few milliseconds each: size, mode, readable), the
+normalisation is computed from a sample of 2,000 training images, and each batch is
+decoded when it is asked for, by a pool of threads (Pillow's decoders release the GIL),
+while the loader prefetches the next batch during the current step. A file that fails to
+decode then is reported once by path and left out of its batch.
 """
 from __future__ import annotations
 
@@ -289,6 +297,206 @@ def channel_stats(x_uint8):
     return tuple(float(m) for m in mean), tuple(float(max(s, 1e-3)) for s in std)
 
 
+#: Decoded pixels (N x C x size x size bytes) above which a folder streams (bytes).
+def memory_limit() -> int:
+    value = os.environ.get("PYCNN_IMAGE_MEMORY", "")
+    if not value:
+        return 4 << 30
+    try:
+        limit = int(float(value))
+    except ValueError:
+        raise ValueError(f"PYCNN_IMAGE_MEMORY: expected a number of bytes, got {value!r}") from None
+    if limit < 0:
+        raise ValueError(f"PYCNN_IMAGE_MEMORY: expected a number of bytes >= 0, got {value!r}")
+    return limit
+
+
+def _probe(path):
+    """(grey?, None) from the header of one file, or (None, reason): no pixels decoded."""
+    Image = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_PIXELS:
+                    return None, (f"{path}: {w} x {h} pixels, more than the {MAX_PIXELS:,} "
+                                  "pycnn decodes (resize it first)")
+                if w < 1 or h < 1:
+                    return None, f"{path}: image of size {w} x {h}"
+                return img.mode in ("L", "1", "LA", "I", "I;16", "I;16B", "I;16L", "F"), None
+    except FileNotFoundError:
+        return None, f"{path}: file not found"
+    except Image.UnidentifiedImageError:
+        return None, f"{path}: not an image Pillow can read (corrupt, or not JPEG/PNG/BMP)"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return None, f"{path}: too large to decode safely ({e})"
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        return None, f"{path}: cannot read ({e})"
+
+
+class StreamingFolder:
+    """A folder data set decoded batch by batch (see the module docstring): indexable like
+    :class:`pycnn.data.Dataset` (an int, a slice or an index array gives float32 images,
+    normalised, and int64 labels), with its ``classes``, ``mean``, ``std``, ``name``,
+    ``skipped`` and ``sample_shape``. ``prefetch`` tells :class:`pycnn.data.DataLoader`
+    to decode the next batch while the current one trains."""
+
+    prefetch = True
+
+    def __init__(self, files, labels, classes, name, size, channels, mean, std, workers=None):
+        self.files = list(files)
+        self.y = np.asarray(labels, np.int64)
+        self.classes = tuple(classes)
+        self.name = name
+        self.size, self.channels = int(size), int(channels)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(v) for v in std)
+        self.skipped: list = []
+        self.workers = workers or min(8, os.cpu_count() or 1)
+        self._pool = None
+        self._failed: dict[str, str] = {}
+        m = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1) * 255.0
+        d = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1) * 255.0
+        self._norm = (m, d)
+
+    def __len__(self):
+        return len(self.files)
+
+    @property
+    def sample_shape(self):
+        return (self.channels, self.size, self.size)
+
+    @property
+    def num_classes(self):
+        return len(self.classes)
+
+    def _decode_many(self, indices):
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers)
+
+        def one(i):
+            try:
+                return _channels(_decode(self.files[i], self.size)[0], self.channels)
+            except ImageError as e:
+                return str(e)
+        return list(self._pool.map(one, indices))
+
+    def pixels(self, index):
+        """uint8 pixels (n, C, size, size) and labels of ``index``, files that fail to decode
+        left out (each reported once)."""
+        one = np.isscalar(index) or isinstance(index, (int, np.integer))
+        idx = np.arange(len(self))[index]
+        idx = np.atleast_1d(idx)
+        out, keep = [], []
+        for i, got in zip(idx, self._decode_many(idx.tolist())):
+            if isinstance(got, str):
+                if self.files[i] not in self._failed:
+                    self._failed[self.files[i]] = got
+                    self.skipped.append((self.files[i], got))
+                    print(f"pycnn: skipped {got}", file=sys.stderr)
+                continue
+            out.append(got)
+            keep.append(i)
+        x = (np.stack(out) if out else
+             np.zeros((0, self.channels, self.size, self.size), np.uint8))
+        if one and len(keep) != 1:
+            raise ImageError(self._failed.get(self.files[int(idx[0])], "cannot decode"))
+        return x, self.y[np.asarray(keep, np.int64)]
+
+    def __getitem__(self, index):
+        one = np.isscalar(index) or isinstance(index, (int, np.integer))
+        x, y = self.pixels(index)
+        m, d = self._norm
+        x = (x.astype(np.float32) - m) / d
+        return (x[0], y[0]) if one else (x, y)
+
+    def images(self, index=slice(None)):
+        return self[index][0]
+
+    def take(self, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n: expected a positive int, got {n!r}")
+        return StreamingFolder(self.files[:n], self.y[:n], self.classes, self.name, self.size,
+                               self.channels, self.mean, self.std, self.workers)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
+
+    def __repr__(self):
+        return (f"StreamingFolder({self.name!r}, {len(self)} images of shape {self.sample_shape}, "
+                f"{self.num_classes} classes)")
+
+
+def _load_streaming(root, classes, all_files, split, size, val_split, seed, channels, mean, std,
+                    progress, log, start):
+    """load_folder's streaming path: headers read, a stratified split, statistics from a
+    sample, two StreamingFolders."""
+    bar = None
+    if progress and sys.stderr.isatty():
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(all_files), desc="reading image headers", unit="img", leave=False)
+        except ImportError:
+            bar = None
+    with concurrent.futures.ThreadPoolExecutor(min(16, 2 * (os.cpu_count() or 1))) as pool:
+        probes = []
+        for r in pool.map(_probe, [p for p, _ in all_files], chunksize=64):
+            probes.append(r)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    skipped = [(p, reason) for (p, _), (_, reason) in zip(all_files, probes) if reason]
+    for path, reason in skipped:
+        log(f"pycnn: skipped {reason}")
+    ok = [i for i, (g, reason) in enumerate(probes) if reason is None]
+    if not ok:
+        raise ValueError(f"{root}: none of its {len(all_files)} image files could be read")
+    paths_ok = [all_files[i][0] for i in ok]
+    labels = np.array([all_files[i][1] for i in ok], np.int64)
+    present = np.unique(labels)
+    if len(present) < len(classes):
+        gone = [classes[c] for c in range(len(classes)) if c not in present]
+        raise ValueError(f"{root}: no readable image in class folder(s) {', '.join(gone)}")
+    if channels is None:
+        channels = 1 if all(probes[i][0] for i in ok) else 3
+    if split is None:
+        if val_split == 0:
+            raise ValueError("val_split: 0 leaves no images to evaluate on; give a fraction "
+                             "such as 0.2, or train/ and val/ sub-folders")
+        train_idx, test_idx = _stratified_split(labels, val_split, seed)
+    else:
+        n_train = sum(1 for i in ok if i < len(split["train"]))
+        train_idx, test_idx = np.arange(n_train), np.arange(n_train, len(ok))
+    if len(test_idx) == 0:
+        raise ValueError(f"{root}: expected images to hold out for validation, got none "
+                         f"({len(ok)} readable images)")
+    name = f"folder:{root}"
+    train = StreamingFolder([paths_ok[i] for i in train_idx], labels[train_idx], classes,
+                            f"{name}/train", size, channels, (0.0,) * channels, (1 / 255,) * channels)
+    if mean is None or std is None:
+        sample_idx = np.random.default_rng(seed).permutation(len(train))[:2000]
+        m, s_ = channel_stats(train.pixels(np.sort(sample_idx))[0])
+        mean = m if mean is None else mean
+        std = s_ if std is None else std
+    mean, std = _per_channel(mean, channels, "mean"), _per_channel(std, channels, "std")
+    log(f"{name}: {len(classes)} classes ({_short_list(classes)}), {len(ok)} images "
+        f"({len(train_idx)} train / {len(test_idx)} val) as {channels}x{size}x{size}, streamed "
+        f"(decoded pixels over PYCNN_IMAGE_MEMORY={memory_limit():,} bytes)"
+        + (f", {len(skipped)} skipped" if skipped else "")
+        + f"; headers read in {time.perf_counter() - start:.1f} s")
+    out = []
+    for idx, part in ((train_idx, "train"), (test_idx, "val")):
+        ds = StreamingFolder([paths_ok[i] for i in idx], labels[idx], classes, f"{name}/{part}",
+                             size, channels, mean, std)
+        ds.skipped = list(skipped)
+        out.append(ds)
+    return tuple(out)
+
+
 def load_folder(root, size=64, val_split=0.2, seed=0, channels=None, mean=None, std=None,
                 progress=True, log=None):
     """``(train, test)`` Datasets of a class-per-folder tree (see the module docstring).
@@ -296,7 +504,8 @@ def load_folder(root, size=64, val_split=0.2, seed=0, channels=None, mean=None, 
     ``channels``: 1 or 3, or None for 1 when every image is greyscale, else 3.
     ``mean``/``std``: per-channel (in [0, 1] units), or None to compute them from the
     training images. The Datasets keep uint8 pixels and normalise per batch; they carry
-    ``classes``, ``mean``, ``std`` and ``skipped`` (the files that could not be read)."""
+    ``classes``, ``mean``, ``std`` and ``skipped`` (the files that could not be read).
+    Over ``PYCNN_IMAGE_MEMORY`` of decoded pixels the two are :class:`StreamingFolder`s."""
     from .data import Dataset
 
     log = log or (lambda line: print(line, file=sys.stderr))
@@ -309,6 +518,9 @@ def load_folder(root, size=64, val_split=0.2, seed=0, channels=None, mean=None, 
     classes, files, split = scan_folder(root)
     start = time.perf_counter()
     all_files = files if split is None else split["train"] + split["test"]
+    if len(all_files) * (1 if channels == 1 else 3) * size * size > memory_limit():
+        return _load_streaming(root, classes, all_files, split, size, val_split, seed, channels,
+                               mean, std, progress, log, start)
     x, grey, labels, skipped, cache = decode_all(all_files, size, progress, log=log)
     for path, reason in skipped:
         log(f"pycnn: skipped {reason}" if reason.startswith(path) else

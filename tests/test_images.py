@@ -196,3 +196,71 @@ def test_sample_folder_from_scikit_image(tmp_path):
     assert {f.rsplit(".", 1)[1] for f in files} == {"jpg", "png", "bmp"}
     train, val = images.load_folder(str(tmp_path), size=16)
     assert train.classes == ("astronaut", "cat", "coffee") and len(train) + len(val) == 12
+
+
+# ----------------------------------------------------------------------------- streaming
+
+def test_a_folder_over_the_memory_limit_streams_the_same_images(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "d", ("cats", "dogs", "owls"), per_class=5)
+    held = images.load_folder(str(root), size=8, val_split=0.2, seed=3)
+    cached = os.listdir(tmp_path / "cache")
+    monkeypatch.setenv("PYCNN_IMAGE_MEMORY", "0")
+    streamed = images.load_folder(str(root), size=8, val_split=0.2, seed=3)
+    for mem, st in zip(held, streamed):
+        assert isinstance(st, images.StreamingFolder) and len(st) == len(mem)
+        assert st.classes == mem.classes and st.sample_shape == mem.sample_shape
+        np.testing.assert_allclose(st.mean, mem.mean, rtol=1e-9)   # the same 12 images' statistics
+        np.testing.assert_allclose(st.std, mem.std, rtol=1e-9)
+        xs, ys = st[:]
+        xm, ym = mem[:]
+        np.testing.assert_array_equal(ys, ym)
+        np.testing.assert_allclose(xs, xm, rtol=1e-6, atol=1e-6)
+        x1, y1 = st[2]
+        assert x1.shape == (3, 8, 8) and y1 == ym[2]
+    assert os.listdir(tmp_path / "cache") == cached             # nothing decoded ahead, nothing cached
+    monkeypatch.setenv("PYCNN_IMAGE_MEMORY", "lots")
+    with pytest.raises(ValueError, match="PYCNN_IMAGE_MEMORY: expected a number of bytes, got 'lots'"):
+        images.load_folder(str(root), size=8)
+
+
+def test_streaming_reports_bad_files_once_and_leaves_them_out(tmp_path, monkeypatch, capsys):
+    root = _folder(tmp_path / "d", per_class=4)
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")    # no header: at once
+    good = (root / "b" / "0.png").read_bytes()
+    (root / "b" / "cut.png").write_bytes(good[:len(good) // 2])          # a header, then nothing
+    monkeypatch.setenv("PYCNN_IMAGE_MEMORY", "0")
+    train, val = images.load_folder(str(root), size=6, val_split=0.25)
+    err = capsys.readouterr().err
+    assert f"skipped {root / 'a' / 'broken.jpg'}" in err and "streamed" in err
+    assert len(train) + len(val) == 9                            # the truncated one passes its header
+    everything = [images.StreamingFolder.pixels(ds, slice(None)) for ds in (train, val)]
+    assert sum(len(y) for _, y in everything) == 8                # and is left out when decoded
+    err = capsys.readouterr().err
+    assert err.count(f"skipped {root / 'b' / 'cut.png'}") == 1
+    for ds in (train, val):
+        ds.pixels(slice(None))
+    assert f"{root / 'b' / 'cut.png'}" not in capsys.readouterr().err   # reported once only
+
+
+def test_the_loader_prefetches_streamed_batches_without_changing_them(tmp_path, monkeypatch):
+    from pycnn.data import DataLoader
+    root = _folder(tmp_path / "d", per_class=9)
+    monkeypatch.setenv("PYCNN_IMAGE_MEMORY", "0")
+    train, _ = images.load_folder(str(root), size=6, val_split=0.2)
+    ahead = [(x.copy(), y.copy()) for x, y in DataLoader(train, 4, shuffle=True, seed=2)]
+    monkeypatch.setattr(images.StreamingFolder, "prefetch", False)
+    plain = list(DataLoader(train, 4, shuffle=True, seed=2))
+    assert len(ahead) == len(plain) == 4
+    for (xa, ya), (xp, yp) in zip(ahead, plain):
+        np.testing.assert_array_equal(ya, yp)
+        np.testing.assert_array_equal(xa, xp)
+
+
+def test_pycnn_train_on_a_streamed_folder(tmp_path, monkeypatch, capsys):
+    root = _folder(tmp_path / "d", per_class=12, size=(30, 28))
+    monkeypatch.setenv("PYCNN_IMAGE_MEMORY", "0")
+    assert cli.main(["train", "--data", f"folder:{root}", "--epochs", "1", "--no-progress",
+                     "--batch-size", "8", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr()
+    assert "streamed" in out.err and "test accuracy" in out.out
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "run" / "model.npz")]) == 0
