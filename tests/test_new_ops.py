@@ -176,3 +176,42 @@ def test_vgg11_layout_and_forward():
     with pycnn.no_grad():
         out = model.eval()(pycnn.tensor(np.zeros((1, 3, 32, 32), np.float32)))
     assert out.shape == (1, 5)
+
+
+# ----------------------------------------------------------------------------- on the GPU
+
+_GPU_OPS = {
+    "max": lambda x, w: x.max(dim=1).values,
+    "argmax": lambda x, w: x.argmax(dim=1),
+    "maxout": lambda x, w: F.maxout(x, 2, dim=1),
+    "elu": lambda x, w: F.elu(x, 0.7),
+    "gelu": lambda x, w: F.gelu(x),
+    "gelu_tanh": lambda x, w: F.gelu(x, approximate="tanh"),
+    "prelu": lambda x, w: F.prelu(x, w),
+    "softmax": lambda x, w: F.softmax(x, dim=1),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(_GPU_OPS))
+def test_the_new_ops_on_the_gpu_match_the_cpu(name):
+    # forward and backward on CuPy arrays against the same ops on NumPy (float32 both)
+    if not pycnn.cuda_available():
+        pytest.skip(f"GPU tests need a GPU: the cuda backend is {pycnn.cuda_status()}")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 5, 5)).astype(np.float32)
+    w = rng.uniform(0.05, 0.3, 6).astype(np.float32)
+    outs = []
+    for device in ("cpu", "cuda"):
+        xt = pycnn.tensor(x, requires_grad=True, device=device)
+        wt = pycnn.tensor(w, requires_grad=True, device=device)
+        y = _GPU_OPS[name](xt, wt)
+        if name == "argmax":
+            outs.append((np.asarray(y.to("cpu").data), None, None))
+            continue
+        (y * y).sum().backward()
+        outs.append((y.to("cpu").data, xt.grad.to("cpu").data,
+                     None if wt.grad is None else wt.grad.to("cpu").data))
+    for cpu, gpu in zip(*outs):
+        if cpu is not None:
+            np.testing.assert_allclose(gpu, cpu, rtol=2e-5, atol=2e-6)

@@ -162,3 +162,22 @@ def test_the_candidates_of_a_shape(monkeypatch):
     assert conv.tuning_candidates("fwd", dense, (64, 64, 3, 3), (1, 1), 1) == [2, 7]
     key = conv.tuning_key("bwd_filter", dense, (64, 64, 3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "atomic")
     assert key == "bwd_filter|x2x64x14x14|w64x64x3x3|s1x1|p1x1x1x1|d1x1|g1|float32|atomic"
+
+
+@pytest.mark.gpu
+def test_the_real_timer_tunes_a_convolution_on_the_gpu(cache):
+    import pycnn
+    if not pycnn.cuda_available():
+        pytest.skip(f"GPU tests need a GPU: the cuda backend is {pycnn.cuda_status()}")
+    import numpy as np
+    from pycnn.backends import numpy_ref as ref
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((48, 32, 3, 3)).astype(np.float32)
+    geometry = ((1, 1), (1, 1, 1, 1), (1, 1), 1)
+    y = conv.conv2d_fwd(cp.asarray(x), cp.asarray(w), None, *geometry)   # the first call tunes
+    np.testing.assert_allclose(cp.asnumpy(y), ref.conv2d_fwd(x, w, None, *geometry), rtol=1e-4, atol=1e-3)
+    version, entry = conv.chosen_version("fwd", x.shape, w.shape, *geometry)
+    assert entry is not None and version == entry["version"] in (2, 7, 8)
+    assert all(t is not None and t > 0 for t in entry["times_ms"].values()), entry
+    assert tune.load(cache)               # written to the cache file
