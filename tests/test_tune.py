@@ -181,3 +181,30 @@ def test_the_real_timer_tunes_a_convolution_on_the_gpu(cache):
     assert entry is not None and version == entry["version"] in (2, 7, 8)
     assert all(t is not None and t > 0 for t in entry["times_ms"].values()), entry
     assert tune.load(cache)               # written to the cache file
+
+
+_KILL_MID_WRITE = """
+import json, os, sys
+from pycnn.backends.cuda import tune
+real = json.dump
+def dump_then_die(obj, f, **kw):
+    f.write(json.dumps(obj)[:40])            # half an entry on disk, then the process is gone
+    f.flush()
+    os.kill(os.getpid(), 9)
+json.dump = dump_then_die
+tune.store(sys.argv[1], "killed-key", {"version": 8, "heuristic": 2, "times_ms": {}})
+"""
+
+
+def test_a_process_killed_mid_write_leaves_the_last_whole_cache(cache):
+    import subprocess
+    import sys
+    tune.store(cache, "kept", {"version": 7, "heuristic": 2, "times_ms": {"7": 0.1}})
+    done = subprocess.run([sys.executable, "-c", _KILL_MID_WRITE, str(cache)], capture_output=True,
+                          timeout=120)
+    assert done.returncode == -9
+    assert [p.name for p in cache.parent.glob("tuning.json.*.tmp")]        # its half-written file
+    assert tune.load(cache) == {"kept": {"version": 7, "heuristic": 2, "times_ms": {"7": 0.1}}}
+    tune.store(cache, "next", {"version": 2, "heuristic": 2, "times_ms": {}})
+    assert set(tune.load(cache)) == {"kept", "next"}
+    assert not list(cache.parent.glob("tuning.json.*.tmp"))                 # swept under the lock

@@ -109,6 +109,11 @@ def store(path: Path, key: str, entry: dict) -> None:
     temporary file beside it and rename it over the cache."""
     path = Path(path)
     with _locked(path):
+        # A temporary file present while we hold the lock is a writer's that died mid-write
+        # (writers make one only under the lock): the cache beside it is the last whole one.
+        for stale in path.parent.glob(path.name + ".*.tmp"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         entries = _read(path)
         entries[key] = entry
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
