@@ -11,7 +11,9 @@ loads and stores call the checks in emu_runtime.cc, which is compiled without it
 and linked with that runtime, without libtsan. It prints one line per check, every
 sanitizer finding as one line naming the check, kernel, source line, thread and
 block, the determinism of each kernel, and "all ok" last; it exits 1 on any failure.
-tests/test_kernel_emulation.py uses build() and run() from here.
+tests/test_kernel_emulation.py uses build() and run() from here. counters_binary()
+builds emulate_counters.cc, the driver of pycnn/inspect/dynamic.py's memory counters
+(one op through its launcher with PYCNN_EMU_COUNTERS set: emu_runtime.cc's "counters").
 """
 from __future__ import annotations
 
