@@ -197,6 +197,15 @@ def test_bad_arguments_are_value_errors(call):
         call()
 
 
+def test_activation_counts_float4_lanes():
+    """relu's kernel reads and writes a float4 per lane where the size allows: 16 sectors
+    per request, every byte used, and the op's ideal bytes requested, no more."""
+    c = dynamic.activation("relu", "fwd", 1 << 16)
+    (launch,) = c["launches"]
+    assert launch["global_ld"]["sectors_per_request"] == 16 and launch["global_st"]["sectors_per_request"] == 16
+    assert c["requested_over_ideal"] == 1.0 and c["ideal_bytes"] == 8 << 16
+
+
 def test_a_version_the_launchers_lack_is_a_clear_error():
     with pytest.raises(dynamic.CountersError, match="version expected 1, 2, 6, 7 or 8, got 5"):
         dynamic.conv2d("fwd", 5, "2,32,16,16,64,3,3,1,1")

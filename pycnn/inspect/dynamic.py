@@ -251,7 +251,11 @@ def activation(fn: str, pass_name: str, shape, *, sample: int | None = DEFAULT_S
                checks: bool | None = None) -> dict:
     """Counters of `fn` ("relu", "leaky_relu", "sigmoid", "tanh") `pass_name` on a tensor
     of `shape` (N,C,H,W, or a count)."""
-    dims = _ints(shape, len(shape.split(",")) if isinstance(shape, str) else len(tuple(shape)), "shape")
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if isinstance(shape, str):
+        shape = shape.split(",")
+    dims = _ints(shape, len(tuple(shape)), "shape")
     count = 1
     for d in dims:
         count *= d
