@@ -87,17 +87,32 @@ def static_entry(record, arch: str, launch: dict) -> dict | None:
         for short, entry in kernels.items():
             if entry["name"] == fn or short == fn:
                 return entry
-    base = launch["kernel"]
+    base, _, suffix = launch["kernel"].partition("<")
     threads = 1
     for d in launch["block"]:
         threads *= d
     found = [e for short, e in kernels.items()
              if short.split("<")[0] == base and e["threads_per_block"] == threads]
+    if len(found) > 1 and suffix.startswith("atomic"):    # split_sum.cuh's name for <T, ATOMIC=true>
+        found = [e for e in found if e["name"].split("(")[0].rstrip().endswith("true>")] or found
+    elif len(found) > 1 and any(e["name"].split("(")[0].rstrip().endswith(("true>", "false>")) for e in found):
+        found = [e for e in found if not e["name"].split("(")[0].rstrip().endswith("true>")] or found
     if len(found) > 1 and "rows" in launch:
         tiled = [e for e in found if _TILE.search(e["name"]) and
                  -(-launch["rows"] // int(_TILE.search(e["name"]).group(2))) == launch["grid"][0]]
         found = tiled or found
     return found[0] if len(found) == 1 else (found[0] if found else None)
+
+
+def conv_rows(pass_name: str, dims, groups: int = 1) -> int | None:
+    """The GEMM rows (M) a conv pass tiles along gridDim.x, which tells its launcher's tiles
+    apart: N*P*Q forward, N*H*W backward-data at stride 1 (its stride phases split them
+    otherwise: None), C/groups*R*S backward-filter."""
+    n, c, h, w, k, r, s, stride, pad = dims
+    p = (h + 2 * pad - r) // stride + 1
+    q = (w + 2 * pad - s) // stride + 1
+    return {"fwd": n * p * q, "bwd_data": n * h * w if stride == 1 else None,
+            "bwd_filter": c // groups * r * s}[pass_name]
 
 
 # --------------------------------------------------------------------------- measured side
@@ -155,9 +170,7 @@ def inspect_one(args, version) -> dict:
             version = default_version(args.pass_name, (n, c, h, w), (k, c // args.groups, r, s),
                                       (stride, stride), args.groups)
         data = dynamic.conv2d(args.pass_name, version, dims, groups=args.groups, sample=sample)
-        p = (h + 2 * pad - r) // stride + 1
-        q = (w + 2 * pad - s) // stride + 1
-        rows = {"fwd": n * p * q, "bwd_data": n * h * w, "bwd_filter": None}[args.pass_name]
+        rows = conv_rows(args.pass_name, dims, args.groups)
         case = {"C": c, "H": h, "W": w, "K": k, "R": r, "S": s, "stride": [stride, stride]}
         bench_op = f"conv_{args.pass_name}"
     elif fam == "pool":
