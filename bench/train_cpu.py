@@ -27,11 +27,10 @@ import platform      # noqa: E402
 import sys           # noqa: E402
 import time          # noqa: E402
 
-import numpy as np   # noqa: E402
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-import pycnn                                  # noqa: E402
+import pycnn                                  # noqa: E402  (first: its BLAS settings, as `pycnn train`)
+import numpy as np                            # noqa: E402
 from pycnn import cli                         # noqa: E402
 from pycnn.data import DataLoader             # noqa: E402
 from pycnn.train import fit                   # noqa: E402
