@@ -524,6 +524,7 @@ def test_generated_tables_are_in_step_with_the_committed_records():
     import sys
     sys.path.insert(0, str(ROOT / "bench"))
     try:
+        import kernel_table
         import ladder_table
         import readme_table as rt
     finally:
@@ -536,6 +537,11 @@ def test_generated_tables_are_in_step_with_the_committed_records():
     kernels_readme = (ROOT / "kernels" / "README.md").read_text()
     assert rt.replace_between_markers(kernels_readme, body, (ladder_table.START, ladder_table.END)) \
         == kernels_readme, "kernels/README.md's ladder is stale: run python bench/ladder_table.py --write"
+    rows = json.loads((res / "kernel-counters.json").read_text())["rows"]
+    assert rt.replace_between_markers(kernels_readme, kernel_table.table(rows),
+                                      (kernel_table.START, kernel_table.END)) == kernels_readme, \
+        "kernels/README.md's kernel table is stale: run python bench/kernel_table.py --from-json --write"
+    assert len(rows) == len(kernel_table.ROWS) and all(r["launches"] for r in rows)
     readme = (ROOT / "README.md").read_text()
     assert rt.replace_between_markers(readme, rt.table(rt.load_results(res))) == readme, \
         "README's GPU table is stale: run python bench/readme_table.py --write"

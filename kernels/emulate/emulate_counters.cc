@@ -153,12 +153,12 @@ void conv2d(const std::string& pass, int version, const char* shape, int groups)
       const size_t bytes = pycnn::conv2d_bwd_filter6_workspace_bytes(p, splits);
       G work(std::max<size_t>(bytes / 4, 1), 0.0f, 0, "workspace");
       pycnn::conv2d_bwd_filter6(x.data(), dy.data(), dw.data(), bytes ? work.data() : nullptr, p, splits, nullptr);
-    } else if (version == 4 || version == 10) {  // as pycnn calls them by default: atomic, not deterministic
+    } else if (version == 4 || version == 10) {  // as pycnn calls them by default: the fixed-order split sum
       const int splits = pycnn::conv2d_bwd_filter4_splits(p, sms);
-      const size_t bytes = pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, false);
+      const size_t bytes = pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true);
       G work(std::max<size_t>(bytes / 4, 1), 0.0f, 0, "workspace");
       (version == 4 ? pycnn::conv2d_bwd_filter4 : pycnn::conv2d_bwd_filter10)(
-          x.data(), dy.data(), dw.data(), bytes ? work.data() : nullptr, p, splits, false, nullptr);
+          x.data(), dy.data(), dw.data(), bytes ? work.data() : nullptr, p, splits, true, nullptr);
     } else {
       usage(("conv2d bwd_filter: version expected 1, 4, 6 or 10, got " + std::to_string(version)).c_str());
     }
