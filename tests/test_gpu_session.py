@@ -56,3 +56,12 @@ def test_bad_arguments_are_refused_by_name(tmp_path):
     assert done.returncode == 2 and "--budget: expected whole seconds, got 'soon'" in done.stderr
     done = _run(tmp_path, "--gpu", timeout=60)
     assert done.returncode == 2 and "unknown argument '--gpu'" in done.stderr
+
+
+def test_the_caps_of_the_real_run_add_up_to_its_deadline_under_eight_minutes():
+    import re
+    text = SCRIPT.read_text()
+    caps = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+stage (\w+)\s+(\d+) ", text, re.M)}
+    assert set(caps) == set(STAGES)
+    budget = int(re.search(r"^budget=(\d+)$", text, re.M).group(1))
+    assert sum(caps.values()) <= budget <= 8 * 60, (caps, budget)
