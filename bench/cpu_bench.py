@@ -26,13 +26,12 @@ import platform      # noqa: E402
 import sys           # noqa: E402
 import time          # noqa: E402
 
-import numpy as np   # noqa: E402
-
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import pycnn                                        # noqa: E402
+import pycnn                                        # noqa: E402  (first: its BLAS settings, as `pycnn train`)
+import numpy as np                                  # noqa: E402
 from pycnn import backends, models, optim           # noqa: E402
 from pycnn import functional as F                   # noqa: E402
 from pycnn.bench.sets import load_set               # noqa: E402

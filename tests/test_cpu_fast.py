@@ -116,7 +116,7 @@ POOL_CASES = [
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("special", ["none", "ties", "nan", "-inf"])
+@pytest.mark.parametrize("special", ["none", "ties", "nan", "-inf", "all -inf"])
 @pytest.mark.parametrize("case", POOL_CASES, ids=str)
 def test_max_pool_backward_matches_the_reference(case, special, dtype):
     shape, kernel, stride, padding, dilation, ceil_mode = case
@@ -127,9 +127,13 @@ def test_max_pool_backward_matches_the_reference(case, special, dtype):
         x.flat[::7] = np.nan
     elif special == "-inf":
         x[:, :, ::2] = -np.inf
+    elif special == "all -inf":               # windows of -inf only: padding must not win
+        x[:, :, :3, :3] = -np.inf
     y, idx = fast.max_pool2d_fwd(x, kernel, stride, padding, dilation, ceil_mode)
     y_ref, idx_ref = ref.max_pool2d_fwd(x, kernel, stride, padding, dilation, ceil_mode)
     np.testing.assert_array_equal(idx, idx_ref)
+    np.testing.assert_array_equal(y, y_ref)                  # NaN where the reference has NaN
+    assert y.dtype == y_ref.dtype
     assert y.shape == pool2d_output_shape(shape, kernel, stride, padding, dilation, ceil_mode)
     dy = _rand(y.shape, dtype)
     np.testing.assert_array_equal(

@@ -50,9 +50,14 @@ Tried and left out because they were slower here: im2col as one copy of a 6-d
 ``as_strided`` view of the NCHW input into ``(C*R*S, N*P*Q)`` order (conv2
 forward 0.8 -> 2.0 ms: NumPy's strided copy moves runs of Q values, the
 batch-last copy runs of Q*N), and ``np.where(y > 0, dy, 0)`` for ReLU's backward
-(0.2 -> 1.6 ms against the reference's multiply by the mask). BLAS threads are
-left to OpenBLAS's environment variables (``OPENBLAS_NUM_THREADS``), set once
-before NumPy loads, as bench/train_cpu.py does.
+(0.2 -> 1.6 ms against the reference's multiply by the mask), and the max-pool
+forward as one argmax over a strided view of every window (N, C, P, Q, kh*kw):
+faster on the tiny set's (2, 3, 8, 8) input (444 -> 155 us) but slower on real
+ones, LeNet's (64, 6, 28, 28) 2x2 pool 1.1 -> 6.0 ms and (32, 64, 56, 56) 3x3
+stride 2 113 -> 180 ms (argmax along a short last axis pays per row). BLAS threads
+are left to OpenBLAS's environment variables (``OPENBLAS_NUM_THREADS``), set once
+before NumPy loads, as bench/train_cpu.py does; pycnn itself shortens OpenBLAS's
+spin-wait (``OPENBLAS_THREAD_TIMEOUT``, see pycnn/__init__.py).
 
 Float32 in, float32 out (float64 likewise): no op here promotes.
 The module is not thread-safe for concurrent steps (its workspaces and caches
