@@ -26,6 +26,7 @@ decode then is reported once by path and left out of its batch.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import os
@@ -99,8 +100,10 @@ def _channels(pixels, channels):
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
-def _decode(path, size):
-    """(uint8 (size, size[, 3]) pixels, grey?) of one file."""
+@contextlib.contextmanager
+def _opened(path):
+    """The image at ``path`` opened by Pillow (its header read, no pixels yet), after the
+    size check; every failure, then or inside the block, as an ImageError naming the file."""
     Image = _pil()
     try:
         with warnings.catch_warnings():
@@ -110,11 +113,7 @@ def _decode(path, size):
                 if w * h > MAX_PIXELS:
                     raise ImageError(f"{path}: {w} x {h} pixels, more than the "
                                      f"{MAX_PIXELS:,} pycnn decodes (resize it first)")
-                if img.format == "JPEG":
-                    img.draft(img.mode, (size, size))   # decode a large JPEG at 1/2..1/8 scale
-                img.load()
-                sixteen = img.mode.startswith("I;16")
-                return _to_8bit(_fit(img, size), sixteen)
+                yield img
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -126,6 +125,16 @@ def _decode(path, size):
                          f"JPEG/PNG/BMP)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{path}: cannot decode ({e})") from None
+
+
+def _decode(path, size):
+    """(uint8 (size, size[, 3]) pixels, grey?) of one file."""
+    with _opened(path) as img:
+        if img.format == "JPEG":
+            img.draft(img.mode, (size, size))   # decode a large JPEG at 1/2..1/8 scale
+        img.load()
+        sixteen = img.mode.startswith("I;16")
+        return _to_8bit(_fit(img, size), sixteen)
 
 
 def _fit(img, size):
@@ -313,26 +322,14 @@ def memory_limit() -> int:
 
 def _probe(path):
     """(grey?, None) from the header of one file, or (None, reason): no pixels decoded."""
-    Image = _pil()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    return None, (f"{path}: {w} x {h} pixels, more than the {MAX_PIXELS:,} "
-                                  "pycnn decodes (resize it first)")
-                if w < 1 or h < 1:
-                    return None, f"{path}: image of size {w} x {h}"
-                return img.mode in ("L", "1", "LA", "I", "I;16", "I;16B", "I;16L", "F"), None
-    except FileNotFoundError:
-        return None, f"{path}: file not found"
-    except Image.UnidentifiedImageError:
-        return None, f"{path}: not an image Pillow can read (corrupt, or not JPEG/PNG/BMP)"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return None, f"{path}: too large to decode safely ({e})"
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        return None, f"{path}: cannot read ({e})"
+        with _opened(path) as img:
+            w, h = img.size
+            if w < 1 or h < 1:
+                return None, f"{path}: image of size {w} x {h}"
+            return img.mode in ("L", "1", "LA", "I", "I;16", "I;16B", "I;16L", "F"), None
+    except ImageError as e:
+        return None, str(e)
 
 
 class StreamingFolder:
