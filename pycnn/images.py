@@ -225,6 +225,17 @@ def _cache_key(files, size):
     return h.hexdigest()[:24]
 
 
+def _progress_bar(total, desc, progress):
+    """A tqdm bar over ``total`` images on a terminal, else None (never fail over a bar)."""
+    if not (progress and sys.stderr.isatty()):
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
 def decode_all(files, size, progress=True, workers=None, log=None):
     """Decode ``files`` [(path, label)] to (uint8 (N, 3, size, size), grey flags (N,),
     labels (N,), skipped [(path, reason)]), with a thread pool (Pillow's decoders
@@ -241,13 +252,7 @@ def decode_all(files, size, progress=True, workers=None, log=None):
     grey = np.zeros(len(files), bool)
     ok = np.zeros(len(files), bool)
     skipped = []
-    bar = None
-    if progress and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=len(files), desc="decoding images", unit="img", leave=False)
-        except ImportError:
-            bar = None
+    bar = _progress_bar(len(files), "decoding images", progress)
 
     def one(i):
         pixels, is_grey = _decode(files[i][0], size)
@@ -431,13 +436,7 @@ def _load_streaming(root, classes, all_files, split, size, val_split, seed, chan
                     progress, log, start):
     """load_folder's streaming path: headers read, a stratified split, statistics from a
     sample, two StreamingFolders."""
-    bar = None
-    if progress and sys.stderr.isatty():
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=len(all_files), desc="reading image headers", unit="img", leave=False)
-        except ImportError:
-            bar = None
+    bar = _progress_bar(len(all_files), "reading image headers", progress)
     with concurrent.futures.ThreadPoolExecutor(min(16, 2 * (os.cpu_count() or 1))) as pool:
         probes = []
         for r in pool.map(_probe, [p for p, _ in all_files], chunksize=64):
