@@ -28,15 +28,25 @@ LADDER = [
     ("fwd", 2, "conv2d_fwd_kernel2", "conv2d/02_implicit_gemm.cu"),
     ("fwd", 7, "conv2d_fwd_kernel7", "conv2d/07_implicit_gemm_pipelined.cu"),
     ("fwd", 8, "conv2d_fwd_kernel8", "conv2d/08_implicit_gemm_tf32x3.cu"),
+    ("fwd", 12, "conv2d_fwd_kernel12", "conv2d/12_implicit_gemm_warp_tiled.cu"),
+    ("fwd", 13, "conv2d_fwd_kernel13", "conv2d/13_implicit_gemm_mma_tf32.cu"),
     ("bwd_data", 1, "conv2d_bwd_data_kernel1", "conv2d/01_direct.cu"),
     ("bwd_data", 3, "conv2d_bwd_data_kernel3", "conv2d/03_implicit_gemm_bwd_data.cu"),
     ("bwd_data", 9, "conv2d_bwd_data_kernel9", "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"),
     ("bwd_data", 11, "conv2d_bwd_data_kernel11", "conv2d/11_implicit_gemm_bwd_data_phased.cu"),
+    ("bwd_data", 14, "conv2d_bwd_data_kernel14", "conv2d/14_implicit_gemm_bwd_data_tables.cu"),
     ("bwd_filter", 1, "conv2d_bwd_filter_kernel1", "conv2d/01_direct.cu"),
     ("bwd_filter", 4, "conv2d_bwd_filter_kernel4", "conv2d/04_implicit_gemm_bwd_filter.cu"),
     ("bwd_filter", 10, "conv2d_bwd_filter_kernel10", "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"),
+    ("bwd_filter", 15, "conv2d_bwd_filter_kernel15", "conv2d/15_implicit_gemm_bwd_filter_pipelined.cu"),
+    ("bwd_filter", 16, "conv2d_bwd_filter_kernel16", "conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu"),
 ]
 _BM = re.compile(r"Tile<(\d+),")
+
+
+#: Of a kernel with several precisions, the instantiations the version runs as called
+#: (pycnn.backends.cuda.conv.VERSIONS): version 13 in 3xTF32 (its Fwd13Precision 1).
+AS_CALLED = {"conv2d_fwd_kernel13": ", 1, "}
 
 
 def _instances(kernels: dict, name: str) -> list[dict]:
@@ -44,7 +54,7 @@ def _instances(kernels: dict, name: str) -> list[dict]:
     atomic variants share a main loop)."""
     found = {}
     for short, entry in kernels.items():
-        if short.split("<")[0] != name:
+        if short.split("<")[0] != name or AS_CALLED.get(name, "") not in short:
             continue
         m = _BM.search(short)
         tile = int(m.group(1)) if m else 0
@@ -110,9 +120,12 @@ def table(static: dict, bench: dict | None, defaults: dict) -> str:
             f"{'-' if tflops is None else f'{tflops:.1f}'} | {'-' if ratio is None else f'{ratio:.2f}'} |")
     lines += ["", f"Static columns: sm_90, nvcc {static['nvcc'].split(',')[-1].strip()}, small / large tile "
               "(`python -m pycnn.inspect.static` for every kernel). Main-loop instructions: one "
-              "iteration of the loop over K (BK = 8 of C*R*S for the FFMA versions, 16 for the "
-              "tensor-core ones); FFMA share: the FFMAs' share of its issue slots (HMMA's for the "
-              "3xTF32 versions, each of which does 16x an FFMA's work). "
+              "iteration of the loop over K (BK = 8 of the reduction for the FFMA versions but 16 for "
+              "the warp-tiled 12 and 16 and the tensor-core ones; version 12's figures are its scalar filter "
+              "loads', a few main-loop instructions more than its float4 loads'); FFMA share: the "
+              "FFMAs' share of its issue slots (HMMA's for the "
+              "tensor-core versions: on sm_90 a TF32 HMMA.1688 does 16x8x8 multiply-adds a warp, "
+              "32x an FFMA's, and 3xTF32 spends three on each product). "
               + (f"Measured: {gpu}, fp32, batch {bench['batch']}, geometric means over the "
                  f"{bench['set']} set's {len({r['case'] for r in bench['results']})} convolutions "
                  "(`bench/results/`)." if bench else "Measured: no GPU record yet.")]

@@ -1,6 +1,7 @@
 """The launches that bench/gpu_session.sh profiles with ncu: the probe kernels of
-bench/counter_probes.cu (known answers) and three of pycnn's kernels on shapes small
-enough for the emulator to run the same launches on the CPU.
+bench/counter_probes.cu (known answers), three of pycnn's kernels, then the newer
+convolution versions (NEWER), on shapes small enough for the emulator to run the same
+launches on the CPU.
 
     ncu --clock-control none --csv --page raw --metrics ... python bench/ncu_probe.py
 
@@ -23,12 +24,18 @@ POOL_X = (2, 32, 16, 16)
 LAUNCHES = ["conv2d_fwd v2 x(2,32,16,16) w(64,32,3,3) s1 p1",
             "conv2d_fwd v7 x(2,32,16,16) w(64,32,3,3) s1 p1",
             "max_pool2d_fwd x(2,32,16,16) 3x3 s2 p1"]
+#: The newer convolution versions after them, on the same shape (a version this build
+#: lacks is skipped with a line on stderr): rows for the emulator's counters to match
+#: next (stride 2 for backward-data, so that version 14 runs four phases).
+NEWER = [("fwd", 12, (1, 1)), ("fwd", 13, (1, 1)), ("bwd_data", 14, (2, 2)), ("bwd_filter", 15, (1, 1)),
+         ("bwd_filter", 16, (1, 1))]
 
 
 def main() -> int:
     import cupy as cp
 
     from pycnn.backends.cuda import conv, pool
+    from pycnn.shapes import conv2d_output_shape
 
     src = (Path(__file__).resolve().parent / "counter_probes.cu").read_text()
     module = cp.RawModule(code=src)
@@ -52,6 +59,22 @@ def main() -> int:
     pool.max_pool2d_fwd(px, (3, 3), (2, 2), (1, 1), (1, 1), False)
     cp.cuda.runtime.deviceSynchronize()
     print(f"launched {LAUNCHES[2]}", file=sys.stderr)
+    for pass_name, version, stride in NEWER:
+        label = f"conv2d_{pass_name} v{version} x{CONV_X} w{CONV_W} s{stride[0]} p1"
+        out = conv2d_output_shape(CONV_X, CONV_W, stride, (1, 1, 1, 1), (1, 1))
+        dy = cp.asarray(rng.standard_normal(out, dtype=np.float32))
+        run = {"fwd": lambda: conv.conv2d_fwd(cx, cw, None, stride, (1, 1, 1, 1), (1, 1), 1, version=version),
+               "bwd_data": lambda: conv.conv2d_bwd_data(dy, cw, CONV_X, stride, (1, 1, 1, 1), (1, 1), 1,
+                                                        version=version),
+               "bwd_filter": lambda: conv.conv2d_bwd_filter(cx, dy, CONV_W, stride, (1, 1, 1, 1), (1, 1), 1,
+                                                            version=version)}[pass_name]
+        try:
+            run()
+            cp.cuda.runtime.deviceSynchronize()
+        except ValueError as err:  # a version this build does not have
+            print(f"skipped {label}: {err}", file=sys.stderr)
+            continue
+        print(f"launched {label}", file=sys.stderr)
     return 0
 
 

@@ -42,6 +42,21 @@ inline void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 
 }
 #endif
 
+// 16 bytes to global memory at dst (16-byte aligned) as one st.global.v4.f32 (STG.128).
+// The C++ form, *reinterpret_cast<float4*>(dst) = make_float4(...), is what a reader
+// expects, but nvcc 13.0 compiled it into four STG.32 in versions 7 and 12 (their SASS
+// and ncu's store requests on an H200 agree), so kernels that store vectors say it here.
+#if defined(PYCNN_KERNEL_EMULATION) || defined(__CUDACC__)
+__device__ __forceinline__ void store_global_v4(float* dst, float a, float b, float c, float d) {
+#ifdef PYCNN_KERNEL_EMULATION
+  *reinterpret_cast<float4*>(dst) = make_float4(a, b, c, d);  // checked as one 16-byte access
+#else
+  asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};" ::"l"(dst), "f"(a), "f"(b), "f"(c), "f"(d)
+               : "memory");
+#endif
+}
+#endif
+
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 __host__ __device__ constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 

@@ -311,10 +311,10 @@ def test_conv_default_falls_back_to_direct_where_the_gemm_grid_would_not_fit():
 
 def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     conv = _cuda_conv()
-    assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8]
-    assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8]    # C/groups = 1, multiplier 8
-    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9, 11]
-    assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4, 10]
+    assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8, 12, 13]
+    assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8, 12, 13]    # C/groups = 1, multiplier 8
+    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9, 11, 14]
+    assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4, 10, 15, 16]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
 
@@ -323,9 +323,11 @@ def test_bench_labels_the_tensor_core_versions():
     from pycnn.bench.harness import conv_versions
     be = importlib.import_module("pycnn.backends.cuda")
     _, runs = conv_versions(be, "conv_fwd", (8, 4, 3, 3))
-    assert runs == [("pycnn v01", 1), ("pycnn v02", 2), ("pycnn v07", 7), ("pycnn v08 3xTF32", 8)]
+    assert runs == [("pycnn v01", 1), ("pycnn v02", 2), ("pycnn v07", 7), ("pycnn v08 3xTF32", 8),
+                    ("pycnn v12", 12), ("pycnn v13 3xTF32", 13)]
     _, runs = conv_versions(be, "conv_bwd_filter", (8, 4, 3, 3))
-    assert runs == [("pycnn v01", 1), ("pycnn v04", 4), ("pycnn v10 3xTF32", 10)]
+    assert runs == [("pycnn v01", 1), ("pycnn v04", 4), ("pycnn v10 3xTF32", 10), ("pycnn v15", 15),
+                    ("pycnn v16", 16)]
 
 
 def test_bench_times_every_version_of_batch_norm_and_max_pool_backward():
@@ -369,6 +371,22 @@ def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
         ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(stride_h=2**31 - 1, stride_w=2**31 - 1), stream=0)
     with pytest.raises(ValueError, match=r"conv2d_bwd_data11: grid y=65536.*65535"):
         ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(C=wide), stream=0)
+    # version 14 the same, before its prep kernel runs; and its workspace is checked
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: groups \* stride_h \* stride_w = "
+                                         r"16384 \* 2 \* 2 exceeds the grid's z limit"):
+        ext.conv2d_bwd_data14(0, 0, 0, 16, **_conv_shape(C=16384, K=16384, groups=16384, H=2, W=2,
+                                                         stride_h=2, stride_w=2), stream=0)
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: grid y=65536.*65535"):
+        ext.conv2d_bwd_data14(0, 0, 0, 16, **_conv_shape(C=wide), stream=0)
+    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: workspace: expected 32 bytes "
+                                         r"\(conv2d_bwd_data14_workspace_bytes\), got a null pointer"):
+        ext.conv2d_bwd_data14(0, 0, 0, 0, **_conv_shape(), stream=0)
+    with pytest.raises(ValueError, match="conv2d_bwd_data14: workspace: expected a 16-byte aligned"):
+        ext.conv2d_bwd_data14(0, 0, 0, 4, **_conv_shape(), stream=0)
+    # the filter again (|w| floats, to 16 bytes), then one 16-byte entry per (kg, r, s)
+    assert ext.conv2d_bwd_data14_workspace_bytes(**_conv_shape(K=64, C=32, groups=2, R=3, S=3)) \
+        == 64 * 16 * 9 * 4 + 32 * 9 * 16
+    assert ext.conv2d_bwd_data14_workspace_bytes(**_conv_shape(K=3, C=1, R=1, S=1)) == 16 + 3 * 16
     with pytest.raises(ValueError, match="splits"):
         ext.conv2d_bwd_filter4(0, 0, 0, 0, **_conv_shape(C=many, K=many, groups=many), splits=1,
                                deterministic=False, stream=0)
@@ -508,12 +526,23 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
     geometry = ((2, 1), (1, 1, 0, 2), (1, 1), 2)                      # stride, padding, dilation, groups
     dyc = f((2, 6, 5, 9))                                             # P = (9+2-3)//2+1, Q = 9+(0+2)-3+1
     for version, kernel in ((None, "conv2d_fwd_kernel7"), (1, "conv2d_fwd_kernel1"), (2, "conv2d_fwd_kernel2"),
-                            (7, "conv2d_fwd_kernel7"), (8, "conv2d_fwd_kernel8")):
+                            (7, "conv2d_fwd_kernel7"), (8, "conv2d_fwd_kernel8"),
+                            (13, "conv2d_fwd_kernel13")):
         _, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=version, kernel=kernel)
         assert args[4:20] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
+    # version 12 takes a workspace and its split count: none on this small layer's 1 split...
+    name, args = _launches(g, conv.conv2d_fwd, xc, w, b, *geometry, version=12, kernel="conv2d_fwd_kernel12")
+    assert name == "conv2d_fwd12" and args[4] == 0 and args[5:21] == (2, 4, 9, 9, 6, 3, 3, 5, 9, 2, 1, 1, 1, 1, 0, 2)
+    assert args[21:23] == (False, 1)                                  # relu, splits
+    # ... and 16 (the most) on a layer of one 64x64 block and C*R*S = 2304: a workspace
+    xs, ws = f((1, 256, 8, 8)), f((64, 256, 3, 3))
+    name, args = _launches(g, conv.conv2d_bias_relu_fwd, xs, ws, None, (1, 1), (1, 1, 1, 1), (1, 1), 1,
+                           version=12, kernel="conv2d_fwd_kernel12")
+    assert args[21:23] == (True, 16) and args[4] != 0, "split-K needs its workspace"
     for version, kernel in ((None, "conv2d_bwd_data_kernel11"), (1, "conv2d_bwd_data_kernel1"),
                             (3, "conv2d_bwd_data_kernel3"), (9, "conv2d_bwd_data_kernel9"),
-                            (11, "conv2d_bwd_data_kernel11")):      # stride (2, 1): 11 by default
+                            (11, "conv2d_bwd_data_kernel11"),       # stride (2, 1): 11 by default
+                            (14, "conv2d_bwd_data_prep_kernel14")):  # 14: its tables first
         _launches(g, conv.conv2d_bwd_data, dyc, w, (2, 4, 9, 9), *geometry, version=version, kernel=kernel)
     _launches(g, conv.conv2d_bwd_data, f((2, 6, 9, 9)), w, (2, 4, 9, 9), (1, 1), (1, 1, 0, 2), (1, 1), 2,
               kernel="conv2d_bwd_data_kernel11")                     # stride 1: one phase, 11 too
@@ -521,7 +550,11 @@ def test_cuda_backend_reaches_every_launch_with_checked_arguments(fake_gpu):
                            ({"version": 4, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel4"),
                            ({"version": 4, "splits": 1}, "conv2d_bwd_filter_kernel4"),
                            ({"version": 10, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel10"),
-                           ({"version": 10}, "conv2d_bwd_filter_kernel10")):
+                           ({"version": 10}, "conv2d_bwd_filter_kernel10"),
+                           ({"version": 15, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel15"),
+                           ({"version": 15}, "conv2d_bwd_filter_kernel15"),
+                           ({"version": 16, "splits": 3, "deterministic": True}, "conv2d_bwd_filter_kernel16"),
+                           ({"version": 16}, "conv2d_bwd_filter_kernel16")):
         _, args = _launches(g, conv.conv2d_bwd_filter, xc, dyc, (6, 2, 3, 3), *geometry, **kwargs,
                             kernel=kernel)
         if kwargs.get("deterministic"):

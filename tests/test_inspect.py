@@ -67,3 +67,14 @@ def test_json_and_bad_input(capsys):
     with pytest.raises(SystemExit):
         cli.main(["inspect", "activation", "--compare", "1,2", "--shape", "10"])
     assert "--compare: only conv2d and batch_norm come in versions" in capsys.readouterr().err
+
+
+def test_compare_shows_the_gemm_of_a_split_k_version_not_its_sum(capsys):
+    # version 12 splits this small layer's C*R*S over gridDim.z: its fixed-order sum runs
+    # more threads than the GEMM, and the table names the GEMM with its main loop
+    code, out, err = _run(capsys, "conv2d", "--pass", "fwd", "--compare", "7,12",
+                          "--shape", "2,64,8,8,64,3,3,1,1", "--sample", "2")
+    assert code == 0, err
+    assert "conv2d_fwd12_split_sum_kernel" in out                 # its launch, in the per-launch lines
+    row = next(line for line in out.splitlines() if line.startswith("12 "))
+    assert row.split()[1] == "conv2d_fwd_kernel12" and " 0 " in row   # no division in its loop

@@ -152,13 +152,9 @@ conv2d_bwd_filter_kernel4(const float* __restrict__ x, const float* __restrict__
 using BwdFilter4Large = IgemmTile<128, 128, 8, 8, 8>;
 using BwdFilter4Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// The tile, the split count and the workspace size are pure functions of the
-// shape, so Python can size the workspace and tests can check them on a CPU.
-static bool bwd_filter4_large(const Conv2dParams& p) {
-  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
-  return Kg >= 96 && Cg * p.R * p.S >= 96;
-}
-
+// The tile (bwd_filter4_large, split_sum.cuh), the split count and the workspace size
+// are pure functions of the shape, so Python can size the workspace and tests can check
+// them on a CPU.
 static int64_t bwd_filter4_blocks(const Conv2dParams& p, int bm, int bn) {
   const int64_t Cg = p.C / p.groups, Kg = p.K / p.groups;
   return ceil_div(Cg * p.R * p.S, (int64_t)bm) * ceil_div(Kg, (int64_t)bn) * p.groups;
@@ -207,19 +203,7 @@ static void launch_bwd_filter4(const float* x, const float* dy, float* dw, float
 void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* workspace,
                         const Conv2dParams& p, int splits, bool deterministic,
                         cudaStream_t stream) {
-  check_conv2d_params(p, "conv2d_bwd_filter4");
-  if (splits < 1 || (int64_t)splits * p.groups > 65535)
-    throw std::invalid_argument("conv2d_bwd_filter4: splits must be >= 1 with splits*groups <= "
-                                "65535, got splits=" + std::to_string(splits) +
-                                " groups=" + std::to_string(p.groups));
-  // split * chunk + chunk <= N*P*Q + splits*BK must stay an int.
-  check_int32_size((int64_t)p.N * p.P * p.Q + (int64_t)splits * BwdFilter4Large::BK,
-                   "N*P*Q plus the split rounding");
-  if (deterministic && splits > 1 && workspace == nullptr)
-    throw std::invalid_argument("conv2d_bwd_filter4: deterministic with splits=" +
-                                std::to_string(splits) + " needs a workspace of " +
-                                std::to_string(conv2d_bwd_filter4_workspace_bytes(p, splits, true)) +
-                                " bytes, got a null pointer");
+  check_split_k_bwd_filter(p, splits, deterministic, workspace, BwdFilter4Large::BK, "conv2d_bwd_filter4");
   if (bwd_filter4_large(p))
     launch_bwd_filter4<BwdFilter4Large>(x, dy, dw, workspace, p, splits, deterministic, stream);
   else

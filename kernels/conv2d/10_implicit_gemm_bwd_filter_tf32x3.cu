@@ -170,21 +170,9 @@ static void launch_bwd_filter10(const float* x, const float* dy, float* dw, floa
 void conv2d_bwd_filter10(const float* x, const float* dy, float* dw, float* workspace,
                          const Conv2dParams& p, int splits, bool deterministic,
                          cudaStream_t stream) {
-  check_conv2d_params(p, "conv2d_bwd_filter10");
-  if (splits < 1 || (int64_t)splits * p.groups > 65535)
-    throw std::invalid_argument("conv2d_bwd_filter10: splits must be >= 1 with splits*groups <= "
-                                "65535, got splits=" + std::to_string(splits) +
-                                " groups=" + std::to_string(p.groups));
-  check_int32_size((int64_t)p.N * p.P * p.Q + (int64_t)splits * BwdFilter10Large::BK,
-                   "N*P*Q plus the split rounding");
-  if (deterministic && splits > 1 && workspace == nullptr)
-    throw std::invalid_argument("conv2d_bwd_filter10: deterministic with splits=" +
-                                std::to_string(splits) + " needs a workspace of " +
-                                std::to_string(conv2d_bwd_filter4_workspace_bytes(p, splits, true)) +
-                                " bytes, got a null pointer");
+  check_split_k_bwd_filter(p, splits, deterministic, workspace, BwdFilter10Large::BK, "conv2d_bwd_filter10");
   require_tf32_tensor_cores("conv2d_bwd_filter10");
-  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
-  if (Kg >= 96 && Cg * p.R * p.S >= 96)  // version 4's rule (bwd_filter4_large)
+  if (bwd_filter4_large(p))  // version 4's rule
     launch_bwd_filter10<BwdFilter10Large>(x, dy, dw, workspace, p, splits, deterministic, stream);
   else
     launch_bwd_filter10<BwdFilter10Small>(x, dy, dw, workspace, p, splits, deterministic, stream);

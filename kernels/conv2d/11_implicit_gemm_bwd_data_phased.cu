@@ -13,8 +13,8 @@
 // and, with pixel h = first + i*stride, the output row each tap reads is
 //   op = o0 + i - j*dout,   o0 = (first + pad - tap0*dil) / stride (exact),
 //                           dout = dil / gcd(stride, dil)
-// (bwd_phase below computes first, count, tap0, taps, tap_step, o0, dout per
-// axis). So each (a, b) phase of (h, w) is a dense GEMM of its own:
+// (bwd_phase in bwd_phase.cuh computes first, count, tap0, taps, tap_step, o0,
+// dout per axis). So each (a, b) phase of (h, w) is a dense GEMM of its own:
 //   DX[m][cg] = sum_kk DY[m][kk] * Wt[kk][cg]
 //   m  = n*Ha*Wb + i*Wb + j        the phase's pixels, h = first_h + i*sh, w = first_w + j*sw
 //   kk = kg*(Ra*Sb) + ri*Sb + si   the phase's taps, r = tap0_h + ri*step_h (s alike)
@@ -38,38 +38,11 @@
 // the product count above; to be confirmed against version 3 on a GPU.
 //
 // Measured: not yet measured on a GPU
+#include "conv2d/bwd_phase.cuh"
 #include "conv2d/conv2d.h"
 #include "conv2d/igemm_tile.cuh"
 
 namespace pycnn {
-
-// One axis of one stride phase (see the header): the pixels l = first + i*stride
-// (i < count) with (l + pad) mod stride = a, the taps r = tap0 + j*tap_step (j < taps)
-// that reach them, and the output index o0 + i - j*dout that pixel i and tap j read.
-struct BwdPhase {
-  int first, count, tap0, taps, tap_step, o0, dout;
-};
-
-__host__ __device__ inline BwdPhase bwd_phase(int a, int L, int pad, int stride, int dil, int F) {
-  BwdPhase ph;
-  ph.first = ((a - pad) % stride + stride) % stride;  // the first l >= 0 with (l + pad) % stride = a
-  ph.count = ph.first < L ? (L - 1 - ph.first) / stride + 1 : 0;
-  int gcd = stride, b = dil;  // gcd(stride, dil), Euclid
-  while (b != 0) {
-    const int t = gcd % b;
-    gcd = b;
-    b = t;
-  }
-  ph.tap_step = stride / gcd;
-  ph.dout = dil / gcd;
-  ph.tap0 = 0;  // the first r in [0, tap_step) with r*dil = a (mod stride), if any
-  // (64-bit products: tap0 < stride, but the dilation may be large)
-  while (ph.tap0 < ph.tap_step && (int64_t)ph.tap0 * dil % stride != a) ++ph.tap0;
-  ph.taps = ph.tap0 < ph.tap_step && ph.tap0 < F ? (F - 1 - ph.tap0) / ph.tap_step + 1 : 0;
-  // exact: the numerator is = 0 mod stride
-  ph.o0 = (int)(((int64_t)ph.first + pad - (int64_t)ph.tap0 * dil) / stride);
-  return ph;
-}
 
 template <class T>
 __global__ void __launch_bounds__(T::THREADS)
@@ -194,17 +167,11 @@ conv2d_bwd_data_kernel11(const float* __restrict__ dy, const float* __restrict__
 using BwdData11Large = IgemmTile<128, 128, 8, 8, 8>;
 using BwdData11Small = IgemmTile<64, 64, 8, 4, 4>;
 
-// Rows of the largest phase: N * ceil(H / sh) * ceil(W / sw) (the grid's x extent).
-inline int64_t bwd_data11_max_rows(const Conv2dParams& p) {
-  return (int64_t)p.N * ceil_div((int64_t)p.H, (int64_t)p.stride_h) *
-         ceil_div((int64_t)p.W, (int64_t)p.stride_w);
-}
-
 // Launchers.
 template <class T>
 static void launch_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                               cudaStream_t stream) {
-  const int M = (int)bwd_data11_max_rows(p), Cg = p.C / p.groups;
+  const int M = (int)bwd_phase_max_rows(p.N, p.H, p.W, p.stride_h, p.stride_w), Cg = p.C / p.groups;
   const int z = p.groups * p.stride_h * p.stride_w;  // checked against 65535 by the caller
   check_grid_yz(ceil_div(Cg, T::BN), z, "conv2d_bwd_data11");
   const dim3 grid(ceil_div(M, T::BM), ceil_div(Cg, T::BN), z);
@@ -223,7 +190,7 @@ void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dP
                                 " * " + std::to_string(p.stride_w) +
                                 " exceeds the grid's z limit of 65535");
   const int64_t z = p.groups * phases;
-  const int64_t M = bwd_data11_max_rows(p), Cg = p.C / p.groups;
+  const int64_t M = bwd_phase_max_rows(p.N, p.H, p.W, p.stride_h, p.stride_w), Cg = p.C / p.groups;
   check_int32_size(M + BwdData11Large::BM, "N*ceil(H/stride_h)*ceil(W/stride_w) plus one tile");
   if (igemm_use_large_tile<BwdData11Large>(M, Cg, z))
     launch_bwd_data11<BwdData11Large>(dy, w, dx, p, stream);

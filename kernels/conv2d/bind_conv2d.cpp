@@ -72,6 +72,24 @@ void bind_conv2d(py::module_& m) {
   def_fwd("conv2d_fwd2", &pycnn::conv2d_fwd2,
           "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM with "
           "bias/ReLU fused in the epilogue (kernels/conv2d/02_implicit_gemm.cu).");
+  // version 13: the forward signature plus the precision, last and optional (fp32 accuracy)
+  m.def("conv2d_fwd13",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y, PYCNN_CONV2D_PARAMS,
+           bool relu, std::uintptr_t stream, bool tf32x3) {
+          pycnn::conv2d_fwd13(cf(x), cf(w), cf(b), f(y), PYCNN_CONV2D_MAKE, relu, tf32x3, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), PYCNN_CONV2D_ARGS, arg("relu"), arg("stream"),
+        arg("tf32x3") = true, nogil,
+        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM on "
+        "mma.sync TF32 tensor cores through explicit PTX (ldmatrix from a swizzled layout, a "
+        "3-stage cp.async pipeline); tf32x3=True (the default) keeps fp32 accuracy with the "
+        "3xTF32 split, False rounds the inputs to TF32 (about 1e-3 relative error, as cuDNN's "
+        "TF32 mode); compute capability 8.0+ (kernels/conv2d/13_implicit_gemm_mma_tf32.cu).");
+  def_fwd("conv2d_fwd13_bf16", &pycnn::conv2d_fwd13_bf16,
+          "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 13 on BF16 "
+          "tensor cores (mma.sync.m16n8k16, fp32 accumulation), the inputs rounded to bf16 "
+          "when a tile lands (about 4e-3 relative error); compute capability 8.0+ "
+          "(kernels/conv2d/13_implicit_gemm_mma_tf32.cu).");
   def_fwd("conv2d_fwd7", &pycnn::conv2d_fwd7,
           "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; version 2's implicit "
           "GEMM double-buffered, with float4 shared-memory reads "
@@ -80,6 +98,32 @@ void bind_conv2d(py::module_& m) {
           "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; implicit GEMM on TF32 "
           "tensor cores with the 3xTF32 split for fp32 accuracy; compute capability 8.0+ "
           "(kernels/conv2d/08_implicit_gemm_tf32x3.cu).");
+  m.def("conv2d_fwd12_splits",
+        [](PYCNN_CONV2D_PARAMS, int num_sms) {
+          return pycnn::conv2d_fwd12_splits(PYCNN_CONV2D_MAKE, num_sms);
+        },
+        PYCNN_CONV2D_ARGS, arg("num_sms"),
+        "Splits of C*R*S conv2d_fwd12 uses to bring its grid to about one wave of num_sms SMs "
+        "(no GPU needed).");
+  m.def("conv2d_fwd12_workspace_bytes",
+        [](PYCNN_CONV2D_PARAMS, int splits) {
+          return pycnn::conv2d_fwd12_workspace_bytes(PYCNN_CONV2D_MAKE, splits);
+        },
+        PYCNN_CONV2D_ARGS, arg("splits"),
+        "Bytes of workspace conv2d_fwd12 needs (0 when splits == 1; no GPU needed).");
+  m.def("conv2d_fwd12",
+        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t b, std::uintptr_t y,
+           std::uintptr_t workspace, PYCNN_CONV2D_PARAMS, bool relu, int splits,
+           std::uintptr_t stream) {
+          pycnn::conv2d_fwd12(cf(x), cf(w), cf(b), f(y), f(workspace), PYCNN_CONV2D_MAKE, relu,
+                              splits, st(stream));
+        },
+        arg("x"), arg("w"), arg("b"), arg("y"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("relu"),
+        arg("splits"), arg("stream"), nogil,
+        "y = conv2d(x, w) + b (b = 0 for no bias), then ReLU if relu; warp-tiled implicit GEMM "
+        "with a tap table (no division in the loop); splits > 1 splits C*R*S, partial sums in "
+        "workspace (conv2d_fwd12_workspace_bytes) added in a fixed order "
+        "(kernels/conv2d/12_implicit_gemm_warp_tiled.cu).");
 
   // ---- backward-data
   def_bwd_data("conv2d_bwd_data1", &pycnn::conv2d_bwd_data1,
@@ -96,6 +140,21 @@ void bind_conv2d(py::module_& m) {
                "dx = gradient of conv2d with respect to x (overwritten); version 3's implicit "
                "GEMM split into stride phases, one dense GEMM per phase "
                "(kernels/conv2d/11_implicit_gemm_bwd_data_phased.cu).");
+  m.def("conv2d_bwd_data14_workspace_bytes",
+        [](PYCNN_CONV2D_PARAMS) { return pycnn::conv2d_bwd_data14_workspace_bytes(PYCNN_CONV2D_MAKE); },
+        PYCNN_CONV2D_ARGS,
+        "Bytes of workspace conv2d_bwd_data14 needs: the filter again and its tap tables "
+        "(no GPU needed).");
+  m.def("conv2d_bwd_data14",
+        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, std::uintptr_t workspace,
+           PYCNN_CONV2D_PARAMS, std::uintptr_t stream) {
+          pycnn::conv2d_bwd_data14(cf(dy), cf(w), f(dx), f(workspace), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("dy"), arg("w"), arg("dx"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "dx = gradient of conv2d with respect to x (overwritten); version 11's stride phases "
+        "reading tap tables and a channel-contiguous filter copy that a prep kernel writes "
+        "into workspace (conv2d_bwd_data14_workspace_bytes), double-buffered "
+        "(kernels/conv2d/14_implicit_gemm_bwd_data_tables.cu).");
 
   // ---- backward-filter
   m.def("conv2d_bwd_filter1",
@@ -142,6 +201,18 @@ void bind_conv2d(py::module_& m) {
       "GEMM on TF32 tensor cores with the 3xTF32 split for fp32 accuracy; sized by "
       "conv2d_bwd_filter4_splits and _workspace_bytes; compute capability 8.0+ "
       "(kernels/conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu).");
+  def_bwd_filter_split_k(
+      "conv2d_bwd_filter15", &pycnn::conv2d_bwd_filter15,
+      "dw = gradient of conv2d with respect to w (overwritten); version 4's split-K implicit "
+      "GEMM double-buffered, its reduction row stepped instead of divided; sized by "
+      "conv2d_bwd_filter4_splits and _workspace_bytes "
+      "(kernels/conv2d/15_implicit_gemm_bwd_filter_pipelined.cu).");
+  def_bwd_filter_split_k(
+      "conv2d_bwd_filter16", &pycnn::conv2d_bwd_filter16,
+      "dw = gradient of conv2d with respect to w (overwritten); version 15's split-K implicit "
+      "GEMM warp-tiled (BK 16, 8x8 outputs a thread, the filter taps in a shared table); sized "
+      "by conv2d_bwd_filter4_splits and _workspace_bytes "
+      "(kernels/conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu).");
 
   // ---- depthwise
   def_fwd("conv2d_fwd6", &pycnn::conv2d_fwd6,

@@ -8,9 +8,15 @@
 // Versions (the number is the file number, kernels/conv2d/NN_*.cu):
 //   fwd         1 direct           2 implicit GEMM (+ fused bias / ReLU)
 //               7 version 2 double-buffered, float4 shared-memory reads and y stores
+//               13 mma.sync TF32 / 3xTF32 (explicit PTX: ldmatrix, cp.async, 3 stages)
+//               12 warp-tiled, BK 16, tap table (no division in the loop), split-K
 //   bwd_data    1 direct           3 implicit GEMM
 //               11 version 3 split into stride phases (no zero products at stride > 1)
+//               14 version 11 with tap tables and a cg-contiguous filter copy (no division
+//                  in the loop, coalesced filter loads), double-buffered
 //   bwd_filter  1 direct           4 implicit GEMM, split-K (atomic or deterministic)
+//               15 version 4 double-buffered, the reduction row stepped (no division)
+//               16 version 15 warp-tiled, BK 16, a tap table (no division in the loop)
 //   bwd_bias    5 one block per channel, warp-shuffle reduction (deterministic)
 //   depthwise   6 fwd, bwd_data, bwd_filter for C/groups = 1 (bwd_filter deterministic)
 #pragma once
@@ -73,6 +79,26 @@ void conv2d_fwd7(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
 void conv2d_fwd8(const float* x, const float* w, const float* b, float* y,
                  const Conv2dParams& p, bool relu, cudaStream_t stream);
+// Version 13: mma.sync TF32 with ldmatrix and a cp.async pipeline; tf32x3 true keeps
+// fp32 accuracy (3xTF32), false rounds the inputs to TF32 (cuDNN's TF32 mode).
+void conv2d_fwd13(const float* x, const float* w, const float* b, float* y,
+                  const Conv2dParams& p, bool relu, bool tf32x3, cudaStream_t stream);
+// Version 13 on BF16 tensor cores (mma.sync.m16n8k16, fp32 accumulation): the inputs
+// rounded to bf16 when a tile lands (8 significant bits: about 4e-3 relative error).
+void conv2d_fwd13_bf16(const float* x, const float* w, const float* b, float* y,
+                       const Conv2dParams& p, bool relu, cudaStream_t stream);
+// Version 12: warp-tiled, split-K over C*R*S where the grid is under one wave.
+// The tile conv2d_fwd12 picks on a GPU of num_sms SMs (pure, no GPU needed).
+bool conv2d_fwd12_large_tile(const Conv2dParams& p, int num_sms);
+// Splits of C*R*S that bring the grid to about one wave of num_sms SMs (pure).
+int conv2d_fwd12_splits(const Conv2dParams& p, int num_sms);
+// Bytes of workspace conv2d_fwd12 needs: splits * N * K * P * Q floats when
+// splits > 1, otherwise 0 (pure, no GPU needed).
+size_t conv2d_fwd12_workspace_bytes(const Conv2dParams& p, int splits);
+// splits > 1: per-split partial sums go to workspace (16-byte aligned for the
+// vector path), then one fixed-order sum adds them, the bias and ReLU: deterministic.
+void conv2d_fwd12(const float* x, const float* w, const float* b, float* y, float* workspace,
+                  const Conv2dParams& p, bool relu, int splits, cudaStream_t stream);
 
 // ---- backward-data: dx = conv_transpose(dy, w); dx is overwritten ----
 void conv2d_bwd_data1(const float* dy, const float* w, float* dx, const Conv2dParams& p,
@@ -83,6 +109,13 @@ void conv2d_bwd_data9(const float* dy, const float* w, float* dx, const Conv2dPa
                       cudaStream_t stream);
 void conv2d_bwd_data11(const float* dy, const float* w, float* dx, const Conv2dParams& p,
                        cudaStream_t stream);
+// Bytes of workspace conv2d_bwd_data14 needs: the filter again (|w| floats) and
+// the tap table (K/groups * R * S entries of 16 bytes) (pure, no GPU needed).
+size_t conv2d_bwd_data14_workspace_bytes(const Conv2dParams& p);
+// Version 14: a prep kernel writes the tables into `workspace` (16-byte aligned,
+// conv2d_bwd_data14_workspace_bytes long), then the phase GEMMs read them.
+void conv2d_bwd_data14(const float* dy, const float* w, float* dx, float* workspace,
+                       const Conv2dParams& p, cudaStream_t stream);
 
 // ---- backward-filter: dw[k,c,r,s] = sum over n,p,q of dy * x; dw is overwritten ----
 void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2dParams& p,
@@ -100,6 +133,16 @@ void conv2d_bwd_filter4(const float* x, const float* dy, float* dw, float* works
 // Version 10: version 4 on TF32 tensor cores (3xTF32); the same arguments, split
 // count and workspace size (conv2d_bwd_filter4_splits, _workspace_bytes).
 void conv2d_bwd_filter10(const float* x, const float* dy, float* dw, float* workspace,
+                         const Conv2dParams& p, int splits, bool deterministic,
+                         cudaStream_t stream);
+// Version 15: version 4 with the reduction row stepped (no division in the loop),
+// double-buffered; the same arguments, split count and workspace size as version 4.
+void conv2d_bwd_filter15(const float* x, const float* dy, float* dw, float* workspace,
+                         const Conv2dParams& p, int splits, bool deterministic,
+                         cudaStream_t stream);
+// Version 16: version 15 warp-tiled (as forward version 12), BK 16, the filter taps
+// in a table; the same arguments, split count and workspace size as version 4.
+void conv2d_bwd_filter16(const float* x, const float* dy, float* dw, float* workspace,
                          const Conv2dParams& p, int splits, bool deterministic,
                          cudaStream_t stream);
 

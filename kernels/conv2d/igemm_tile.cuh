@@ -144,4 +144,32 @@ __device__ __forceinline__ void igemm_tile_multiply_vec4(const float (&As)[T::BK
   }
 }
 
+// Version 7's double-buffered main loop, for versions 14 and 15 (one __syncthreads a step;
+// 07 keeps its own copy: through this helper ptxas spills 4 bytes of its 4x4 tile):
+// while the block multiplies buffer `cur`, each thread's global loads for the next
+// step are in flight in registers, and go into the other buffer after the multiply.
+// G is the pass's gather: load() issues the next step's loads (and moves on a step),
+// store(As, Bs) writes what it loaded into one buffer. `steps` must be the same for
+// every thread of the block (there are barriers inside); 0 leaves acc as it is.
+template <class T, class G>
+__device__ __forceinline__ void igemm_pipelined_loop(G& gather, float (&As)[2][T::BK][T::BM + T::PAD],
+                                                     float (&Bs)[2][T::BK][T::BN + T::PAD],
+                                                     float (&acc)[T::TM][T::TN], int tm, int tn, int steps) {
+  if (steps > 0) {
+    gather.load();
+    gather.store(As[0], Bs[0]);
+    __syncthreads();
+  }
+  for (int step = 0; step < steps; ++step) {
+    const int cur = step & 1;
+    const bool more = step + 1 < steps;
+    if (more) gather.load();                                     // global loads in flight ...
+    igemm_tile_multiply_vec4<T>(As[cur], Bs[cur], acc, tm, tn);  // ... behind these FMAs
+    // The other buffer was last read in the previous step's multiply, which every
+    // thread finished before that step's barrier: safe to overwrite now.
+    if (more) gather.store(As[cur ^ 1], Bs[cur ^ 1]);
+    __syncthreads();
+  }
+}
+
 }  // namespace pycnn

@@ -1,8 +1,10 @@
 // The second half of a deterministic split reduction, shared by the backward-filter
 // versions that split N*P*Q (04_implicit_gemm_bwd_filter.cu, 06_depthwise.cu,
-// 10_implicit_gemm_bwd_filter_tf32x3.cu): every split stored its partial sums as one
-// row of workspace, and this adds the rows in split order, so the result has the
-// same bits on every run. Below it, the whole split-K launch of versions 4 and 10.
+// 10_implicit_gemm_bwd_filter_tf32x3.cu, 15_implicit_gemm_bwd_filter_pipelined.cu,
+// 16_implicit_gemm_bwd_filter_warp_tiled.cu):
+// every split stored its partial sums as one row of workspace, and this adds the rows
+// in split order, so the result has the same bits on every run. Below it, the tile
+// rule and the whole split-K launch of versions 4, 10, 15 and 16.
 #pragma once
 
 #include <stdexcept>
@@ -25,11 +27,37 @@ static __global__ void conv2d_split_sum_kernel(const float* __restrict__ workspa
   }
 }
 
-// A split-K backward-filter kernel (versions 4 and 10): (x, dy, out, p, chunk,
+// The tile of the split-K backward-filter versions 4, 10, 15 and 16: the large one only
+// when the GEMM is at least 96 wide both ways (K/groups channels, C/groups*R*S taps).
+inline bool bwd_filter4_large(const Conv2dParams& p) {
+  const int Cg = p.C / p.groups, Kg = p.K / p.groups;
+  return Kg >= 96 && Cg * p.R * p.S >= 96;
+}
+
+// The checks of the split-K backward-filter launchers (versions 4, 10, 15 and 16), before
+// anything is launched: the shape, the split count (grid z = splits * groups), the
+// indexing limit (each split's chunk of N*P*Q is rounded up to whole steps of `bk`, and
+// version 15 steps its rows one step past the end), and the deterministic mode's workspace.
+inline void check_split_k_bwd_filter(const Conv2dParams& p, int splits, bool deterministic,
+                                     const float* workspace, int bk, const char* launcher) {
+  check_conv2d_params(p, launcher);
+  if (splits < 1 || (int64_t)splits * p.groups > 65535)
+    throw std::invalid_argument(std::string(launcher) + ": splits must be >= 1 with splits*groups <= "
+                                "65535, got splits=" + std::to_string(splits) +
+                                " groups=" + std::to_string(p.groups));
+  check_int32_size((int64_t)p.N * p.P * p.Q + ((int64_t)splits + 1) * bk, "N*P*Q plus the split rounding");
+  if (deterministic && splits > 1 && workspace == nullptr)
+    throw std::invalid_argument(std::string(launcher) + ": deterministic with splits=" +
+                                std::to_string(splits) + " needs a workspace of " +
+                                std::to_string(conv2d_bwd_filter4_workspace_bytes(p, splits, true)) +
+                                " bytes, got a null pointer");
+}
+
+// A split-K backward-filter kernel (versions 4, 10, 15 and 16): (x, dy, out, p, chunk,
 // split_stride), split s writing at out + s * split_stride.
 using SplitKFilterKernel = void (*)(const float*, const float*, float*, Conv2dParams, int, int);
 
-// The launch both split-K versions share, for a tile T (BM crs rows, BN channels,
+// The launch the split-K versions share, for a tile T (BM crs rows, BN channels,
 // BK rows of the reduction per step). Grid z = splits * groups; each split takes a
 // chunk of N*P*Q rounded up to whole BK steps. One split stores straight into dw;
 // several either atomicAdd into dw zeroed first (`atomic`, the kernel's ATOMIC

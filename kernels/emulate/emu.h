@@ -9,7 +9,8 @@
 //
 // The machine it models (emu_runtime.cc has the details):
 //   - a block's threads are fibers on one OS thread; a fiber runs until it reaches
-//     a __syncthreads, a __syncwarp, a shuffle or a wmma call, then the next runs.
+//     a __syncthreads, a __syncwarp, a shuffle, a wmma call or a warp-wide PTX
+//     instruction of emu_mma.h (mma.sync, ldmatrix), then the next runs.
 //     The default schedule is hostile to missing barriers: the lowest-numbered
 //     runnable thread always runs (blocks alternate between thread orders 0..n-1
 //     and n-1..0); PYCNN_EMU_SEED=<n> picks threads at random instead, also
@@ -35,6 +36,8 @@
 //   launch     block of 1..1024 threads, grid.y and z <= 65535, dynamic shared
 //              memory over 48 KB only with cudaFuncAttributeMaxDynamicSharedMemorySize
 //              set, and at most 227 KB;
+//   cp.async   (emu_mma.h) a copy's destination accessed while it is in flight (before
+//              the wait_group that covers it), source and destination alignment;
 //   determinism  a launch that performed atomics is run again from the same inputs
 //              with the blocks in reverse order; different bits mark the kernel
 //              nondeterministic (listed at the end of the run).
@@ -95,7 +98,7 @@ void sync_threads(int line);
 void sync_warp(int line, unsigned mask);
 // Every lane posts `bits`, waits for the warp, and gets its source lane's.
 enum WarpSyncKind { kShflIdx = 1, kShflUp, kShflDown, kShflXor, kSyncWarp, kWmmaLoad, kWmmaStore,
-                    kWmmaMma };
+                    kWmmaMma, kMmaSync, kLdmatrix };
 uint64_t shuffle_bits(unsigned mask, uint64_t bits, int kind, int arg, int width);
 // A warp-wide operation (wmma): all 32 lanes present, at the same operation.
 void warp_arrive(long tag, const char* what);
@@ -103,6 +106,12 @@ void warp_arrive(long tag, const char* what);
 unsigned thread_counter(int kind);
 // An access the compiler does not see (wmma fragments): checked like an instrumented one.
 void check_access(const void* addr, size_t bytes, bool write);
+// cp.async for emu_mma.h: issue a copy of cp_size bytes (src_size of them read, the rest
+// zeros) into shared memory; it lands at the cp_async_wait(n) that covers its group.
+bool is_shared_address(const void* p);
+void cp_async(void* dst, const void* src, int cp_size, int src_size, const char* what);
+void cp_async_commit();
+void cp_async_wait(int n);
 
 float atomic_add(float* addr, float v);
 double atomic_add(double* addr, double v);

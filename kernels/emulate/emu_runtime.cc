@@ -197,6 +197,7 @@ struct Cell {  // the shadow of one byte (global) or one 4-byte word (shared)
   int32_t w_block = -1, r_block = -1;
   int16_t w_thread = -1, r_thread = -1, r_warp = -1;
   uint8_t init = 0, w_atomic = 0;
+  uint8_t pending = 0;  // (shared) a cp.async into this word is in flight (emu_mma.h)
   uint32_t w_bar = 0, r_bar = 0, w_ws = 0, r_ws = 0;
   uintptr_t w_pc = 0, r_pc = 0;
 };
@@ -785,6 +786,7 @@ void write_json() {
 }  // namespace ctr
 
 void seeded_yield();
+void async_in_flight(bool write, uintptr_t pc, uintptr_t word);
 
 void access(const void* addr, size_t n, bool write, bool atomic, uintptr_t pc) {
   if (!in_launch) return;
@@ -804,6 +806,7 @@ void access(const void* addr, size_t n, bool write, bool atomic, uintptr_t pc) {
   if (shared) {
     for (uintptr_t w = a & ~uintptr_t(3); w < a + n; w += 4) {
       Cell& c = shared_shadow[(w - (uintptr_t)shared_lo) / 4];
+      if (c.pending) async_in_flight(write, pc, w);
       check_cell(c, false, block_run, write, atomic, pc, Where{nullptr, w});
     }
     return;
@@ -908,8 +911,11 @@ void to_scheduler() {
 #endif
 }
 
+void async_drop(int t);
+
 [[noreturn]] void fiber_main() {
   body_fn(body_ctx);
+  async_drop(current);  // copies never waited for: they land unseen (nothing may read them)
   fibers[current].state = Fiber::kDone;
   to_scheduler();
   __builtin_unreachable();
@@ -954,11 +960,12 @@ const char* describe(int id, long tag) {
   static const char* const kinds[] = {"?", "an idx shuffle, offset", "an up shuffle, offset",
                                       "a down shuffle, offset", "an xor shuffle, offset",
                                       "__syncwarp at line", "wmma::load_matrix_sync",
-                                      "wmma::store_matrix_sync", "wmma::mma_sync"};
+                                      "wmma::store_matrix_sync", "wmma::mma_sync", "mma.sync",
+                                      "ldmatrix"};
   const long kind = tag / 1000000;
   if (id == 0)
     std::snprintf(buf, sizeof buf, "__syncthreads at line %ld", tag);
-  else if (kind >= kWmmaLoad && kind <= kWmmaMma)
+  else if (kind >= kWmmaLoad && kind <= kLdmatrix)
     std::snprintf(buf, sizeof buf, "%s", kinds[kind]);
   else
     std::snprintf(buf, sizeof buf, "%s %ld", kinds[kind >= 1 && kind <= kSyncWarp ? kind : 0], tag % 1000000);
@@ -1160,6 +1167,128 @@ unsigned thread_counter(int kind) {
 void check_access(const void* addr, size_t bytes, bool write) {
   access(addr, bytes, write, false, (uintptr_t)__builtin_return_address(0));
   if (ctr::counting) ctr::cover((uintptr_t)addr, bytes, write);
+}
+
+// ---------------------------------------------------------------- cp.async (emu_mma.h)
+// A copy is in flight from its cp.async to the cp.async.wait_group that covers its
+// group, as on the GPU, where it may land at any moment in between. Here it lands at
+// that wait, as a write by the issuing thread then (so another thread's read is
+// ordered after it only by a barrier that follows the wait), and while it is in flight
+// every access to its destination is a racecheck finding: a read would see the old
+// bytes (or, on the GPU, some of each). The source is read when the copy is issued
+// (checked and counted as a global load then); the destination is checked at issue
+// against the accesses before it (a refill of a buffer other threads still read with
+// no barrier between is a race) and counted as a shared store there.
+bool is_shared_address(const void* p) {
+  init_shared();
+  const uintptr_t a = (uintptr_t)p;
+  return a - (uintptr_t)shared_lo < shared_bytes && !is_emulator_state(a);
+}
+
+namespace {
+struct AsyncCopy {
+  char* dst;
+  uint32_t bytes;
+  uintptr_t pc;
+  char data[16];
+};
+struct AsyncThread {
+  std::vector<AsyncCopy> open;                 // issued since the last commit_group
+  std::vector<std::vector<AsyncCopy>> groups;  // committed, oldest first
+};
+std::vector<AsyncThread> async_threads(1024);
+
+void set_pending(const AsyncCopy& c, uint8_t v) {
+  for (uintptr_t w = (uintptr_t)c.dst; w < (uintptr_t)c.dst + c.bytes; w += 4)
+    shared_shadow[(w - (uintptr_t)shared_lo) / 4].pending = v;
+}
+
+void async_in_flight(bool write, uintptr_t pc, uintptr_t word) {
+  uintptr_t issued = 0;
+  int by = -1;
+  for (int t = 0; t < threads_in_block && by < 0; ++t) {
+    auto in = [&](const AsyncCopy& c) {
+      if (word >= (uintptr_t)c.dst && word < (uintptr_t)c.dst + c.bytes) issued = c.pc, by = t;
+    };
+    for (const AsyncCopy& c : async_threads[t].open) in(c);
+    for (const auto& g : async_threads[t].groups)
+      for (const AsyncCopy& c : g) in(c);
+  }
+  char msg[512];
+  std::snprintf(msg, sizeof msg,
+                "%s of %s while a cp.async into it by %s (at %s) is in flight: it lands only at the "
+                "cp.async.wait_group that covers its group",
+                write ? "write" : "read", shared_symbol(word).c_str(), by >= 0 ? thread_coords(by).c_str() : "a thread",
+                issued ? symbolize(issued).c_str() : "?");
+  finding("racecheck", pc, issued, msg);
+}
+
+void async_drop(int t) {
+  AsyncThread& a = async_threads[t];
+  if (checks_on) {
+    for (const AsyncCopy& c : a.open) set_pending(c, 0);
+    for (const auto& g : a.groups)
+      for (const AsyncCopy& c : g) set_pending(c, 0);
+  }
+  a.open.clear();
+  a.groups.clear();
+}
+}  // namespace
+
+void cp_async(void* dst, const void* src, int cp_size, int src_size, const char* what) {
+  const uintptr_t pc = (uintptr_t)__builtin_return_address(0);
+  if (!in_launch) fail("%s outside a kernel", what);
+  if (cp_size != 4 && cp_size != 8 && cp_size != 16) fail("%s: cp-size %d (4, 8 or 16 bytes)", what, cp_size);
+  if (src_size < 0 || src_size > cp_size) fail("%s: src-size %d outside 0..cp-size (%d)", what, src_size, cp_size);
+  if (!is_shared_address(dst)) fail("%s: the destination %p is not shared memory", what, dst);
+  const uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+  if (checks_on && (d % cp_size != 0 || s % cp_size != 0)) {
+    char msg[200];
+    std::snprintf(msg, sizeof msg, "%s of %d bytes: %s address 0x%" PRIxPTR " is not %d-byte aligned", what, cp_size,
+                  d % cp_size ? "destination" : "source", d % cp_size ? d : s, cp_size);
+    finding("alignment", pc, 0, msg);
+  }
+  AsyncCopy c{static_cast<char*>(dst), (uint32_t)cp_size, pc, {}};
+  if (src_size > 0) {
+    access(src, src_size, false, false, pc);  // memcheck, initcheck, the global load's counters
+    std::memcpy(c.data, src, src_size);
+  }
+  // bytes past src-size: zeros (c.data is zero-initialized). The shared store is counted
+  // under pc + 1 (the same source line): the counters group the k-th access of a pc by
+  // each lane into one request, and a lane with src-size 0 makes no global load, so at
+  // one pc its store would join the other lanes' loads.
+  if (ctr::counting) ctr::record(d, cp_size, true, true, false, pc + 1);
+  if (checks_on) {
+    for (uintptr_t w = d & ~uintptr_t(3); w < d + cp_size; w += 4) {
+      Cell& cell = shared_shadow[(w - (uintptr_t)shared_lo) / 4];
+      if (cell.pending) async_in_flight(true, pc, w);
+      Cell probe = cell;  // the write's checks against what came before, without recording it yet
+      check_cell(probe, false, block_run, true, false, pc, Where{nullptr, w});
+    }
+    set_pending(c, 1);
+  }
+  async_threads[current].open.push_back(c);
+}
+
+void cp_async_commit() {
+  AsyncThread& a = async_threads[current];
+  a.groups.push_back(std::move(a.open));
+  a.open.clear();
+}
+
+void cp_async_wait(int n) {
+  AsyncThread& a = async_threads[current];
+  while ((int)a.groups.size() > n) {
+    for (const AsyncCopy& c : a.groups.front()) {
+      std::memcpy(c.dst, c.data, c.bytes);
+      if (!checks_on) continue;
+      set_pending(c, 0);
+      for (uintptr_t w = (uintptr_t)c.dst; w < (uintptr_t)c.dst + c.bytes; w += 4)
+        check_cell(shared_shadow[(w - (uintptr_t)shared_lo) / 4], false, block_run, true, false, c.pc,
+                   Where{nullptr, w});
+    }
+    a.groups.erase(a.groups.begin());
+  }
 }
 
 template <class T>

@@ -113,7 +113,7 @@ def counters_binary(family: str, out_dir: Path | None = None) -> Path:
     if family not in COUNTER_FAMILIES:
         raise ValueError(f"family: expected one of {COUNTER_FAMILIES}, got {family!r}")
     out_dir = out_dir or Path(os.environ.get("TMPDIR", "/tmp")) / "pycnn-counters"
-    sources = [COUNTERS_SOURCE, HERE / "emu.h", HERE / "emu_runtime.cc", HERE / "emu_wmma.h",
+    sources = [COUNTERS_SOURCE, HERE / "emu.h", HERE / "emu_runtime.cc", HERE / "emu_wmma.h", HERE / "emu_mma.h",
                KERNELS.parent / "bench" / "counter_probes.cu", KERNELS / "common.cuh",
                *sorted((KERNELS / family).glob("*.cu*")), *sorted((KERNELS / family).glob("*.h"))]
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources) + " ".join(CXXFLAGS).encode()

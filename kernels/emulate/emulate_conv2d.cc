@@ -15,7 +15,9 @@
 //     backward-data: the shapes with K = 130, 100 and C = 140). Each label names the
 //     tile the rule picked, and a launch whose setting did not pick the tile meant
 //     fails; the end of the run checks that both tiles of every launcher ran;
-//   - versions 4 and 10 (backward-filter, split-K) pick their tile by the shape alone
+//   - version 12 (forward, warp-tiled) picks its tile by the same rule and its split
+//     count with conv2d_fwd12_splits: see check_fwd12;
+//   - versions 4, 10, 15 and 16 (backward-filter, split-K) pick their tile by the shape alone
 //     (bwd_filter4_large: K/groups and C/groups*R*S both >= 96, the K = 100 shape);
 //     they run with the split counts conv2d_bwd_filter4_splits gives for 132 and 2
 //     SMs and with 1, 3 and 15 splits (15 leaves trailing splits with an empty
@@ -28,7 +30,7 @@
 // The grid-stride kernels (direct version 1, the depthwise kernels' runs of pixels,
 // the split reduction) also run on one and two blocks, fewer than their launcher's
 // grid, so their loops wrap; these are the only launches made here, not by a launcher.
-// Version 11's phase arithmetic also runs on 60 random small shapes.
+// The phase arithmetic of versions 11 and 14 also runs on 60 random small shapes.
 //
 // Build and run (tests/test_kernel_emulation.py does this):
 //   python kernels/emulate/emulate.py conv2d [--only conv2d_fwd7] [--quiet]
@@ -51,11 +53,16 @@
 #include "conv2d/05_bias_grad.cu"
 #include "conv2d/06_depthwise.cu"
 #include "conv2d/07_implicit_gemm_pipelined.cu"
+#include "conv2d/12_implicit_gemm_warp_tiled.cu"
 #include "emulate/emu_wmma.h"  // nvcuda::wmma with TF32 inputs, for versions 8, 9, 10
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
 #include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
 #include "conv2d/11_implicit_gemm_bwd_data_phased.cu"
+#include "conv2d/14_implicit_gemm_bwd_data_tables.cu"
+#include "conv2d/13_implicit_gemm_mma_tf32.cu"  // mma.sync and cp.async through emu_mma.h
+#include "conv2d/15_implicit_gemm_bwd_filter_pipelined.cu"
+#include "conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu"
 
 using pycnn::Conv2dParams;
 
@@ -179,9 +186,78 @@ static void check_fwd_igemm(const char* name, Launcher launcher, const Case& c, 
   }
 }
 
-// Backward-data 3, 9, 11 on 132 SMs (the small tile), and on one SM where that picks
+// Forward 12 (warp-tiled, split-K over C*R*S), through its launcher, which picks the
+// tile by version 2's rule (conv2d_fwd12_large_tile) on 132 SMs and on one:
+//   - one split (y from the kernel itself): bias + ReLU on 132 SMs, no bias on one SM;
+//   - the launcher's split count for 132 SMs (conv2d_fwd12_splits), and 3 and 15
+//     splits forced (15 leaves trailing splits with an empty kk range, which store
+//     zeros), the workspace sized by conv2d_fwd12_workspace_bytes and left unwritten;
+//     3 splits also on one SM (the large tile where K/groups >= 96);
+//   - one split and 3 splits with x, w and y one float off 16-byte alignment: the
+//     scalar filter loads, the scalar y stores, the split sum's scalar path;
+//   - the split sum of the 15 splits again on a single block (its loop wraps).
+// Where C/groups*R*S % 4 == 0 the aligned runs take the float4 filter loads. The end
+// of the run checks that both tiles, both filter loads and split-K ran.
+static void check_fwd12(const Case& c) {
+  using namespace pycnn;
+  const Conv2dParams& p = c.p;
+  const int64_t M = (int64_t)p.N * p.P * p.Q, Kg = p.K / p.groups;
+  const int Kdim = p.C / p.groups * p.R * p.S;
+  struct Run {
+    int sms, splits;
+    const char* why;
+    bool relu;
+    size_t off;  // x, w and y this many floats past 16-byte alignment
+  };
+  const int own = conv2d_fwd12_splits(p, kH200Sms);
+  std::vector<Run> runs{{kH200Sms, 1, "split", true, 0}, {kOneSm, 1, "split", false, 0},
+                        {kH200Sms, 1, "split", true, 1}};
+  if (own != 1) runs.push_back({kH200Sms, own, "splits for 132 SMs", true, 0});
+  for (int s : {3, 15})
+    if (s != own) runs.push_back({kH200Sms, s, "splits", s == 3, 0});
+  runs.push_back({kOneSm, 3, "splits", true, 0});
+  runs.push_back({kH200Sms, 3, "splits", true, 1});
+  char label[128];
+  for (const Run& r : runs) {
+    bool as_meant;
+    const bool large = picks_large<Fwd12Large>(r.sms, M, Kg, p.groups, &as_meant);
+    as_meant = as_meant && large == conv2d_fwd12_large_tile(p, r.sms);
+    const std::string tile = large ? tile_name<Fwd12Large>() : tile_name<Fwd12Small>();
+    std::snprintf(label, sizeof label, "conv2d_fwd12 %s%s, %d SM%s, %d %s%s", tile.c_str(),
+                  r.relu ? " relu" : " no bias", r.sms, r.sms == 1 ? "" : "s", r.splits, r.why,
+                  r.off ? ", x w y misaligned" : "");
+    if (!emu::wanted(label)) continue;
+    const emu::Guarded<float> xm(c.x.vec(), r.off, "x"), wm(c.w.vec(), r.off, "w");
+    const size_t bytes = conv2d_fwd12_workspace_bytes(p, r.splits);
+    emu::Guarded<float> ws(bytes / 4, NAN, 0, "workspace");
+    emu::Guarded<float> y(c.ref.y.size(), NAN, r.off, "y");
+    {
+      emu::WithSms gpu(r.sms);
+      conv2d_fwd12(xm.data(), wm.data(), r.relu ? c.b.data() : nullptr, y.data(), bytes ? ws.data() : nullptr, p,
+                   r.relu, r.splits, nullptr);
+    }
+    compare(label, p, y, r.relu ? c.ref.y : c.y_no_bias, r.relu, 1e-4, as_meant);
+    kernels_run.insert("conv2d_fwd12 " + tile);
+    kernels_run.insert(Kdim % 4 == 0 && r.off == 0 ? "conv2d_fwd12 float4 w" : "conv2d_fwd12 scalar w");
+    if (r.splits > 1) kernels_run.insert("conv2d_fwd12 split-K");
+    const int total = (int)c.ref.y.size(), PQ = p.P * p.Q;
+    if (r.splits == 15 && grid_for(total, 256) > 1) {  // the split sum again, on one block
+      std::snprintf(label, sizeof label, "conv2d_fwd12 15 splits: conv2d_fwd12_split_sum_kernel on 1 block");
+      emu::Guarded<float> y1(c.ref.y.size(), NAN, 0, "y");
+      emu::launch("conv2d_fwd12_split_sum_kernel on a short grid", dim3(1), dim3(256), [&] {
+        if (PQ % 4 == 0)
+          conv2d_fwd12_split_sum_kernel<true>(ws.data(), nullptr, y1.data(), total, 15, PQ, p.K, false);
+        else
+          conv2d_fwd12_split_sum_kernel<false>(ws.data(), nullptr, y1.data(), total, 15, PQ, p.K, false);
+      });
+      compare(label, p, y1, c.y_no_bias);
+    }
+  }
+}
+
+// Backward-data 3, 9, 11, 14 on 132 SMs (the small tile), and on one SM where that picks
 // the large tile. `rows`, `z`: the GEMM's rows and grid z as the launcher's rule sees
-// them (version 11: the largest stride phase's rows, groups * phases).
+// them (versions 11 and 14: the largest stride phase's rows, groups * phases).
 template <class L, class S, class Launcher>
 static void check_bwd_data_igemm(const char* name, Launcher launcher, const Case& c, int64_t rows, int64_t z,
                                  double tol) {
@@ -375,6 +451,60 @@ static void check_direct(const Case& c) {
   }
 }
 
+// Forward 13 (mma.sync, ldmatrix, cp.async; one 64x64 tile) in its three precisions:
+// bias + ReLU, no bias, and x, w and y one float off 16-byte alignment (the filter's
+// 4-byte copies; aligned, the launcher takes its 16-byte copies where C/groups*R*S % 4
+// == 0). 3xTF32 at version 8's tolerance (1e-5 of the output's scale). Plain TF32 at
+// 1e-2: each product of two TF32-rounded operands is within 2^-10 of its value, so an
+// output is within 2^-10 * sum |x w| of the fp32 one, about 1e-3 of the largest output
+// on these random inputs (worst case 8e-3 where C*R*S = 1260); a layout or pipeline
+// bug is off by whole products. The end of the run checks that both filter copies of
+// both precisions ran.
+static void check_fwd13(const Case& c) {
+  using namespace pycnn;
+  const Conv2dParams& p = c.p;
+  const int Kdim = p.C / p.groups * p.R * p.S;
+  char label[128];
+  for (bool x3 : {true, false})
+    for (int run = 0; run < 3; ++run) {
+      const bool relu = run != 1;
+      const size_t off = run == 2 ? 1 : 0;
+      std::snprintf(label, sizeof label, "conv2d_fwd13 %s%s%s", x3 ? "3xtf32" : "tf32", relu ? " relu" : " no bias",
+                    off ? ", x w y misaligned" : "");
+      if (!emu::wanted(label)) continue;
+      const emu::Guarded<float> xm(c.x.vec(), off, "x"), wm(c.w.vec(), off, "w");
+      emu::Guarded<float> y(c.ref.y.size(), NAN, off, "y");
+      conv2d_fwd13(xm.data(), wm.data(), relu ? c.b.data() : nullptr, y.data(), p, relu, x3, nullptr);
+      compare(label, p, y, relu ? c.ref.y : c.y_no_bias, relu, x3 ? 1e-5 : 1e-2);
+      kernels_run.insert(std::string("conv2d_fwd13 ") + (x3 ? "3xtf32 " : "tf32 ") +
+                         (Kdim % 4 == 0 && off == 0 ? "16-byte w" : "4-byte w"));
+    }
+  // BF16 (conv2d_fwd13_bf16, mma.m16n8k16): a product of two bf16-rounded operands is
+  // within 2^-8 of its value, so an output is within 2^-8 * sum |x w| (about 3e-3 of the
+  // largest output here); checked at 3e-2.
+  for (int run = 0; run < 3; ++run) {
+    const bool relu = run != 1;
+    const size_t off = run == 2 ? 1 : 0;
+    std::snprintf(label, sizeof label, "conv2d_fwd13_bf16%s%s", relu ? " relu" : " no bias",
+                  off ? ", x w y misaligned" : "");
+    if (!emu::wanted(label)) continue;
+    const emu::Guarded<float> xm(c.x.vec(), off, "x"), wm(c.w.vec(), off, "w");
+    emu::Guarded<float> y(c.ref.y.size(), NAN, off, "y");
+    conv2d_fwd13_bf16(xm.data(), wm.data(), relu ? c.b.data() : nullptr, y.data(), p, relu, nullptr);
+    compare(label, p, y, relu ? c.ref.y : c.y_no_bias, relu, 3e-2);
+    kernels_run.insert(std::string("conv2d_fwd13 bf16 ") + (Kdim % 4 == 0 && off == 0 ? "16-byte w" : "4-byte w"));
+  }
+}
+
+// Version 14 through its launcher with the workspace its size function asks for
+// (unwritten, so that a read of a table entry the prep kernel missed is an initcheck
+// finding), as pycnn/backends/cuda/conv.py allocates it.
+static void bwd_data14_with_workspace(const float* dy, const float* w, float* dx, const Conv2dParams& p,
+                                      cudaStream_t stream) {
+  emu::Guarded<float> ws(pycnn::conv2d_bwd_data14_workspace_bytes(p) / sizeof(float), NAN, 0, "workspace");
+  pycnn::conv2d_bwd_data14(dy, w, dx, ws.data(), p, stream);
+}
+
 static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int dh,
                      int dw_, int pt, int pb, int pl, int pr, int groups, bool slow_too) {
   using namespace pycnn;
@@ -398,6 +528,7 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
 
   if (slow_too) check_direct(c);
   if (Cg == 1) check_depthwise(c);
+  check_fwd12(c);
 
   if (emu::wanted("conv2d_bwd_bias5")) {  // one block per channel, warp shuffles emulated lane by lane
     std::vector<double> db_ref(K, 0.0);
@@ -415,21 +546,30 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   check_fwd_igemm<Fwd2Large, Fwd2Small>("conv2d_fwd2", conv2d_fwd2, c, 1e-4, false);
   check_fwd_igemm<Fwd7Large, Fwd7Small>("conv2d_fwd7", conv2d_fwd7, c, 1e-4, true);
   check_fwd_igemm<Fwd8Large, Fwd8Small>("conv2d_fwd8", conv2d_fwd8, c, 1e-5, false);
+  check_fwd13(c);
   const int64_t MX = (int64_t)N * H * W;
   check_bwd_data_igemm<BwdData3Large, BwdData3Small>("conv2d_bwd_data3", conv2d_bwd_data3, c, MX, groups, 1e-4);
   check_bwd_data_igemm<BwdData9Large, BwdData9Small>("conv2d_bwd_data9", conv2d_bwd_data9, c, MX, groups, 1e-5);
-  check_bwd_data_igemm<BwdData11Large, BwdData11Small>("conv2d_bwd_data11", conv2d_bwd_data11, c,
-                                                       bwd_data11_max_rows(p), (int64_t)groups * sh * sw, 1e-4);
+  const int64_t phase_rows = bwd_phase_max_rows(N, H, W, sh, sw);
+  check_bwd_data_igemm<BwdData11Large, BwdData11Small>("conv2d_bwd_data11", conv2d_bwd_data11, c, phase_rows,
+                                                       (int64_t)groups * sh * sw, 1e-4);
+  check_bwd_data_igemm<BwdData14Large, BwdData14Small>("conv2d_bwd_data14", bwd_data14_with_workspace, c,
+                                                       phase_rows, (int64_t)groups * sh * sw, 1e-4);
   check_bwd_filter_split_k<BwdFilter4Large, BwdFilter4Small>("conv2d_bwd_filter4", conv2d_bwd_filter4, c, 1e-4);
   check_bwd_filter_split_k<BwdFilter10Large, BwdFilter10Small>("conv2d_bwd_filter10", conv2d_bwd_filter10, c, 1e-5);
+  check_bwd_filter_split_k<BwdFilter15Large, BwdFilter15Small>("conv2d_bwd_filter15", conv2d_bwd_filter15, c, 1e-4);
+  check_bwd_filter_split_k<BwdFilter16Large, BwdFilter16Small>("conv2d_bwd_filter16", conv2d_bwd_filter16, c, 1e-4);
 }
 
-// Version 11's phase arithmetic (first pixel, taps, output offsets; strides that share
-// a factor with the dilation; padding past the filter) on 60 random small shapes,
-// through the launcher on the H200 (the small tile: C/groups < 96), against the
-// oracle's dx.
-static void sweep_bwd_data11() {
-  if (!emu::wanted("conv2d_bwd_data11 random sweep")) return;
+// The phase arithmetic of versions 11 and 14 (first pixel, taps, output offsets; 14's
+// tap tables and phase runs; strides that share a factor with the dilation; padding
+// past the filter) on 60 random small shapes, through the launcher on the H200 (the
+// small tile: C/groups < 96), against the oracle's dx.
+template <class Launcher>
+static void sweep_bwd_data_phases(const char* name, Launcher launcher) {
+  char label[96];
+  std::snprintf(label, sizeof label, "%s random sweep", name);
+  if (!emu::wanted(label)) return;
   std::mt19937 rng(11);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   std::uniform_real_distribution<float> u(-1.f, 1.f);
@@ -450,7 +590,7 @@ static void sweep_bwd_data11() {
     const Ref ref = reference(p, x, w, {}, dy);
     const emu::Guarded<float> wg(w, 0, "w"), dyg(dy, 0, "dy");
     emu::Guarded<float> dx(ref.dx.size(), NAN, 0, "dx");
-    pycnn::conv2d_bwd_data11(dyg.data(), wg.data(), dx.data(), p, nullptr);
+    launcher(dyg.data(), wg.data(), dx.data(), p, nullptr);
     double err = dx.intact() ? 0 : INFINITY;
     for (size_t i = 0; i < ref.dx.size(); ++i) {
       const double e = std::fabs(dx[i] - ref.dx[i]);
@@ -460,12 +600,13 @@ static void sweep_bwd_data11() {
     if (!(err <= worst)) { worst = err; worst_case = done; }
     ++done;
   }
-  emu::report(ok, "conv2d_bwd_data11 random sweep: 60 shapes, worst err %.2e (shape %d)", worst, worst_case);
+  emu::report(ok, "%s: 60 shapes, worst err %.2e (shape %d)", label, worst, worst_case);
 }
 
 int main(int argc, char** argv) {
   emu::parse_args(argc, argv);
-  sweep_bwd_data11();
+  sweep_bwd_data_phases("conv2d_bwd_data11", pycnn::conv2d_bwd_data11);
+  sweep_bwd_data_phases("conv2d_bwd_data14", bwd_data14_with_workspace);
   //        N  C   H   W   K  R  S  sh sw dh dw pt pb pl pr groups slow
   run_case(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true);      // plain 3x3, odd sizes
   run_case(2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 2, 1, 0, 2, 1, 2, true);      // stride, dilation, uneven pad, groups
@@ -487,11 +628,19 @@ int main(int argc, char** argv) {
                                                                        // tile (bwd_filter4_large); K past 64
   run_case(1, 192, 5, 7, 192, 3, 2, 2, 1, 1, 2, 1, 0, 1, 1, 2, false); // every pass 96 wide per group: the
                                                                        // large tiles on groups, stride, dilation
+  if (emu::only == nullptr) {  // version 13: both precisions, both filter copies
+    int ran13 = 0;
+    for (const char* kind : {"3xtf32 16-byte w", "3xtf32 4-byte w", "tf32 16-byte w", "tf32 4-byte w",
+                             "bf16 16-byte w", "bf16 4-byte w"})
+      ran13 += kernels_run.count(std::string("conv2d_fwd13 ") + kind) > 0;
+    emu::report(ran13 == 6, "conv2d_fwd13: the three precisions with the 16-byte and the 4-byte filter copies ran");
+  }
   // Every kernel a launcher can choose ran: both tiles of the implicit-GEMM versions
   // (by their own rules, as the labels say), and version 6's three specialised
   // filter sizes and its general loops. A filtered run skips some on purpose.
   const char* two_tiles[] = {"conv2d_fwd2",      "conv2d_fwd7",      "conv2d_fwd8",        "conv2d_bwd_data3",
-                             "conv2d_bwd_data9", "conv2d_bwd_data11", "conv2d_bwd_filter4", "conv2d_bwd_filter10"};
+                             "conv2d_bwd_data9", "conv2d_bwd_data11", "conv2d_bwd_data14", "conv2d_bwd_filter4",
+                             "conv2d_bwd_filter10", "conv2d_bwd_filter15", "conv2d_bwd_filter16"};
   const char* depthwise[] = {"conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6"};
   auto ran = [](const char* name, const char* kind) { return kernels_run.count(std::string(name) + " " + kind) > 0; };
   if (emu::only == nullptr) {
@@ -501,5 +650,9 @@ int main(int argc, char** argv) {
       emu::report(ran(name, "3x3") && ran(name, "5x5") && ran(name, "7x7") && ran(name, "general"),
                   "%s: the 3x3, 5x5, 7x7 and general kernels ran", name);
   }
+  if (emu::only == nullptr)
+    emu::report(ran("conv2d_fwd12", "64x64") && ran("conv2d_fwd12", "128x128") && ran("conv2d_fwd12", "float4 w") &&
+                    ran("conv2d_fwd12", "scalar w") && ran("conv2d_fwd12", "split-K"),
+                "conv2d_fwd12: both tiles, the float4 and the scalar filter loads and split-K ran");
   return emu::finish();
 }

@@ -39,11 +39,16 @@
 #include "conv2d/05_bias_grad.cu"
 #include "conv2d/06_depthwise.cu"
 #include "conv2d/07_implicit_gemm_pipelined.cu"
+#include "conv2d/12_implicit_gemm_warp_tiled.cu"
 #include "emulate/emu_wmma.h"
 #include "conv2d/08_implicit_gemm_tf32x3.cu"
 #include "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
 #include "conv2d/11_implicit_gemm_bwd_data_phased.cu"
+#include "conv2d/14_implicit_gemm_bwd_data_tables.cu"
+#include "conv2d/15_implicit_gemm_bwd_filter_pipelined.cu"
+#include "conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu"
+#include "conv2d/13_implicit_gemm_mma_tf32.cu"
 #elif defined(COUNTERS_POOL)
 #include "pool/01_max_pool.cu"
 #include "pool/04_max_pool_bwd_gather.cu"
@@ -127,9 +132,23 @@ void conv2d(const std::string& pass, int version, const char* shape, int groups)
   p.Q = out_size(p.W, p.S, v[7], v[8]);
   const size_t xs = (size_t)p.N * p.C * p.H * p.W, ws = (size_t)p.K * (p.C / std::max(groups, 1)) * p.R * p.S,
                ys = (size_t)p.N * p.K * std::max(p.P, 0) * std::max(p.Q, 0);
+  if (pass == "fwd" && version == 12) {  // with the splits and workspace pycnn gives it (132 SMs)
+    G x(randn(xs), 0, "x"), w(randn(ws), 0, "w");
+    G y(ys, 0.0f, 0, "y");
+    const int splits = pycnn::conv2d_fwd12_splits(p, emu::device.sms);
+    const size_t bytes = pycnn::conv2d_fwd12_workspace_bytes(p, splits);
+    G work(bytes / 4, 0.0f, 0, "workspace");
+    pycnn::conv2d_fwd12(x.data(), w.data(), nullptr, y.data(), bytes ? work.data() : nullptr, p, false, splits,
+                        nullptr);
+    return;
+  }
   if (pass == "fwd") {
     G x(randn(xs), 0, "x"), w(randn(ws), 0, "w");
     G y(ys, 0.0f, 0, "y");
+    if (version == 13) {  // 3xTF32, as pycnn calls it (its plain-TF32 mode only drops the lo tiles' reads)
+      pycnn::conv2d_fwd13(x.data(), w.data(), nullptr, y.data(), p, false, true, nullptr);
+      return;
+    }
     auto* f = version == 1 ? pycnn::conv2d_fwd1 : version == 2 ? pycnn::conv2d_fwd2 : version == 6 ? pycnn::conv2d_fwd6
             : version == 7 ? pycnn::conv2d_fwd7 : version == 8 ? pycnn::conv2d_fwd8 : nullptr;
     if (!f) usage(("conv2d fwd: version expected 1, 2, 6, 7 or 8, got " + std::to_string(version)).c_str());
@@ -137,10 +156,16 @@ void conv2d(const std::string& pass, int version, const char* shape, int groups)
   } else if (pass == "bwd_data") {
     G dy(randn(ys), 0, "dy"), w(randn(ws), 0, "w");
     G dx(xs, 0.0f, 0, "dx");
+    if (version == 14) {  // with the workspace pycnn gives it (its prep kernel is a launch of its own)
+      const size_t bytes = pycnn::conv2d_bwd_data14_workspace_bytes(p);
+      G work(bytes / 4, 0.0f, 0, "workspace");
+      pycnn::conv2d_bwd_data14(dy.data(), w.data(), dx.data(), work.data(), p, nullptr);
+      return;
+    }
     auto* f = version == 1 ? pycnn::conv2d_bwd_data1 : version == 3 ? pycnn::conv2d_bwd_data3
             : version == 6 ? pycnn::conv2d_bwd_data6 : version == 9 ? pycnn::conv2d_bwd_data9
             : version == 11 ? pycnn::conv2d_bwd_data11 : nullptr;
-    if (!f) usage(("conv2d bwd_data: version expected 1, 3, 6, 9 or 11, got " + std::to_string(version)).c_str());
+    if (!f) usage(("conv2d bwd_data: version expected 1, 3, 6, 9, 11 or 14, got " + std::to_string(version)).c_str());
     f(dy.data(), w.data(), dx.data(), p, nullptr);
   } else if (pass == "bwd_filter") {
     G x(randn(xs), 0, "x"), dy(randn(ys), 0, "dy");
@@ -153,14 +178,17 @@ void conv2d(const std::string& pass, int version, const char* shape, int groups)
       const size_t bytes = pycnn::conv2d_bwd_filter6_workspace_bytes(p, splits);
       G work(std::max<size_t>(bytes / 4, 1), 0.0f, 0, "workspace");
       pycnn::conv2d_bwd_filter6(x.data(), dy.data(), dw.data(), bytes ? work.data() : nullptr, p, splits, nullptr);
-    } else if (version == 4 || version == 10) {  // as pycnn calls them by default: the fixed-order split sum
+    } else if (version == 4 || version == 10 || version == 15 || version == 16) {  // as pycnn calls them: the fixed-order sum
       const int splits = pycnn::conv2d_bwd_filter4_splits(p, sms);
       const size_t bytes = pycnn::conv2d_bwd_filter4_workspace_bytes(p, splits, true);
       G work(std::max<size_t>(bytes / 4, 1), 0.0f, 0, "workspace");
-      (version == 4 ? pycnn::conv2d_bwd_filter4 : pycnn::conv2d_bwd_filter10)(
+      (version == 4    ? pycnn::conv2d_bwd_filter4
+       : version == 10 ? pycnn::conv2d_bwd_filter10
+       : version == 15 ? pycnn::conv2d_bwd_filter15
+                       : pycnn::conv2d_bwd_filter16)(
           x.data(), dy.data(), dw.data(), bytes ? work.data() : nullptr, p, splits, true, nullptr);
     } else {
-      usage(("conv2d bwd_filter: version expected 1, 4, 6 or 10, got " + std::to_string(version)).c_str());
+      usage(("conv2d bwd_filter: version expected 1, 4, 6, 10, 15 or 16, got " + std::to_string(version)).c_str());
     }
   } else {
     usage(("conv2d: pass expected fwd, bwd_data or bwd_filter, got " + pass).c_str());

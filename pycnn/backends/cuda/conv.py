@@ -8,9 +8,9 @@ GPU (tune.py: the first call of a shape times the eligible versions, a cache fil
 the fastest); with ``PYCNN_TUNE=0``, or where the tuner has one candidate, it runs the
 heuristic default, the promoted version with guarded fallbacks:
 
-    fwd         7 (implicit GEMM, double-buffered)  depthwise -> 6   (also: 1 direct, 2, 8 tensor cores)
-    bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores)
-    bwd_filter  4 (split-K implicit GEMM)           depthwise -> 6   (also: 1, 10 tensor cores)
+    fwd         7 (implicit GEMM, double-buffered)  depthwise -> 6   (also: 1 direct, 2, 8 tensor cores, 12)
+    bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores, 14)
+    bwd_filter  4 (split-K implicit GEMM)           depthwise -> 6   (also: 1, 10 tensor cores, 15, 16)
     bwd_bias    5
 
 Depthwise means one input channel per group (C/groups = 1, any channel
@@ -21,7 +21,12 @@ columns wide would compute one useful column. Version 6 runs only such shapes:
 
 Version 11 is version 3 split into stride phases, so that it multiplies none of the
 zeros version 3 gathers for taps that miss an output (three products in four at stride
-2); at stride 1 it is one phase, version 3's work with its own tiles. Version 7 is
+2); at stride 1 it is one phase, version 3's work with its own tiles. Version 14 is 11
+with its index math in tables that a prep kernel writes into a workspace (no division
+in the main loop, coalesced filter loads), double-buffered; unmeasured. Version 15 is
+4 double-buffered with its reduction row stepped, not divided; unmeasured. Version 16 is
+15 warp-tiled as forward 12 is (BK 16, 8x8 outputs a thread, the filter taps in a
+shared table), the same split-K; unmeasured. Version 7 is
 version 2 double-buffered; 8, 9 and 10 are versions 2, 3 and 4 on tensor cores in
 3xTF32 (fp32 accuracy from three TF32 products per term; compute capability 8.0+).
 
@@ -30,6 +35,18 @@ The defaults were measured: on an H200 in fp32 (bench/results/), forward 7 beats
 backward-data 11 beats 3 by 1.08-1.17x (ResNet-50, VGG-16, batch 1; and each DeepBench case
 that is not a one-channel input, which goes to version 6), and version 6 wins on depthwise
 shapes; DEFAULT_VERSIONS says more.
+
+Version 12 is a warp-tiled forward (BK 16, a tap table in shared memory instead of
+divisions, float4 filter loads, 128-bit y stores) that splits C*R*S over gridDim.z where
+its grid would be under one wave (conv2d_fwd12_splits), with a workspace from CuPy's pool
+and a fixed-order sum; unmeasured, so not the default: the tuner times it beside 7.
+
+Version 13 is the forward implicit GEMM on mma.sync TF32 tensor cores through explicit
+PTX (ldmatrix from a swizzled, conflict-free shared layout; a 3-stage cp.async pipeline),
+in 3xTF32 here (fp32 accuracy); unmeasured, so not the default: the tuner times it beside 7
+on compute capability 8.0+. Its plain-TF32 mode (``_C.conv2d_fwd13(..., tf32x3=False)``,
+about 1e-3 relative error, as cuDNN's TF32 mode) is never picked for an fp32 call, nor is
+its BF16 twin ``_C.conv2d_fwd13_bf16`` (mma.sync.m16n8k16, fp32 accumulation, about 4e-3).
 
 A shape whose implicit-GEMM grid would pass CUDA's 65535-block limit in y or z
 (more than 65535 groups, or more than 65535 * 64 channels per group) goes to
@@ -51,11 +68,12 @@ from ._common import num_sms as _num_sms
 #: Every kernel version, per pass: {pass: {version: pycnn._C launcher}}.
 VERSIONS = {
     "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6, 7: _C.conv2d_fwd7,
-            8: _C.conv2d_fwd8},
+            8: _C.conv2d_fwd8, 12: _C.conv2d_fwd12, 13: _C.conv2d_fwd13},
     "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6,
-                 9: _C.conv2d_bwd_data9, 11: _C.conv2d_bwd_data11},
+                 9: _C.conv2d_bwd_data9, 11: _C.conv2d_bwd_data11, 14: _C.conv2d_bwd_data14},
     "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6,
-                   10: _C.conv2d_bwd_filter10},
+                   10: _C.conv2d_bwd_filter10, 15: _C.conv2d_bwd_filter15,
+                   16: _C.conv2d_bwd_filter16},
     "bwd_bias": {5: _C.conv2d_bwd_bias5},
 }
 
@@ -75,19 +93,27 @@ DEPTHWISE_VERSION = 6
 #: gridDim.z), the version that runs instead.
 PHASED_FALLBACK = {"bwd_data": 3}
 
+#: The backward-data versions that put groups x stride phases in gridDim.z.
+PHASED_VERSIONS = (11, 14)
+
 #: Versions that multiply on TF32 tensor cores, three products per term (3xTF32) for
-#: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them.
-TENSOR_CORE_VERSIONS = (8, 9, 10)
+#: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them. (Version 13 is
+#: 3xTF32 as called here; _C.conv2d_fwd13(..., tf32x3=False) is its plain-TF32 mode.)
+TENSOR_CORE_VERSIONS = (8, 9, 10, 13)
 
 #: Every pycnn._C function this module calls.
 LAUNCHERS = (
     "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7", "conv2d_fwd8",
     "conv2d_bwd_data1", "conv2d_bwd_data3", "conv2d_bwd_data9", "conv2d_bwd_data11",
-    "conv2d_bwd_filter1", "conv2d_bwd_filter4", "conv2d_bwd_filter10",
+    "conv2d_bwd_data14", "conv2d_bwd_data14_workspace_bytes",
+    "conv2d_bwd_filter1", "conv2d_bwd_filter4", "conv2d_bwd_filter10", "conv2d_bwd_filter15",
+    "conv2d_bwd_filter16",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
     "conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6",
     "conv2d_bwd_filter6_splits", "conv2d_bwd_filter6_workspace_bytes",
     "conv2d_bwd_bias5",
+    "conv2d_fwd13",
+    "conv2d_fwd12", "conv2d_fwd12_splits", "conv2d_fwd12_workspace_bytes",
 )
 
 
@@ -165,7 +191,7 @@ def tuning_candidates(pass_name: str, x_shape, w_shape, stride, groups) -> list[
     depthwise = _is_depthwise(w_shape)
     out = [v for v in versions_for(pass_name, w_shape) if v != 1 or depthwise]
     if pass_name == "bwd_data" and not _gemm_grid_fits(x_shape[1] // groups, groups * stride[0] * stride[1]):
-        out = [v for v in out if v != 11]
+        out = [v for v in out if v not in PHASED_VERSIONS]
     if compute_capability() < 80:
         out = [v for v in out if v not in TENSOR_CORE_VERSIONS]
     return sorted(set(out) | {heuristic})
@@ -258,10 +284,22 @@ def _fwd(x, w, b, stride, padding, dilation, groups, relu, version):
     v = _tuned("bias_relu_fwd" if relu else "fwd", "fwd", version, x.shape, w.shape, stride,
                padding, dilation, groups,
                lambda u: _fwd(x, w, b, stride, padding, dilation, groups, relu, u))
-    VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y),
-                       *_params(x.shape, w.shape, (p, q), stride, padding, dilation, groups),
-                       bool(relu), stream())
+    params = _params(x.shape, w.shape, (p, q), stride, padding, dilation, groups)
+    if v == 12:
+        _fwd12(x, w, b, y, params, relu)
+        return y
+    VERSIONS["fwd"][v](ptr(x), ptr(w), ptr(b), ptr(y), *params, bool(relu), stream())
     return y
+
+
+def _fwd12(x, w, b, y, params, relu):
+    """Version 12 with its split count for this GPU and, where it splits, the workspace
+    of its partial sums from CuPy's pool (released on return, as conv2d_bwd_filter's)."""
+    splits = _C.conv2d_fwd12_splits(*params, _num_sms())
+    nbytes = _C.conv2d_fwd12_workspace_bytes(*params, splits)
+    workspace = empty((nbytes // 4,)) if nbytes else None
+    VERSIONS["fwd"][12](ptr(x), ptr(w), ptr(b), ptr(y), ptr(workspace), *params, bool(relu), splits,
+                        stream())
 
 
 def conv2d_fwd(x, w, b, stride, padding, dilation, groups, *, version=None):
@@ -292,10 +330,12 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
     v = _tuned("bwd_data", "bwd_data", version, x_shape, w.shape, stride, padding, dilation, groups,
                lambda u: conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, version=u))
     dx = empty(x_shape)
-    VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx),
-                            *_params(x_shape, w.shape, out[2:], stride, padding, dilation,
-                                     groups),
-                            stream())
+    params = _params(x_shape, w.shape, out[2:], stride, padding, dilation, groups)
+    if v == 14:  # its tables go in a workspace from CuPy's pool (see conv2d_bwd_filter)
+        workspace = empty((_C.conv2d_bwd_data14_workspace_bytes(*params) // 4,))
+        _C.conv2d_bwd_data14(ptr(dy), ptr(w), ptr(dx), ptr(workspace), *params, stream())
+        return dx
+    VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx), *params, stream())
     return dx
 
 
@@ -303,8 +343,8 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
                       deterministic=True, splits=None):
     """dw, the gradient of conv2d_fwd with respect to w.
 
-    Versions 4, 6 and 10 split the N*P*Q reduction into ``splits`` parts (default:
-    enough to fill the GPU). By default (``deterministic=True``) versions 4 and 10
+    Versions 4, 6, 10, 15 and 16 split the N*P*Q reduction into ``splits`` parts (default:
+    enough to fill the GPU). By default (``deterministic=True``) versions 4, 10, 15 and 16
     reduce the parts in a fixed order through a workspace: the same bits on every
     run, for a workspace write and one more pass over splits x |w| floats.
     ``deterministic=False`` adds them with atomics instead, in whatever order the
@@ -347,7 +387,7 @@ def conv2d_bwd_filter(x, dy, w_shape, stride, padding, dilation, groups, *, vers
     workspace = empty((nbytes // 4,)) if nbytes else None
     if v == 6:
         _C.conv2d_bwd_filter6(ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits, stream())
-    else:                                     # 4 and 10: the same arguments and sizes
+    else:                                     # 4, 10, 15 and 16: the same arguments and sizes
         VERSIONS["bwd_filter"][v](ptr(x), ptr(dy), ptr(dw), ptr(workspace), *params, splits,
                                   bool(deterministic), stream())
     return dw
