@@ -32,7 +32,8 @@ def test_fast_backend_defines_the_interface_and_borrows_the_rest():
     assert not missing, missing
     redone = {n for n in INTERFACE if getattr(fast, n) is not getattr(ref, n)}
     assert redone == {"conv2d_fwd", "conv2d_bwd_data", "conv2d_bwd_filter",
-                      "conv2d_bias_relu_fwd", "max_pool2d_bwd"}
+                      "conv2d_bias_relu_fwd", "max_pool2d_bwd", "batch_norm_fwd",
+                      "batch_norm_bwd"}
 
 
 CONV_CASES = [
@@ -45,12 +46,25 @@ CONV_CASES = [
     (2, 8, 5, 5, 8, 1, 1, (2, 2), (0, 0, 0, 0), (1, 1), 1),          # 1x1 stride 2
     (0, 3, 5, 5, 2, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),          # empty batch
     (1, 2, 3, 3, 3, 3, 3, (4, 4), (0, 0, 0, 0), (1, 1), 1),          # kernel = input
+    (2, 8, 5, 5, 64, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1),         # K >= 64: dw = dy @ cols^T
+    (1, 4, 6, 6, 128, 3, 3, (2, 2), (1, 0, 0, 1), (1, 1), 2),        # and so per group
 ]
+
+
+@pytest.fixture(params=["one thread", "3 copy threads"])
+def copy_threads(request, monkeypatch):
+    """Every convolution case on the calling thread alone, and again with the layout
+    copies, im2col and col2im cut into 3 uneven channel chunks on the copy threads
+    (however small the arrays)."""
+    if request.param != "one thread":
+        monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(fast, "_cpu_threads", lambda: 3)
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
-def test_convolution_matches_the_reference(case, dtype):
+def test_convolution_matches_the_reference(case, dtype, copy_threads):
     n, c, h, wd, k, r, s, stride, padding, dilation, groups = case
     x, w, b = _rand((n, c, h, wd), dtype), _rand((k, c // groups, r, s), dtype), _rand((k,), dtype)
     args = (stride, padding, dilation, groups)
@@ -72,6 +86,51 @@ def test_convolution_matches_the_reference(case, dtype):
         np.testing.assert_allclose(dx, ref.conv2d_bwd_data(dy, w, x.shape, *args), **tol)
         fast._cols_cache.clear()
     np.testing.assert_allclose(fast.conv2d_bwd_bias(dy), ref.conv2d_bwd_bias(dy), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 5, 1, 1), (7, 4), (3, 2, 9, 2)], ids=str)
+def test_batch_norm_matches_the_reference(shape, affine, training, dtype):
+    c = shape[1]
+    x, dy = 3 + _rand(shape, dtype), _rand(shape, dtype)     # an offset mean: the centring matters
+    weight, bias = (_rand((c,), dtype), _rand((c,), dtype)) if affine else (None, None)
+    stats = {}
+    for name, be in (("ref", ref), ("fast", fast)):
+        rm, rv = np.full(c, 0.5, dtype), np.full(c, 2.0, dtype)
+        y, mean, invstd = be.batch_norm_fwd(x, weight, bias, rm, rv, training, 0.1, 1e-5)
+        grads = be.batch_norm_bwd(dy, x, weight, mean, invstd, training)
+        stats[name] = (y, mean, invstd, rm, rv) + tuple(grads)
+        assert all(a.dtype == dtype for a in stats[name])
+    for got, want in zip(stats["fast"], stats["ref"]):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def test_batch_norm_errors_are_the_reference_s():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fast.batch_norm_fwd(np.ones((1, 3), np.float32), None, None, None, None, True, 0.1, 1e-5)
+    with pytest.raises(ValueError, match=r"x: expected shape \(N, C\) or \(N, C, H, W\)"):
+        fast.batch_norm_fwd(np.ones((2, 3, 4), np.float32), None, None, None, None, True, 0.1, 1e-5)
+
+
+def test_copy_threads_follow_the_blas_setting_and_pass_errors_on(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert fast._cpu_threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "junk")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert fast._cpu_threads() == 1
+    monkeypatch.setattr(fast, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    seen = []
+    fast._parallel(lambda lo, hi: seen.append((lo, hi)), 5, 1)
+    assert sorted(seen) == [(0, 2), (2, 5)]
+
+    def part(lo, hi):
+        if lo:
+            raise MemoryError("chunk 2")
+    with pytest.raises(MemoryError, match="chunk 2"):
+        fast._parallel(part, 4, 1)
 
 
 def test_backward_filter_does_not_use_columns_of_another_geometry():
@@ -212,3 +271,18 @@ def test_readme_cpu_table_is_generated_from_the_committed_results():
         "README's CPU table is stale: run python bench/cpu_table.py --write"
     with pytest.raises(ValueError, match="expected the markers"):
         cpu_table.replace_between_markers("no markers", body)
+
+
+def test_the_cpu_benchmarks_record_which_blas_kernels_ran(monkeypatch):
+    from pycnn.bench.cpu import blas_info, describe
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    info = blas_info()
+    assert info["OPENBLAS_CORETYPE"] == "Haswell"
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    if "openblas" in blas:         # NumPy's wheels: the library answers for itself
+        assert info["core"] and "OpenBLAS" in info["library"]
+        assert describe(info) == (f"NumPy's OpenBLAS on its {info['core']} kernels "
+                                  f"(pinned by OPENBLAS_CORETYPE=Haswell)")
+    assert describe({"core": "SkylakeX", "OPENBLAS_CORETYPE": None}) == \
+        "NumPy's OpenBLAS on its SkylakeX kernels (chosen by OpenBLAS for this CPU)"
+    assert describe(None) == "NumPy's BLAS kernels not recorded"
