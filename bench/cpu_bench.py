@@ -35,6 +35,7 @@ import numpy as np                                  # noqa: E402
 from pycnn import backends, models, optim           # noqa: E402
 from pycnn import functional as F                   # noqa: E402
 from pycnn.bench.sets import load_set               # noqa: E402
+from pycnn.bench.cpu import blas_info, cpu_name      # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "cpu-bench.json")
 
@@ -153,7 +154,9 @@ def main(argv=None):
               "cpu_backend": backends.cpu_backend(), "repeats": args.repeats,
               "resnet18_step": resnet18_step(torch, args.repeats),
               "per_op": per_op(torch, args.repeats)}
-    result["machine"] = {"logical_cpus": os.cpu_count(), "threads": THREADS,
+    result["machine"] = {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "threads": THREADS,
+                         "blas": blas_info(),
+                         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
                          "load_average_before": load_before, "load_average_after": os.getloadavg()}
     result["versions"] = {"pycnn": pycnn.__version__, "numpy": np.__version__,
                           "python": platform.python_version(), "torch": torch.__version__}

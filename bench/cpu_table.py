@@ -35,6 +35,13 @@ def _load_avg(machine):
     return f"load average {before[0]:.1f} before, {after[0]:.1f} after"
 
 
+def _blas(machine):
+    from pycnn.bench.cpu import describe
+    cap = machine.get("torch_cpu_capability")
+    torch = f", PyTorch on MKL/oneDNN at {cap}" if cap else ""
+    return f"{machine.get('cpu', 'CPU not recorded')}, {describe(machine.get('blas'))}{torch}"
+
+
 def table(train, bench) -> str:
     lines = ["| what | pycnn | PyTorch | pycnn / PyTorch |", "|---|---|---|---|"]
     notes = []
@@ -45,7 +52,7 @@ def table(train, bench) -> str:
                      f"{p['seconds']:.2f} s | {t['seconds']:.2f} s | "
                      f"{train['ratio_pycnn_over_torch']:.2f}x |")
         notes.append(f"train run: best of {len(p['all_seconds'])} each, "
-                     f"{_load_avg(train['machine'])}")
+                     f"{_load_avg(train['machine'])}, {_blas(train['machine'])}")
     if bench:
         r = bench["resnet18_step"]
         lines.append(f"| {r['what']} | {r['pycnn_s']:.3f} s | {r['torch_s']:.3f} s | "
@@ -57,7 +64,8 @@ def table(train, bench) -> str:
                          f"{row['ratio']:.2f}x |")
         lines.append(f"| {op['set']} set: geometric mean | | | {op['geomean_ratio']:.2f}x |")
         notes.append(f"ResNet-18 and per-op: best of {bench['repeats']} rounds each, "
-                     f"{_load_avg(bench['machine'])}, CPU backend `{bench['cpu_backend']}`, "
+                     f"{_load_avg(bench['machine'])}, {_blas(bench['machine'])}, "
+                     f"CPU backend `{bench['cpu_backend']}`, "
                      f"PyTorch {bench['versions']['torch']}")
     if len(lines) == 2:
         return "No CPU results are committed yet (run bench/train_cpu.py and bench/cpu_bench.py)."

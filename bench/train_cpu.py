@@ -34,6 +34,7 @@ import numpy as np                            # noqa: E402
 from pycnn import cli                         # noqa: E402
 from pycnn.data import DataLoader             # noqa: E402
 from pycnn.train import fit                   # noqa: E402
+from pycnn.bench.cpu import blas_info, cpu_name  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "train-cpu.json")
 
@@ -118,15 +119,8 @@ def run_torch(torch, cfg, data, state):
             "train_loss_per_epoch": losses}
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+def _torch_capability(torch):
+    return torch.backends.cpu.get_cpu_capability() if torch is not None else None
 
 
 def main(argv=None):
@@ -170,7 +164,8 @@ def main(argv=None):
         "what": "wall time of the default `pycnn train` configuration on the CPU vs PyTorch",
         "config": cfg,
         "train_samples": len(data[0]), "test_samples": len(data[1]),
-        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "logical_cpus": os.cpu_count(), "blas": blas_info(),
+                    "torch_cpu_capability": _torch_capability(torch),
                     "load_average_before": load_before, "load_average_after": load_after},
         "versions": {"pycnn": pycnn.__version__, "numpy": np.__version__,
                      "python": platform.python_version(),
