@@ -35,6 +35,7 @@ LADDER = [
     ("bwd_data", 9, "conv2d_bwd_data_kernel9", "conv2d/09_implicit_gemm_bwd_data_tf32x3.cu"),
     ("bwd_data", 11, "conv2d_bwd_data_kernel11", "conv2d/11_implicit_gemm_bwd_data_phased.cu"),
     ("bwd_data", 14, "conv2d_bwd_data_kernel14", "conv2d/14_implicit_gemm_bwd_data_tables.cu"),
+    ("bwd_data", 17, "conv2d_bwd_data_kernel17", "conv2d/17_implicit_gemm_bwd_data_warp_tiled.cu"),
     ("bwd_filter", 1, "conv2d_bwd_filter_kernel1", "conv2d/01_direct.cu"),
     ("bwd_filter", 4, "conv2d_bwd_filter_kernel4", "conv2d/04_implicit_gemm_bwd_filter.cu"),
     ("bwd_filter", 10, "conv2d_bwd_filter_kernel10", "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"),

@@ -98,6 +98,7 @@ def test_readme_determinism_table_is_the_emulators(family_runs):
 @pytest.mark.parametrize("family,only", [("activation", None), ("pool", None), ("softmax", None),
                                          ("batch_norm", None), ("dropout", None), ("conv2d", "conv2d_fwd7"),
                                          ("conv2d", "conv2d_fwd12"), ("conv2d", "conv2d_bwd_data14"),
+                                         ("conv2d", "conv2d_bwd_data17"),
                                          ("conv2d", "conv2d_bwd_filter15"), ("conv2d", "conv2d_bwd_filter16")])
 def test_a_seeded_random_schedule_passes_too(family, only, family_runs, build_dir):
     """Threads picked at random, switched at random accesses, blocks shuffled."""

@@ -37,27 +37,11 @@
 // costs both tiles spills, ptxas sm_90); the FMAs are fp32 on the CUDA cores.
 //
 // Measured: not yet measured on a GPU
-#include "conv2d/bwd_phase.cuh"
+#include "conv2d/bwd_data_tables.cuh"
 #include "conv2d/conv2d.h"
 #include "conv2d/igemm_tile.cuh"
 
 namespace pycnn {
-
-// Where a phase's run of taps starts in the tables (in taps per kg, times Kg for
-// entries): the phases before (a_h, a_w) in row-major order hold
-// before_h * S + taps_h * before_w taps.
-__host__ __device__ inline int bwd_data14_phase_start(int a_h, int a_w, const BwdPhase& ph,
-                                                      const Conv2dParams& p) {
-  return bwd_phase_taps_before(a_h, p.stride_h, p.dilation_h, p.R) * p.S +
-         ph.taps * bwd_phase_taps_before(a_w, p.stride_w, p.dilation_w, p.S);
-}
-
-// The workspace: Wt (groups x |w|/groups floats), then the tap table (Kg * R * S
-// int4 entries, shared by the groups) at the next 16-byte boundary.
-inline size_t bwd_data14_table_offset(const Conv2dParams& p) {
-  const size_t w_bytes = (size_t)p.K * (p.C / p.groups) * p.R * p.S * sizeof(float);
-  return (w_bytes + 15) / 16 * 16;
-}
 
 size_t conv2d_bwd_data14_workspace_bytes(const Conv2dParams& p) {
   return bwd_data14_table_offset(p) + (size_t)(p.K / p.groups) * p.R * p.S * sizeof(int4);
@@ -91,56 +75,6 @@ static __global__ void conv2d_bwd_data_prep_kernel14(const float* __restrict__ w
     }
   }
 }
-
-// The two loaders of one phase, split as fwd_gather.cuh's: load() issues the next
-// step's global loads into registers, store() writes them into one shared buffer.
-//   DY (As[kk][m]): m-fastest, thread t fills row m = t % BM and k rows
-//     t / BM + l * (THREADS / BM); the warp shares kk, so its table reads broadcast.
-//   Wt (Bs[kk][cg]): cg-fastest, thread t fills column t % BN and k rows
-//     t / BN + l * (THREADS / BN): consecutive lanes, consecutive floats of Wt.
-template <class T>
-struct BwdData14Gather {
-  static_assert(T::THREADS % T::BM == 0 && T::BK % (T::THREADS / T::BM) == 0, "DY loader: whole rows");
-  static_assert(T::THREADS % T::BN == 0 && T::BK % (T::THREADS / T::BN) == 0, "Wt loader: whole rows");
-  static constexpr int A_STEP = T::THREADS / T::BM, A_LOADS = T::BK / A_STEP;
-  static constexpr int B_STEP = T::THREADS / T::BN, B_LOADS = T::BK / B_STEP;
-
-  const int4* tab;     // the phase's run of the tap table
-  const float* dy_m;   // dy[n_img, g*Kg, 0, 0] of this thread's row
-  const float* wt;     // the group's and phase's Wt[kk][cg]
-  int row_off, op0, oq0, P, Q, Cg, Kdim, k0, a_m, a_k, b_n, b_k, n_block;
-  bool m_ok;
-  float a_next[A_LOADS], b_next[B_LOADS];
-
-  __device__ __forceinline__ void load() {
-#pragma unroll
-    for (int l = 0; l < A_LOADS; ++l) {
-      const int kk = k0 + a_k + l * A_STEP;
-      float v = 0.f;
-      if (m_ok && kk < Kdim) {
-        const int4 e = __ldg(&tab[kk]);
-        const int op = op0 - e.y, oq = oq0 - e.z;
-        if (op >= 0 && op < P && oq >= 0 && oq < Q) v = dy_m[row_off + e.x];
-      }
-      a_next[l] = v;
-    }
-#pragma unroll
-    for (int l = 0; l < B_LOADS; ++l) {
-      const int kk = k0 + b_k + l * B_STEP;
-      const int cg = n_block + b_n;
-      b_next[l] = (cg < Cg && kk < Kdim) ? wt[(size_t)kk * Cg + cg] : 0.f;
-    }
-    k0 += T::BK;
-  }
-
-  __device__ __forceinline__ void store(float (&As)[T::BK][T::BM + T::PAD],
-                                        float (&Bs)[T::BK][T::BN + T::PAD]) const {
-#pragma unroll
-    for (int l = 0; l < A_LOADS; ++l) As[a_k + l * A_STEP][a_m] = a_next[l];
-#pragma unroll
-    for (int l = 0; l < B_LOADS; ++l) Bs[b_k + l * B_STEP][b_n] = b_next[l];
-  }
-};
 
 // Resident blocks per SM asked of the compiler, as version 7: 2 for the 8x8 tile
 // (128 registers), 4 for the 4x4 one (64).
@@ -200,7 +134,7 @@ conv2d_bwd_data_kernel14(const float* __restrict__ dy, const float* __restrict__
 
   const int tm = tid % T::ROWS, tn = tid / T::ROWS;
   float acc[T::TM][T::TN] = {};
-  igemm_pipelined_loop<T>(gather, As, Bs, acc, tm, tn, (gather.Kdim + T::BK - 1) / T::BK);  // as version 7
+  igemm_pipelined_loop<T>(gather, As, Bs, acc, tm, tn, gather.steps());  // as version 7
 
   // ---- epilogue: dx[n_o, g*Cg + cg, first_h + i*sh, first_w + j*sw], each written once
 #pragma unroll
@@ -235,32 +169,44 @@ static void launch_bwd_data14(const float* dy, const float* wt, const int4* tab,
          tab, dx, p);
 }
 
-void conv2d_bwd_data14(const float* dy, const float* w, float* dx, float* workspace,
-                       const Conv2dParams& p, cudaStream_t stream) {
-  check_conv2d_params(p, "conv2d_bwd_data14");
+void conv2d_bwd_data14_check(const Conv2dParams& p, const float* workspace, const char* name) {
+  check_conv2d_params(p, name);
   const int64_t phases = (int64_t)p.stride_h * p.stride_w;  // as version 11, without overflow
   if (phases > 65535 || p.groups * phases > 65535)
-    throw std::invalid_argument("conv2d_bwd_data14: groups * stride_h * stride_w = " +
+    throw std::invalid_argument(std::string(name) + ": groups * stride_h * stride_w = " +
                                 std::to_string(p.groups) + " * " + std::to_string(p.stride_h) +
                                 " * " + std::to_string(p.stride_w) +
                                 " exceeds the grid's z limit of 65535");
   if (workspace == nullptr)
-    throw std::invalid_argument("conv2d_bwd_data14: workspace: expected " +
+    throw std::invalid_argument(std::string(name) + ": workspace: expected " +
                                 std::to_string(conv2d_bwd_data14_workspace_bytes(p)) +
                                 " bytes (conv2d_bwd_data14_workspace_bytes), got a null pointer");
   if (reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
-    throw std::invalid_argument("conv2d_bwd_data14: workspace: expected a 16-byte aligned pointer");
-  const int64_t z = p.groups * phases;
-  const int64_t M = bwd_phase_max_rows(p.N, p.H, p.W, p.stride_h, p.stride_w), Cg = p.C / p.groups;
-  check_int32_size(M + BwdData14Large::BM, "N*ceil(H/stride_h)*ceil(W/stride_w) plus one tile");
-  float* wt = workspace;
+    throw std::invalid_argument(std::string(name) + ": workspace: expected a 16-byte aligned pointer");
+  const int64_t M = bwd_phase_max_rows(p.N, p.H, p.W, p.stride_h, p.stride_w);
+  // plus one tile of rows: 128, the largest of versions 14 and 17
+  check_int32_size(M + 128, "N*ceil(H/stride_h)*ceil(W/stride_w) plus one tile");
+}
+
+void conv2d_bwd_data14_prep(const float* w, float* workspace, const Conv2dParams& p, cudaStream_t stream) {
   int4* tab = reinterpret_cast<int4*>(reinterpret_cast<char*>(workspace) + bwd_data14_table_offset(p));
+  const int total = p.K * (p.C / p.groups) * p.R * p.S;
+  launch("conv2d_bwd_data_prep_kernel14", conv2d_bwd_data_prep_kernel14, grid_for(total, 256), 256, 0,
+         stream, w, workspace, tab, p);
+}
+
+void conv2d_bwd_data14(const float* dy, const float* w, float* dx, float* workspace,
+                       const Conv2dParams& p, cudaStream_t stream) {
+  conv2d_bwd_data14_check(p, workspace, "conv2d_bwd_data14");
+  const int64_t z = (int64_t)p.groups * p.stride_h * p.stride_w;
+  const int64_t M = bwd_phase_max_rows(p.N, p.H, p.W, p.stride_h, p.stride_w), Cg = p.C / p.groups;
+  const float* wt = workspace;
+  const int4* tab = reinterpret_cast<const int4*>(reinterpret_cast<const char*>(workspace) +
+                                                  bwd_data14_table_offset(p));
   const bool large = igemm_use_large_tile<BwdData14Large>(M, Cg, z);
   check_grid_yz(ceil_div(Cg, (int64_t)(large ? BwdData14Large::BN : BwdData14Small::BN)), z,
                 "conv2d_bwd_data14");  // before the prep kernel: nothing runs on a refused shape
-  const int total = p.K * (p.C / p.groups) * p.R * p.S;
-  launch("conv2d_bwd_data_prep_kernel14", conv2d_bwd_data_prep_kernel14, grid_for(total, 256), 256, 0,
-         stream, w, wt, tab, p);
+  conv2d_bwd_data14_prep(w, workspace, p, stream);
   if (large)
     launch_bwd_data14<BwdData14Large>(dy, wt, tab, dx, p, stream);
   else

@@ -155,6 +155,19 @@ void bind_conv2d(py::module_& m) {
         "reading tap tables and a channel-contiguous filter copy that a prep kernel writes "
         "into workspace (conv2d_bwd_data14_workspace_bytes), double-buffered "
         "(kernels/conv2d/14_implicit_gemm_bwd_data_tables.cu).");
+  m.def("conv2d_bwd_data17_workspace_bytes",
+        [](PYCNN_CONV2D_PARAMS) { return pycnn::conv2d_bwd_data17_workspace_bytes(PYCNN_CONV2D_MAKE); },
+        PYCNN_CONV2D_ARGS,
+        "Bytes of workspace conv2d_bwd_data17 needs: version 14's tables (no GPU needed).");
+  m.def("conv2d_bwd_data17",
+        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, std::uintptr_t workspace,
+           PYCNN_CONV2D_PARAMS, std::uintptr_t stream) {
+          pycnn::conv2d_bwd_data17(cf(dy), cf(w), f(dx), f(workspace), PYCNN_CONV2D_MAKE, st(stream));
+        },
+        arg("dy"), arg("w"), arg("dx"), arg("workspace"), PYCNN_CONV2D_ARGS, arg("stream"), nogil,
+        "dx = gradient of conv2d with respect to x (overwritten); version 14's stride phases "
+        "and tap tables (workspace: conv2d_bwd_data17_workspace_bytes) with warp tiles of 8x8 "
+        "outputs a thread and BK = 16 (kernels/conv2d/17_implicit_gemm_bwd_data_warp_tiled.cu).");
 
   // ---- backward-filter
   m.def("conv2d_bwd_filter1",

@@ -116,6 +116,10 @@ size_t conv2d_bwd_data14_workspace_bytes(const Conv2dParams& p);
 // conv2d_bwd_data14_workspace_bytes long), then the phase GEMMs read them.
 void conv2d_bwd_data14(const float* dy, const float* w, float* dx, float* workspace,
                        const Conv2dParams& p, cudaStream_t stream);
+// Version 17: version 14's tables and workspace (the same bytes), warp-tiled GEMMs.
+size_t conv2d_bwd_data17_workspace_bytes(const Conv2dParams& p);
+void conv2d_bwd_data17(const float* dy, const float* w, float* dx, float* workspace,
+                       const Conv2dParams& p, cudaStream_t stream);
 
 // ---- backward-filter: dw[k,c,r,s] = sum over n,p,q of dy * x; dw is overwritten ----
 void conv2d_bwd_filter1(const float* x, const float* dy, float* dw, const Conv2dParams& p,

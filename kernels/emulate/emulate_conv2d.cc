@@ -60,6 +60,7 @@
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
 #include "conv2d/11_implicit_gemm_bwd_data_phased.cu"
 #include "conv2d/14_implicit_gemm_bwd_data_tables.cu"
+#include "conv2d/17_implicit_gemm_bwd_data_warp_tiled.cu"
 #include "conv2d/13_implicit_gemm_mma_tf32.cu"  // mma.sync and cp.async through emu_mma.h
 #include "conv2d/15_implicit_gemm_bwd_filter_pipelined.cu"
 #include "conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu"
@@ -505,6 +506,13 @@ static void bwd_data14_with_workspace(const float* dy, const float* w, float* dx
   pycnn::conv2d_bwd_data14(dy, w, dx, ws.data(), p, stream);
 }
 
+// Version 17 likewise (version 14's workspace).
+static void bwd_data17_with_workspace(const float* dy, const float* w, float* dx, const Conv2dParams& p,
+                                      cudaStream_t stream) {
+  emu::Guarded<float> ws(pycnn::conv2d_bwd_data17_workspace_bytes(p) / sizeof(float), NAN, 0, "workspace");
+  pycnn::conv2d_bwd_data17(dy, w, dx, ws.data(), p, stream);
+}
+
 static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, int sw, int dh,
                      int dw_, int pt, int pb, int pl, int pr, int groups, bool slow_too) {
   using namespace pycnn;
@@ -554,6 +562,8 @@ static void run_case(int N, int C, int H, int W, int K, int R, int S, int sh, in
   check_bwd_data_igemm<BwdData11Large, BwdData11Small>("conv2d_bwd_data11", conv2d_bwd_data11, c, phase_rows,
                                                        (int64_t)groups * sh * sw, 1e-4);
   check_bwd_data_igemm<BwdData14Large, BwdData14Small>("conv2d_bwd_data14", bwd_data14_with_workspace, c,
+                                                       phase_rows, (int64_t)groups * sh * sw, 1e-4);
+  check_bwd_data_igemm<BwdData17Large, BwdData17Small>("conv2d_bwd_data17", bwd_data17_with_workspace, c,
                                                        phase_rows, (int64_t)groups * sh * sw, 1e-4);
   check_bwd_filter_split_k<BwdFilter4Large, BwdFilter4Small>("conv2d_bwd_filter4", conv2d_bwd_filter4, c, 1e-4);
   check_bwd_filter_split_k<BwdFilter10Large, BwdFilter10Small>("conv2d_bwd_filter10", conv2d_bwd_filter10, c, 1e-5);
@@ -607,6 +617,7 @@ int main(int argc, char** argv) {
   emu::parse_args(argc, argv);
   sweep_bwd_data_phases("conv2d_bwd_data11", pycnn::conv2d_bwd_data11);
   sweep_bwd_data_phases("conv2d_bwd_data14", bwd_data14_with_workspace);
+  sweep_bwd_data_phases("conv2d_bwd_data17", bwd_data17_with_workspace);
   //        N  C   H   W   K  R  S  sh sw dh dw pt pb pl pr groups slow
   run_case(2, 3, 7, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, true);      // plain 3x3, odd sizes
   run_case(2, 4, 9, 8, 6, 3, 2, 2, 1, 1, 2, 1, 0, 2, 1, 2, true);      // stride, dilation, uneven pad, groups
@@ -639,7 +650,7 @@ int main(int argc, char** argv) {
   // (by their own rules, as the labels say), and version 6's three specialised
   // filter sizes and its general loops. A filtered run skips some on purpose.
   const char* two_tiles[] = {"conv2d_fwd2",      "conv2d_fwd7",      "conv2d_fwd8",        "conv2d_bwd_data3",
-                             "conv2d_bwd_data9", "conv2d_bwd_data11", "conv2d_bwd_data14", "conv2d_bwd_filter4",
+                             "conv2d_bwd_data9", "conv2d_bwd_data11", "conv2d_bwd_data14", "conv2d_bwd_data17", "conv2d_bwd_filter4",
                              "conv2d_bwd_filter10", "conv2d_bwd_filter15", "conv2d_bwd_filter16"};
   const char* depthwise[] = {"conv2d_fwd6", "conv2d_bwd_data6", "conv2d_bwd_filter6"};
   auto ran = [](const char* name, const char* kind) { return kernels_run.count(std::string(name) + " " + kind) > 0; };

@@ -46,6 +46,7 @@
 #include "conv2d/10_implicit_gemm_bwd_filter_tf32x3.cu"
 #include "conv2d/11_implicit_gemm_bwd_data_phased.cu"
 #include "conv2d/14_implicit_gemm_bwd_data_tables.cu"
+#include "conv2d/17_implicit_gemm_bwd_data_warp_tiled.cu"
 #include "conv2d/15_implicit_gemm_bwd_filter_pipelined.cu"
 #include "conv2d/16_implicit_gemm_bwd_filter_warp_tiled.cu"
 #include "conv2d/13_implicit_gemm_mma_tf32.cu"
@@ -156,16 +157,17 @@ void conv2d(const std::string& pass, int version, const char* shape, int groups)
   } else if (pass == "bwd_data") {
     G dy(randn(ys), 0, "dy"), w(randn(ws), 0, "w");
     G dx(xs, 0.0f, 0, "dx");
-    if (version == 14) {  // with the workspace pycnn gives it (its prep kernel is a launch of its own)
-      const size_t bytes = pycnn::conv2d_bwd_data14_workspace_bytes(p);
+    if (version == 14 || version == 17) {  // with the workspace pycnn gives them (their prep
+      const size_t bytes = pycnn::conv2d_bwd_data14_workspace_bytes(p);  // kernel is a launch of its own)
       G work(bytes / 4, 0.0f, 0, "workspace");
-      pycnn::conv2d_bwd_data14(dy.data(), w.data(), dx.data(), work.data(), p, nullptr);
+      (version == 14 ? pycnn::conv2d_bwd_data14 : pycnn::conv2d_bwd_data17)(dy.data(), w.data(), dx.data(),
+                                                                          work.data(), p, nullptr);
       return;
     }
     auto* f = version == 1 ? pycnn::conv2d_bwd_data1 : version == 3 ? pycnn::conv2d_bwd_data3
             : version == 6 ? pycnn::conv2d_bwd_data6 : version == 9 ? pycnn::conv2d_bwd_data9
             : version == 11 ? pycnn::conv2d_bwd_data11 : nullptr;
-    if (!f) usage(("conv2d bwd_data: version expected 1, 3, 6, 9, 11 or 14, got " + std::to_string(version)).c_str());
+    if (!f) usage(("conv2d bwd_data: version expected 1, 3, 6, 9, 11, 14 or 17, got " + std::to_string(version)).c_str());
     f(dy.data(), w.data(), dx.data(), p, nullptr);
   } else if (pass == "bwd_filter") {
     G x(randn(xs), 0, "x"), dy(randn(ys), 0, "dy");

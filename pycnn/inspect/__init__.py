@@ -104,15 +104,20 @@ def static_entry(record, arch: str, launch: dict) -> dict | None:
     return found[0] if len(found) == 1 else (found[0] if found else None)
 
 
-def conv_rows(pass_name: str, dims, groups: int = 1) -> int | None:
+def conv_rows(pass_name: str, dims, groups: int = 1, version: int | None = None) -> int:
     """The GEMM rows (M) a conv pass tiles along gridDim.x, which tells its launcher's tiles
-    apart: N*P*Q forward, N*H*W backward-data at stride 1 (its stride phases split them
-    otherwise: None), C/groups*R*S backward-filter."""
+    apart: N*P*Q forward, C/groups*R*S backward-filter, N*H*W backward-data, except in the
+    stride-phased versions (11, 14, 17), whose grid covers the largest phase's
+    N*ceil(H/stride)*ceil(W/stride)."""
     n, c, h, w, k, r, s, stride, pad = dims
     p = (h + 2 * pad - r) // stride + 1
     q = (w + 2 * pad - s) // stride + 1
-    return {"fwd": n * p * q, "bwd_data": n * h * w if stride == 1 else None,
-            "bwd_filter": c // groups * r * s}[pass_name]
+    if pass_name == "bwd_data":
+        from pycnn.backends.cuda.conv import PHASED_VERSIONS  # pure: no GPU needed
+        if version in PHASED_VERSIONS:
+            return n * -(-h // stride) * -(-w // stride)
+        return n * h * w
+    return {"fwd": n * p * q, "bwd_filter": c // groups * r * s}[pass_name]
 
 
 # --------------------------------------------------------------------------- measured side
@@ -170,7 +175,7 @@ def inspect_one(args, version) -> dict:
             version = default_version(args.pass_name, (n, c, h, w), (k, c // args.groups, r, s),
                                       (stride, stride), args.groups)
         data = dynamic.conv2d(args.pass_name, version, dims, groups=args.groups, sample=sample)
-        rows = conv_rows(args.pass_name, dims, args.groups)
+        rows = conv_rows(args.pass_name, dims, args.groups, version)
         case = {"C": c, "H": h, "W": w, "K": k, "R": r, "S": s, "stride": [stride, stride]}
         bench_op = f"conv_{args.pass_name}"
     elif fam == "pool":

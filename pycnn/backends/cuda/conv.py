@@ -9,7 +9,7 @@ the fastest); with ``PYCNN_TUNE=0``, or where the tuner has one candidate, it ru
 heuristic default, the promoted version with guarded fallbacks:
 
     fwd         7 (implicit GEMM, double-buffered)  depthwise -> 6   (also: 1 direct, 2, 8 tensor cores, 12)
-    bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores, 14)
+    bwd_data    11 (implicit GEMM in stride phases) depthwise -> 6   (also: 1, 3, 9 tensor cores, 14, 17)
     bwd_filter  4 (split-K implicit GEMM)           depthwise -> 6   (also: 1, 10 tensor cores, 15, 16)
     bwd_bias    5
 
@@ -23,7 +23,9 @@ Version 11 is version 3 split into stride phases, so that it multiplies none of 
 zeros version 3 gathers for taps that miss an output (three products in four at stride
 2); at stride 1 it is one phase, version 3's work with its own tiles. Version 14 is 11
 with its index math in tables that a prep kernel writes into a workspace (no division
-in the main loop, coalesced filter loads), double-buffered; unmeasured. Version 15 is
+in the main loop, coalesced filter loads), double-buffered; unmeasured. Version 17 is 14
+warp-tiled as forward 12 is (BK 16, 8x8 outputs a thread), the same phases and tables;
+unmeasured. Version 15 is
 4 double-buffered with its reduction row stepped, not divided; unmeasured. Version 16 is
 15 warp-tiled as forward 12 is (BK 16, 8x8 outputs a thread, the filter taps in a
 shared table), the same split-K; unmeasured. Version 7 is
@@ -70,7 +72,8 @@ VERSIONS = {
     "fwd": {1: _C.conv2d_fwd1, 2: _C.conv2d_fwd2, 6: _C.conv2d_fwd6, 7: _C.conv2d_fwd7,
             8: _C.conv2d_fwd8, 12: _C.conv2d_fwd12, 13: _C.conv2d_fwd13},
     "bwd_data": {1: _C.conv2d_bwd_data1, 3: _C.conv2d_bwd_data3, 6: _C.conv2d_bwd_data6,
-                 9: _C.conv2d_bwd_data9, 11: _C.conv2d_bwd_data11, 14: _C.conv2d_bwd_data14},
+                 9: _C.conv2d_bwd_data9, 11: _C.conv2d_bwd_data11, 14: _C.conv2d_bwd_data14,
+                 17: _C.conv2d_bwd_data17},
     "bwd_filter": {1: _C.conv2d_bwd_filter1, 4: _C.conv2d_bwd_filter4, 6: _C.conv2d_bwd_filter6,
                    10: _C.conv2d_bwd_filter10, 15: _C.conv2d_bwd_filter15,
                    16: _C.conv2d_bwd_filter16},
@@ -94,7 +97,7 @@ DEPTHWISE_VERSION = 6
 PHASED_FALLBACK = {"bwd_data": 3}
 
 #: The backward-data versions that put groups x stride phases in gridDim.z.
-PHASED_VERSIONS = (11, 14)
+PHASED_VERSIONS = (11, 14, 17)
 
 #: Versions that multiply on TF32 tensor cores, three products per term (3xTF32) for
 #: fp32 accuracy; the others use fp32 FMAs. The benchmark labels them. (Version 13 is
@@ -106,6 +109,7 @@ LAUNCHERS = (
     "conv2d_fwd1", "conv2d_fwd2", "conv2d_fwd7", "conv2d_fwd8",
     "conv2d_bwd_data1", "conv2d_bwd_data3", "conv2d_bwd_data9", "conv2d_bwd_data11",
     "conv2d_bwd_data14", "conv2d_bwd_data14_workspace_bytes",
+    "conv2d_bwd_data17", "conv2d_bwd_data17_workspace_bytes",
     "conv2d_bwd_filter1", "conv2d_bwd_filter4", "conv2d_bwd_filter10", "conv2d_bwd_filter15",
     "conv2d_bwd_filter16",
     "conv2d_bwd_filter4_splits", "conv2d_bwd_filter4_workspace_bytes",
@@ -331,9 +335,10 @@ def conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, *, versio
                lambda u: conv2d_bwd_data(dy, w, x_shape, stride, padding, dilation, groups, version=u))
     dx = empty(x_shape)
     params = _params(x_shape, w.shape, out[2:], stride, padding, dilation, groups)
-    if v == 14:  # its tables go in a workspace from CuPy's pool (see conv2d_bwd_filter)
-        workspace = empty((_C.conv2d_bwd_data14_workspace_bytes(*params) // 4,))
-        _C.conv2d_bwd_data14(ptr(dy), ptr(w), ptr(dx), ptr(workspace), *params, stream())
+    if v in (14, 17):  # their tables go in a workspace from CuPy's pool (see conv2d_bwd_filter)
+        bytes_of = {14: _C.conv2d_bwd_data14_workspace_bytes, 17: _C.conv2d_bwd_data17_workspace_bytes}
+        workspace = empty((bytes_of[v](*params) // 4,))
+        VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx), ptr(workspace), *params, stream())
         return dx
     VERSIONS["bwd_data"][v](ptr(dy), ptr(w), ptr(dx), *params, stream())
     return dx
