@@ -122,7 +122,7 @@ def table(static: dict, bench: dict | None, defaults: dict) -> str:
     lines += ["", f"Static columns: sm_90, nvcc {static['nvcc'].split(',')[-1].strip()}, small / large tile "
               "(`python -m pycnn.inspect.static` for every kernel). Main-loop instructions: one "
               "iteration of the loop over K (BK = 8 of the reduction for the FFMA versions but 16 for "
-              "the warp-tiled 12 and 16 and the tensor-core ones; version 12's figures are its scalar filter "
+              "the warp-tiled 12, 16 and 17 and the tensor-core ones; version 12's figures are its scalar filter "
               "loads', a few main-loop instructions more than its float4 loads'); FFMA share: the "
               "FFMAs' share of its issue slots (HMMA's for the "
               "tensor-core versions: on sm_90 a TF32 HMMA.1688 does 16x8x8 multiply-adds a warp, "

@@ -313,7 +313,7 @@ def test_conv_versions_for_leaves_the_depthwise_kernels_to_depthwise_shapes():
     conv = _cuda_conv()
     assert conv.versions_for("fwd", (8, 4, 3, 3)) == [1, 2, 7, 8, 12, 13]
     assert conv.versions_for("fwd", (8, 1, 3, 3)) == [1, 2, 6, 7, 8, 12, 13]    # C/groups = 1, multiplier 8
-    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9, 11, 14]
+    assert conv.versions_for("bwd_data", (8, 1, 5, 5)) == [1, 3, 6, 9, 11, 14, 17]
     assert conv.versions_for("bwd_filter", (8, 2, 3, 3)) == [1, 4, 10, 15, 16]
     assert conv.versions_for("bwd_bias", (8, 2, 3, 3)) == [5]
 
