@@ -371,30 +371,21 @@ def test_conv_launchers_refuse_grids_past_the_y_and_z_limits_before_launching():
         ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(stride_h=2**31 - 1, stride_w=2**31 - 1), stream=0)
     with pytest.raises(ValueError, match=r"conv2d_bwd_data11: grid y=65536.*65535"):
         ext.conv2d_bwd_data11(0, 0, 0, **_conv_shape(C=wide), stream=0)
-    # version 14 the same, before its prep kernel runs; and its workspace is checked
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: groups \* stride_h \* stride_w = "
-                                         r"16384 \* 2 \* 2 exceeds the grid's z limit"):
-        ext.conv2d_bwd_data14(0, 0, 0, 16, **_conv_shape(C=16384, K=16384, groups=16384, H=2, W=2,
-                                                         stride_h=2, stride_w=2), stream=0)
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: grid y=65536.*65535"):
-        ext.conv2d_bwd_data14(0, 0, 0, 16, **_conv_shape(C=wide), stream=0)
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data14: workspace: expected 32 bytes "
-                                         r"\(conv2d_bwd_data14_workspace_bytes\), got a null pointer"):
-        ext.conv2d_bwd_data14(0, 0, 0, 0, **_conv_shape(), stream=0)
-    with pytest.raises(ValueError, match="conv2d_bwd_data14: workspace: expected a 16-byte aligned"):
-        ext.conv2d_bwd_data14(0, 0, 0, 4, **_conv_shape(), stream=0)
-    # version 17: version 14's checks (under its own name) and workspace
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data17: groups \* stride_h \* stride_w = "
-                                         r"16384 \* 2 \* 2 exceeds the grid's z limit"):
-        ext.conv2d_bwd_data17(0, 0, 0, 16, **_conv_shape(C=16384, K=16384, groups=16384, H=2, W=2,
-                                                         stride_h=2, stride_w=2), stream=0)
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data17: grid y=65536.*65535"):
-        ext.conv2d_bwd_data17(0, 0, 0, 16, **_conv_shape(C=wide), stream=0)
-    with pytest.raises(ValueError, match=r"conv2d_bwd_data17: workspace: expected 32 bytes "
-                                         r"\(conv2d_bwd_data14_workspace_bytes\), got a null pointer"):
-        ext.conv2d_bwd_data17(0, 0, 0, 0, **_conv_shape(), stream=0)
-    with pytest.raises(ValueError, match="conv2d_bwd_data17: workspace: expected a 16-byte aligned"):
-        ext.conv2d_bwd_data17(0, 0, 0, 4, **_conv_shape(), stream=0)
+    # versions 14 and 17 (14's tables) the same, before the prep kernel runs; and the
+    # workspace is checked
+    for name in ("conv2d_bwd_data14", "conv2d_bwd_data17"):
+        launcher = getattr(ext, name)
+        with pytest.raises(ValueError, match=name + r": groups \* stride_h \* stride_w = "
+                                              r"16384 \* 2 \* 2 exceeds the grid's z limit"):
+            launcher(0, 0, 0, 16, **_conv_shape(C=16384, K=16384, groups=16384, H=2, W=2,
+                                                stride_h=2, stride_w=2), stream=0)
+        with pytest.raises(ValueError, match=name + r": grid y=65536.*65535"):
+            launcher(0, 0, 0, 16, **_conv_shape(C=wide), stream=0)
+        with pytest.raises(ValueError, match=name + r": workspace: expected 32 bytes "
+                                              r"\(conv2d_bwd_data14_workspace_bytes\), got a null pointer"):
+            launcher(0, 0, 0, 0, **_conv_shape(), stream=0)
+        with pytest.raises(ValueError, match=name + ": workspace: expected a 16-byte aligned"):
+            launcher(0, 0, 0, 4, **_conv_shape(), stream=0)
     shape = _conv_shape(K=64, C=32, groups=2, R=3, S=3)
     assert ext.conv2d_bwd_data17_workspace_bytes(**shape) == ext.conv2d_bwd_data14_workspace_bytes(**shape)
     # the filter again (|w| floats, to 16 bytes), then one 16-byte entry per (kg, r, s)
