@@ -52,7 +52,8 @@ in the pass that adds the bias. What is new is what training does twice:
 
 Measured on the 2-core machine (float32, LeNet-5's layers at batch 64, ms per
 call, reference -> fast; the figures in this header come from two hosts of that
-name, an earlier AVX2 one and the AVX-512 EPYC of bench/results): conv1 (1x28x28, 5x5 pad 2) backward-filter 1.34 ->
+name, an earlier AVX2 one and the AVX-512 EPYC of bench/results): conv1 (1x28x28,
+5x5 pad 2) backward-filter 1.34 ->
 0.78, conv2 (6x14x14, 5x5) backward-filter 0.87 -> 0.34, backward-data 1.13 ->
 0.90. ResNet-18's 3x3 64-channel layer at 32x32 batch 32: backward-filter 0.28 s
 -> 0.09 s.
@@ -79,8 +80,9 @@ machine, with NumPy's OpenBLAS on the Haswell kernels that machine's environment
 pins (``OPENBLAS_CORETYPE=Haswell``), the convolution GEMMs alone take 0.52 s of a
 0.79 s step, while PyTorch (MKL/oneDNN at AVX-512) takes 0.30 s for all of it; with
 the variable unset OpenBLAS picks its SkylakeX kernels and the GEMMs take 0.33 s of
-0.58 s (best of 4 steps; 0.67 s against PyTorch's 0.30 s in an interleaved run). The rest (im2col, col2im, layout changes, batch norm, ReLU, the Python
-autograd) is about 0.25 s either way. bench/cpu_bench.py records which kernels ran.
+0.58 s (best of 4 steps; 0.67 s against PyTorch's 0.30 s in an interleaved run). The
+rest (im2col, col2im, layout changes, batch norm, ReLU, the Python autograd) is about
+0.25 s either way. bench/cpu_bench.py records which kernels ran.
 
 Float32 in, float32 out (float64 likewise): no op here promotes.
 The module is not thread-safe for concurrent steps (its workspaces and caches

@@ -30,7 +30,8 @@ def cpu_name() -> str:
 def _openblas_library():
     import numpy as np
     here = os.path.dirname(np.__file__)
-    for pattern in ("../numpy.libs/*openblas*.so*", ".dylibs/*openblas*", "../numpy.libs/*openblas*.dll"):
+    patterns = ("../numpy.libs/*openblas*.so*", ".dylibs/*openblas*", "../numpy.libs/*openblas*.dll")
+    for pattern in patterns:
         for path in sorted(glob.glob(os.path.join(here, pattern))):
             try:
                 return ctypes.CDLL(path)
