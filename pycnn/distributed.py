@@ -322,18 +322,19 @@ class _SyncBatchNorm:
                 mean = sums[:c] / m
                 var = np.maximum(sums[c:2 * c] / m - mean * mean, 0.0)
                 inv = 1.0 / np.sqrt(var + eps)
-                mean_d, inv_d = (xp.asarray(v.astype(np.float32)).reshape(1, c, 1, 1) for v in (mean, inv))
+                # the statistics in x's own precision (float64 sums, float32 or float64 use)
+                mean_d, inv_d = (xp.asarray(v.astype(x.dtype)).reshape(1, c, 1, 1) for v in (mean, inv))
                 xhat = (x - mean_d) * inv_d
                 y = xhat * (weight.reshape(1, c, 1, 1) if weight is not None else 1)
                 if bias is not None:
                     y = y + bias.reshape(1, c, 1, 1)
                 if running_mean is not None:
                     running_mean *= 1 - momentum
-                    running_mean += xp.asarray((momentum * mean).astype(np.float32))
+                    running_mean += xp.asarray((momentum * mean).astype(running_mean.dtype))
                 if running_var is not None:
                     unbiased = var * m / max(m - 1, 1)
                     running_var *= 1 - momentum
-                    running_var += xp.asarray((momentum * unbiased).astype(np.float32))
+                    running_var += xp.asarray((momentum * unbiased).astype(running_var.dtype))
                 self.saved = (xhat, inv_d, weight, m, comm)
                 return y.astype(x.dtype, copy=False)
 
@@ -351,12 +352,12 @@ class _SyncBatchNorm:
                 sg = _host(g.sum(axis=(0, 2, 3), dtype=xp.float64))
                 sgx = _host((g * xhat).sum(axis=(0, 2, 3), dtype=xp.float64))
                 total = np.asarray(comm.sum_scalars(np.concatenate([s * sg, s * sgx])))
-                mean_g = xp.asarray((total[:c] / m / s).astype(np.float32)).reshape(1, c, 1, 1)
-                mean_gx = xp.asarray((total[c:] / m / s).astype(np.float32)).reshape(1, c, 1, 1)
+                mean_g = xp.asarray((total[:c] / m / s).astype(g.dtype)).reshape(1, c, 1, 1)
+                mean_gx = xp.asarray((total[c:] / m / s).astype(g.dtype)).reshape(1, c, 1, 1)
                 gamma = weight.reshape(1, c, 1, 1) if weight is not None else 1
                 dx = (gamma * inv_d) * (g - mean_g - xhat * mean_gx)
-                dw = xp.asarray(sgx.astype(np.float32)) if weight is not None else None
-                db = xp.asarray(sg.astype(np.float32)) if self.needs_input_grad[2] else None
+                dw = xp.asarray(sgx.astype(g.dtype)) if weight is not None else None
+                db = xp.asarray(sg.astype(g.dtype)) if self.needs_input_grad[2] else None
                 return dx.astype(g.dtype, copy=False), dw, db
 
         cls._cls = SyncBatchNormFn

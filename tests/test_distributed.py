@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pycnn
 from pycnn import distributed
 from pycnn.data import DataLoader, Dataset
 
@@ -146,6 +147,33 @@ class _OneRank:
 
     def sum_scalars(self, v):
         return list(np.asarray(v, dtype=np.float64))
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_sync_batch_norm_on_one_rank_is_batch_norm_in_its_own_precision(dtype, tol):
+    """Over one rank the global batch is the local one: sync BN must be plain BN, in
+    float64 too (its statistics used to be cast to float32 whatever the input)."""
+    from pycnn import nn
+    from pycnn.tensor import tensor
+    rng = np.random.default_rng(3)
+    x = (1 + 2 * rng.standard_normal((4, 3, 5, 5))).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    out = {}
+    for kind in ("plain", "sync"):
+        pycnn.manual_seed(0)
+        bn = nn.BatchNorm2d(3)
+        bn.astype(dtype)
+        bn.weight.data[:] = [0.5, 1.5, -2.0]
+        if kind == "sync":
+            assert distributed.convert_sync_batchnorm(bn, _OneRank()) == 1
+        t = tensor(x, requires_grad=True)
+        y = bn(t)
+        (y * tensor(g)).sum().backward()
+        out[kind] = [y.data, t.grad.data, bn.weight.grad.data, bn.bias.grad.data,
+                     bn.running_mean, bn.running_var]
+    for a, b in zip(out["sync"], out["plain"]):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
 
 def test_buckets_start_as_backward_completes_them_and_scale_by_the_share():
