@@ -29,7 +29,7 @@
 //
 // What limits it: dx is written one float at a time, as in version 14, and a warp's
 // store of one output covers 8 rows m (4 apart, so 4*stride_w floats apart in dx) of 4
-// channels (H*W floats apart); the DY loads are scalar and guarded per element (the
+// channels (4*H*W floats apart); the DY loads are scalar and guarded per element (the
 // gather of a transposed convolution: a row m reads dy at the tap's output pixel, in
 // bounds or not); the loads go through registers (no cp.async); the FMAs are fp32 on
 // the CUDA cores.
